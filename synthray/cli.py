@@ -1,0 +1,173 @@
+"""The ``synthray`` command: one subcommand per stage, each runnable alone.
+
+    synthray synthbench <out> --per-class N        generate the built-in benchmark
+    synthray ingest <layout> <root> <out>          data set folder -> Parquet shards
+    synthray stream <shards>                       stream preprocessed batches, report speed/balance
+    synthray demo                                  the main job on the embedded defaults
+
+Argument parsing only: the work lives in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from synthray.config import (
+    IngestConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    SynthbenchConfig,
+    from_dict,
+    load_yaml,
+)
+
+log = logging.getLogger("synthray")
+
+
+def _emit(result: Any) -> None:
+    """The command's result (not status) goes to stdout as JSON, for people and scripts."""
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _yaml_section(path: str | None, section: str) -> dict[str, Any]:
+    if not path:
+        return {}
+    data = load_yaml(path)
+    # A config file may hold several concerns (ingest:, preprocess:, pipeline:) or just one.
+    return data.get(section, {}) if section in data else data
+
+
+def cmd_synthbench(args: argparse.Namespace) -> int:
+    from synthray.data.synthbench import build_synthbench
+
+    cfg = from_dict(SynthbenchConfig, _yaml_section(args.config, "synthbench"))
+    if args.per_class is not None:
+        cfg.per_class = args.per_class
+    if args.resolution is not None:
+        cfg.resolution = args.resolution
+    if args.seed is not None:
+        cfg.seed = args.seed
+    summary = build_synthbench(args.out, cfg)
+    _emit(summary)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from synthray.data.ingest import IngestError, ingest
+
+    cfg = from_dict(IngestConfig, _yaml_section(args.config, "ingest"))
+    if args.no_ray:
+        cfg.use_ray = False
+    if args.workers is not None:
+        cfg.num_workers = args.workers
+    try:
+        manifest = ingest(args.layout, args.root, args.out, cfg)
+    except IngestError as exc:
+        log.error("%s (re-run the same command to resume)", exc)
+        return 1
+    _emit({k: manifest[k] for k in ("out", "total_rows", "counts", "num_bad", "bad_reasons",
+                                    "num_duplicate_groups", "num_cross_class_duplicate_groups", "timings")})
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import ray
+
+    from synthray.data.pipeline import stream_summary
+
+    pre = from_dict(PreprocessConfig, _yaml_section(args.config, "preprocess"))
+    pipe = from_dict(PipelineConfig, _yaml_section(args.config, "pipeline"))
+    if args.resolution is not None:
+        pre.resolution = args.resolution
+    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
+             include_dashboard=False)
+    try:
+        summary = stream_summary(args.shards, pre, pipe, batch_size=args.batch_size, split=args.split,
+                                 max_batches=args.max_batches)
+    finally:
+        ray.shutdown()
+    _emit(summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from synthray.demo import DemoConfig, run_demo
+
+    cfg = from_dict(DemoConfig, _yaml_section(args.config, "demo"))
+    if args.per_class is not None:
+        cfg.per_class = args.per_class
+    summary = run_demo(args.out, cfg)
+    _emit(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthray",
+        description="Detect AI-generated images and attribute them to their generator.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synthbench", help="generate the built-in benchmark (plain-folder layout)")
+    p.add_argument("out", help="output folder (<out>/<label>/*.png and synthbench.json)")
+    p.add_argument("--per-class", type=int, help="images per class")
+    p.add_argument("--resolution", type=int, help="image side in pixels")
+    p.add_argument("--seed", type=int, help="random seed; same seed, same bytes")
+    p.add_argument("--config", help="YAML with SynthbenchConfig fields (or a synthbench: section)")
+    p.set_defaults(func=cmd_synthbench)
+
+    from synthray.data.layouts import list_layouts
+
+    p = sub.add_parser("ingest", help="data set folder -> Parquet shards + manifest.json")
+    p.add_argument("layout", choices=list_layouts(), help="how the folder is organised")
+    p.add_argument("root", help="data set folder")
+    p.add_argument("out", help="shard folder; re-running resumes and adds only new files")
+    p.add_argument("--config", help="YAML with IngestConfig fields (or an ingest: section)")
+    p.add_argument("--no-ray", action="store_true", help="write shards in this process, without Ray")
+    p.add_argument("--workers", type=int, help="parallel shard writers")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("stream", help="stream preprocessed class-balanced batches; report speed and balance")
+    p.add_argument("shards", help="shard folder written by `synthray ingest`")
+    p.add_argument("--split", default="train", help="train | val | test")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--resolution", type=int, help="output side (default from config: 256)")
+    p.add_argument("--max-batches", type=int, help="stop after this many batches")
+    p.add_argument("--config", help="YAML with preprocess: and pipeline: sections")
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray cluster")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("demo", help="the main job on the built-in benchmark, local Ray, embedded defaults")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--per-class", type=int, help="benchmark images per class")
+    p.add_argument("--config", help="YAML with DemoConfig fields (or a demo: section)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        log.error("%s failed: %s", args.command, exc)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Typed configuration, one dataclass per concern.
+
+YAML comes in at the entrypoints only (``load_yaml``); the library takes these
+objects. Unknown keys are a ``TypeError`` so a typo in a config file fails loudly
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+#: Splits every record carries. ``val`` is derived by hash where a layout has none.
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class SplitConfig:
+    """How a split is derived when the layout does not say (hash of the relative path)."""
+
+    val_fraction: float = 0.1  # share of a layout's train part that becomes val
+    test_fraction: float = 0.1  # share that becomes test, for layouts with no test part at all
+    salt: str = "synthray"  # mixed into the hash; change it to draw a different split
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must lie in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must stay below 1")
+
+
+@dataclasses.dataclass
+class ValidationConfig:
+    """What ingest accepts as an image; everything else is listed as bad with a reason."""
+
+    max_pixels: int = 64_000_000  # width*height cap, checked from the header before decoding (bombs)
+    max_bytes: int = 256 * 1024 * 1024  # encoded file size cap
+    min_side: int = 8  # smaller images carry no usable fingerprint
+    # PIL format names; MPO is how PIL names the JPEGs many phones and cameras write.
+    formats: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """Layout folder -> Parquet shards."""
+
+    shard_bytes: int = 256 * 1024 * 1024  # target encoded bytes per shard (streaming-sized)
+    max_rows_per_shard: int = 50_000  # second cap so tiny images do not make huge row counts
+    num_workers: int | None = None  # parallel shard writers; None = one per available CPU
+    use_ray: bool = True  # False runs every shard in this process (no cluster needed)
+    shuffle_seed: int = 0  # records are shuffled before sharding so every shard mixes classes
+    compression: str = "none"  # Parquet codec; image bytes are already compressed
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """One augmentation step; ``name`` picks it from the augmentation registry."""
+
+    name: str  # hflip | random_resized_crop | jpeg | gaussian_blur
+    p: float = 1.0  # probability the step applies to an image
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # step-specific keywords
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    """Decode -> resize -> scale (-> normalise) (-> augment)."""
+
+    resolution: int = 256  # square output side; the thesis trains at 256x256
+    resize_mode: str = "resize"  # "resize" (whole image, as the thesis) or "center_crop" (no resampling)
+    normalize: str | None = None  # None keeps [0, 1] (the thesis); "imagenet" applies mean/std
+    augment: list[AugmentConfig] = dataclasses.field(default_factory=list)  # applied in order
+    device: str = "auto"  # "auto" uses CUDA when present, else CPU; "cpu" | "cuda" force one
+    channels_last: bool = False  # NHWC memory format for the GPU's tensor cores
+    seed: int | None = None  # fixes augmentation randomness (tests); None draws fresh randomness
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Ray Data streaming of shards into batches."""
+
+    batch_size: int = 64  # rows per preprocessing batch handed to map_batches
+    num_cpus_per_task: float = 1.0  # CPUs reserved by each preprocessing actor
+    concurrency: int | None = None  # preprocessing actors; None = one per CPU Ray Data may use
+    cpu_budget: float | None = None  # CPUs Ray Data may use at once (leave room for Train workers)
+    shuffle_buffer: int = 256  # rows in the local shuffle buffer (0 disables)
+    balance: str = "downsample"  # "downsample": each epoch keeps as many rows of every class as the
+    #   smallest class has (a fresh subset per epoch seed); "none": stream every row
+    classes_per_batch: int | None = None  # balanced batches: distinct classes per batch (None = all)
+    samples_per_class: int = 4  # balanced batches: rows of each class per batch (SupCon positives)
+
+
+@dataclasses.dataclass
+class SynthbenchConfig:
+    """The built-in benchmark (see DESIGN.md)."""
+
+    per_class: int = 200  # images per class (real and every generator family)
+    resolution: int = 64  # side of the square images written
+    seed: int = 0  # everything is derived from this seed
+    families: tuple[str, ...] | None = None  # None = every registered family
+    train_steps: int = 150  # reconstruction steps each generator network is fitted for
+    held_out: tuple[str, ...] = ()  # families the default zero-shot setting holds out
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
+    """Builds dataclass ``cls`` from a mapping, recursing into nested configs.
+
+    Args:
+        cls: a config dataclass.
+        data: keys are field names; missing keys take the field default.
+    Returns:
+        an instance of ``cls``.
+    Raises:
+        TypeError: on a key that is not a field of ``cls``.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown config keys {unknown}; known: {sorted(fields)}")
+    hints = _resolved_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints.get(name)
+        if _is_dataclass_type(tp) and isinstance(value, Mapping):
+            value = from_dict(tp, value)
+        elif name == "augment" and isinstance(value, list):
+            value = [v if isinstance(v, AugmentConfig) else from_dict(AugmentConfig, v) for v in value]
+        elif isinstance(value, list) and _is_tuple_field(fields[name]):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _is_tuple_field(field: dataclasses.Field) -> bool:
+    return "tuple" in str(field.type)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (saved beside every output)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a YAML mapping; an empty file is an empty mapping."""
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """The main job on the embedded defaults (built-in benchmark, local Ray)."""
+
+    per_class: int = 300  # benchmark images per class
+    resolution: int = 64  # benchmark image side and training resolution (CPU-sized)
+    seed: int = 0  # benchmark and shuffling seed
+    num_cpus: int | None = None  # CPUs of the local Ray cluster; None = all
+    batch_size: int = 64  # rows per class-balanced batch in the streaming check
+    samples_per_class: int = 4  # rows of each class per batch (SupCon positives)

@@ -1,0 +1,1 @@
+"""The data layer: layouts -> Parquet shards -> Ray Data preprocessing; the built-in benchmark."""
