@@ -1,0 +1,364 @@
+"""Ray Data streaming: Parquet shards -> preprocessed, class-balanced batches.
+
+Reader -> preprocessing actors (``map_batches`` with :class:`PreprocessBatch`, one model
+of the preprocessing config per actor, on a GPU where the cluster has one) -> the
+consumer's iterator (local shuffle, then :class:`~synthray.data.balanced.BalancedBatcher`
+for training). The preprocessing itself lives in ``preprocess.py`` and runs without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from synthray.config import PipelineConfig, PreprocessConfig
+from synthray.data.balanced import BalancedBatcher
+from synthray.data.preprocess import Preprocessor
+from synthray.data.shards import shard_paths
+
+log = logging.getLogger(__name__)
+
+#: Columns carried through preprocessing next to the pixels.
+PASSTHROUGH = ("generator", "content_hash", "is_real", "split", "source_path")
+
+
+def find_shards(shards: str | Path | Sequence[str | Path]) -> list[str]:
+    """Resolves a shard folder (or an explicit list) to sorted Parquet file paths."""
+    if isinstance(shards, (str, Path)):
+        root = Path(shards)
+        if root.is_file():
+            return [str(root)]
+        # Only shards with a completion receipt: a leftover of an interrupted ingest is
+        # not data yet.
+        files = [str(p) for p in shard_paths(root)]
+        if not files:
+            raise FileNotFoundError(f"no Parquet shards (*.parquet) in {root}; run `synthray ingest` first")
+        return files
+    files = [str(p) for p in shards]
+    if not files:
+        raise ValueError("empty shard list")
+    return files
+
+
+def row_filter(split: str | None = None, classes: Sequence[str] | None = None) -> pc.Expression | None:
+    """A pyarrow predicate selecting a split and/or generator classes (for plain pyarrow reads)."""
+    expr = None
+    if split is not None:
+        expr = pc.field("split") == split
+    if classes is not None:
+        cls = pc.field("generator").isin(list(classes))
+        expr = cls if expr is None else (expr & cls)
+    return expr
+
+
+def _ray_filter(split: str | None, classes: Sequence[str]) -> "Any":
+    """The same predicate as a Ray Data expression; Ray pushes it into the Parquet scan,
+    so rows of other splits/classes never have their image bytes read."""
+    from ray.data.expressions import col
+
+    expr = col("generator").is_in(list(classes))
+    if split is not None:
+        expr = (col("split") == split) & expr
+    return expr
+
+
+def class_counts(
+    shards: str | Path | Sequence[str | Path], split: str | None = None
+) -> dict[str, int]:
+    """Rows per generator, read from the label columns only (no image bytes)."""
+    dataset = pads.dataset(find_shards(shards), format="parquet")
+    table = dataset.to_table(columns=["generator"], filter=row_filter(split))
+    counts = table.column("generator").value_counts()
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
+
+
+class PreprocessBatch:
+    """Encoded rows -> float pixels + integer labels, for Ray Data ``map_batches``.
+
+    Used two ways: as a callable class on GPU actors (built once per actor, which keeps one
+    CUDA context), and through :func:`preprocess_batch` in CPU tasks, which Ray Data fuses
+    with the Parquet read so encoded bytes never cross the object store.
+
+    Args:
+        preprocess: the preprocessing config.
+        class_names: label order; row ``generator`` values map to their index here.
+    """
+
+    def __init__(
+        self,
+        preprocess: PreprocessConfig,
+        class_names: Sequence[str],
+        keep_rates: Mapping[str, float] | None = None,
+        sample_seed: int = 0,
+    ) -> None:
+        self.pre = Preprocessor(preprocess)
+        self.class_index = {name: i for i, name in enumerate(class_names)}
+        self.keep_rates = dict(keep_rates or {})
+        self.sample_seed = sample_seed
+
+    def _keep_mask(self, batch: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Per-class subsampling, decided from the content hash (so the same rows are kept
+        whichever worker sees them) and the seed (so each epoch keeps a different subset)."""
+        if not self.keep_rates or all(r >= 1.0 for r in self.keep_rates.values()):
+            return None
+        rates = np.array([self.keep_rates.get(g, 1.0) for g in batch["generator"]])
+        draws = np.array([_unit_hash(h, self.sample_seed) for h in batch["content_hash"]])
+        return draws < rates
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = self._keep_mask(batch)
+        if keep is not None:
+            batch = {k: v[keep] for k, v in batch.items()}
+        pixels = self.pre(list(batch["image"]))
+        out: dict[str, np.ndarray] = {"image": pixels.cpu().numpy()}
+        gens = batch["generator"]
+        try:
+            out["label"] = np.fromiter((self.class_index[g] for g in gens), dtype=np.int64, count=len(gens))
+        except KeyError as exc:
+            raise ValueError(f"row with generator {exc.args[0]!r} not in class list {list(self.class_index)}") from exc
+        for key in PASSTHROUGH:
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+
+# One PreprocessBatch per (config, classes) in each worker process: CPU tasks are
+# stateless, and rebuilding the augmentation pipeline per batch would cost more than it does.
+_WORKER_CACHE: dict[bytes, PreprocessBatch] = {}
+
+
+def preprocess_batch(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, np.ndarray]:
+    """Stateless form of :class:`PreprocessBatch` for CPU tasks (same keyword arguments)."""
+    key = pickle.dumps(sorted(kwargs.items()))
+    fn = _WORKER_CACHE.get(key)
+    if fn is None:
+        fn = _WORKER_CACHE[key] = PreprocessBatch(**kwargs)
+    return fn(batch)
+
+
+def _unit_hash(content_hash: str, seed: int) -> float:
+    digest = hashlib.blake2b(f"{seed}:{content_hash}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def balance_rates(counts: Mapping[str, int], class_names: Sequence[str]) -> dict[str, float]:
+    """Keep rates that bring every class down to the smallest one's size (the thesis
+    downsampled GenImage's real images to the per-generator count the same way)."""
+    present = {c: counts.get(c, 0) for c in class_names}
+    empty = sorted(c for c, n in present.items() if n == 0)
+    if empty:
+        raise ValueError(f"classes with no rows in this split: {empty}")
+    smallest = min(present.values())
+    return {c: smallest / n for c, n in present.items()}
+
+
+def _use_gpu(cfg: PreprocessConfig) -> bool:
+    import ray
+
+    if cfg.device == "cpu":
+        return False
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if cfg.device.startswith("cuda") and gpus == 0:
+        raise ValueError("preprocess.device='cuda' but the Ray cluster has no GPU")
+    return gpus > 0
+
+
+def build_dataset(
+    shards: str | Path | Sequence[str | Path],
+    class_names: Sequence[str],
+    preprocess: PreprocessConfig | None = None,
+    pipeline: PipelineConfig | None = None,
+    split: str | None = None,
+    shuffle_seed: int | None = None,
+) -> "Any":
+    """A lazy Ray Dataset of preprocessed rows.
+
+    Args:
+        shards: a folder of Parquet shards or a list of shard files.
+        class_names: the classes to keep, in label order (rows of other classes are
+            filtered out in the Parquet reader, before their bytes are read).
+        preprocess: decode/resize/augment settings.
+        pipeline: batch sizes and the CPUs/actors Ray Data may use.
+        split: "train" | "val" | "test" | None (all).
+        shuffle_seed: when set, the order of shard blocks is randomised with it (per epoch
+            shuffling is then the consumer's local shuffle buffer); it also picks which rows
+            of the larger classes ``balance="downsample"`` keeps (pass the epoch).
+    Returns:
+        ``ray.data.Dataset`` with columns image (float32, N x 3 x R x R), label (int64) and
+        :data:`PASSTHROUGH`.
+    """
+    import ray
+
+    preprocess = preprocess or PreprocessConfig()
+    pipeline = pipeline or PipelineConfig()
+    if len(class_names) != len(set(class_names)):
+        raise ValueError(f"duplicate names in class list {list(class_names)}")
+    files = find_shards(shards)
+    columns = ["image", *PASSTHROUGH]
+    ds = ray.data.read_parquet(files).select_columns(columns).filter(expr=_ray_filter(split, class_names))
+    if pipeline.cpu_budget is not None:
+        # Ray Train workers and Ray Data share the same CPUs: without a cap Data's
+        # actors take them all and the trainers wait forever. Set on this dataset's own
+        # context so other datasets in the process keep theirs.
+        opts = ds.context.execution_options
+        opts.resource_limits = opts.resource_limits.copy(cpu=pipeline.cpu_budget)
+    if shuffle_seed is not None:
+        ds = ds.randomize_block_order(seed=shuffle_seed)
+    use_gpu = _use_gpu(preprocess)
+    concurrency = pipeline.concurrency or _default_concurrency(pipeline, use_gpu)
+    kwargs: dict[str, Any] = {"preprocess": preprocess, "class_names": list(class_names)}
+    if pipeline.balance == "downsample":
+        kwargs["keep_rates"] = balance_rates(class_counts(files, split), class_names)
+        kwargs["sample_seed"] = shuffle_seed or 0
+    elif pipeline.balance != "none":
+        raise ValueError(f"unknown pipeline.balance {pipeline.balance!r}; use 'downsample' or 'none'")
+    if use_gpu:
+        # GPU decode/resize on a fixed actor pool, one GPU each; the read tasks keep the CPUs.
+        return ds.map_batches(
+            PreprocessBatch,
+            fn_constructor_kwargs=kwargs,
+            batch_size=pipeline.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=min(pipeline.num_cpus_per_task, 0.5),
+            num_gpus=1,
+        )
+    # On CPU, tasks rather than actors: Ray Data fuses them with the read (no copy of the
+    # encoded bytes between operators), and an actor pool holding every CPU would leave
+    # none for the read tasks that feed it (a deadlock on small machines).
+    return ds.map_batches(
+        preprocess_batch,
+        fn_kwargs=kwargs,
+        batch_size=pipeline.batch_size,
+        batch_format="numpy",
+        compute=ray.data.TaskPoolStrategy(size=concurrency),
+        num_cpus=pipeline.num_cpus_per_task,
+    )
+
+
+def _default_concurrency(pipeline: PipelineConfig, use_gpu: bool) -> int:
+    import ray
+
+    res = ray.cluster_resources()
+    if use_gpu:
+        return max(1, int(res.get("GPU", 1)))
+    cpus = pipeline.cpu_budget if pipeline.cpu_budget is not None else res.get("CPU", 1)
+    return max(1, int(cpus // max(pipeline.num_cpus_per_task, 1e-6)))
+
+
+def iter_balanced_batches(
+    ds: "Any",
+    num_classes: int,
+    batch_size: int,
+    pipeline: PipelineConfig | None = None,
+    seed: int | None = None,
+    drop_last: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Streams a preprocessed dataset (or a Ray Train dataset shard) as balanced batches.
+
+    Args:
+        ds: a ``ray.data.Dataset`` or ``DataIterator`` from :func:`build_dataset`.
+        num_classes: classes in the label space.
+        batch_size: rows per training batch.
+        pipeline: shuffle buffer and balance settings.
+        seed: seeds the local shuffle and the batcher's tie-breaks.
+        drop_last: drop a final short batch (DDP workers must take equal steps).
+    Yields:
+        numpy column dicts of ``batch_size`` rows.
+    """
+    pipeline = pipeline or PipelineConfig()
+    batcher = BalancedBatcher(
+        batch_size=batch_size,
+        num_classes=num_classes,
+        samples_per_class=pipeline.samples_per_class,
+        classes_per_batch=pipeline.classes_per_batch,
+        drop_last=drop_last,
+        seed=seed,
+    )
+    stream = ds.iter_batches(
+        batch_size=pipeline.batch_size,
+        batch_format="numpy",
+        local_shuffle_buffer_size=pipeline.shuffle_buffer or None,
+        local_shuffle_seed=seed,
+    )
+    yield from batcher(stream)
+
+
+def stream_summary(
+    shards: str | Path | Sequence[str | Path],
+    preprocess: PreprocessConfig,
+    pipeline: PipelineConfig,
+    batch_size: int,
+    split: str | None = "train",
+    class_names: Sequence[str] | None = None,
+    max_batches: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Streams shards through the pipeline once and measures what comes out.
+
+    The check a user runs before training: do batches have the right shape, range and
+    class balance, and how fast do they arrive.
+
+    Args:
+        shards: a shard folder or list of files.
+        preprocess: preprocessing settings.
+        pipeline: Ray Data settings.
+        batch_size: rows per balanced batch.
+        split: the split streamed (None = all).
+        class_names: classes to keep (None = every generator found in the split).
+        max_batches: stop after this many batches (None = one full pass).
+        seed: shuffle / tie-break seed.
+    Returns:
+        a JSON-able dict: rows, batches, images/s, shape, dtype, value range, distinct
+        classes per full batch (min/mean), the largest share any class took in a full batch.
+    """
+    import time
+
+    counts = class_counts(shards, split)
+    names = sorted(counts) if class_names is None else list(class_names)
+    if len(names) < 2:
+        raise ValueError(f"need at least two classes to stream balanced batches, found {names}")
+    ds = build_dataset(shards, names, preprocess, pipeline, split=split, shuffle_seed=seed)
+    start = time.perf_counter()
+    rows = batches = 0
+    lo, hi = float("inf"), float("-inf")
+    classes_per_batch: list[int] = []
+    max_share = 0.0
+    shape: tuple[int, ...] = ()
+    dtype = ""
+    for batch in iter_balanced_batches(ds, len(names), batch_size, pipeline, seed=seed, drop_last=False):
+        img = batch["image"]
+        shape, dtype = tuple(img.shape[1:]), str(img.dtype)
+        lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
+        per_class = np.bincount(batch["label"], minlength=len(names))
+        if len(batch["label"]) == batch_size:  # the last, short batch says nothing of balance
+            classes_per_batch.append(int((per_class > 0).sum()))
+            max_share = max(max_share, float(per_class.max()) / batch_size)
+        rows += len(batch["label"])
+        batches += 1
+        if max_batches is not None and batches >= max_batches:
+            break
+    elapsed = time.perf_counter() - start
+    return {
+        "split": split,
+        "classes": names,
+        "rows_in_split": {n: counts.get(n, 0) for n in names},
+        "rows_streamed": rows,
+        "batches": batches,
+        "batch_size": batch_size,
+        "image_shape": list(shape),
+        "dtype": dtype,
+        "value_range": [lo, hi] if rows else None,
+        "full_batch_classes_min": min(classes_per_batch) if classes_per_batch else 0,
+        "full_batch_classes_mean": float(np.mean(classes_per_batch)) if classes_per_batch else 0.0,
+        "max_class_share_in_full_batch": max_share,
+        "seconds": elapsed,
+        "images_per_s": rows / elapsed if elapsed > 0 else None,
+    }

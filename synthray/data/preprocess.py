@@ -1,0 +1,189 @@
+"""Decode, resize and scale images: the preprocessing core, runnable without Ray.
+
+The same functions back the Ray Data pipeline (``pipeline.py``), the plain-loop
+benchmark baseline, index building and the serving path, so every consumer sees
+identical pixels for identical bytes.
+
+Decoding uses torchvision's native decoders (libjpeg-turbo / libpng / libwebp) and falls
+back to PIL for formats they do not cover (BMP, TIFF, ...). Where CUDA is available,
+JPEG batches decode on the GPU (nvJPEG via ``torchvision.io.decode_jpeg(device="cuda")``)
+and resize there too; anything the GPU decoder refuses falls back to the CPU path.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from synthray.config import PreprocessConfig
+from synthray.data.augment import build_augmentations
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+# Formats torchvision's CPU decoder reads natively; the rest go through PIL.
+_NATIVE_MAGICS = (_JPEG_MAGIC, b"\x89PNG\r\n\x1a\n", b"GIF8")
+
+
+def resolve_device(device: str) -> torch.device:
+    """Maps the config's ``device`` ("auto" | "cpu" | "cuda[:N]") to a torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for but CUDA is not available")
+    return dev
+
+
+def _is_native(data: bytes) -> bool:
+    return data.startswith(_NATIVE_MAGICS) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def decode_rgb(data: bytes) -> torch.Tensor:
+    """Decodes encoded image bytes to an RGB tensor.
+
+    Args:
+        data: the encoded file (JPEG, PNG, WebP, GIF, BMP, TIFF, ...).
+    Returns:
+        uint8 tensor of shape (3, H, W).
+    Raises:
+        ValueError: when the bytes are not a decodable image.
+    """
+    if not data:
+        raise ValueError("empty image bytes")
+    if _is_native(data):
+        try:
+            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            img = decode_image(buf, mode=ImageReadMode.RGB)
+            return img[:3] if img.shape[0] != 3 else img
+        except RuntimeError:
+            pass  # torchvision refuses some valid files (odd PNG chunks, CMYK JPEG): PIL decides
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as exc:  # PIL raises many types for broken input
+        raise ValueError(f"cannot decode image: {exc}") from exc
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def resize_square(img: torch.Tensor, resolution: int, mode: str = "resize") -> torch.Tensor:
+    """Brings one image to ``resolution`` x ``resolution``.
+
+    Args:
+        img: (3, H, W) uint8 or float tensor, on any device.
+        resolution: output side.
+        mode: "resize" stretches the whole image (the thesis's choice); "center_crop" takes
+            the central square without resampling when the image is large enough, which
+            keeps a generator's pixel-level fingerprint, and resizes only smaller images.
+    Returns:
+        (3, resolution, resolution) tensor, float32 in [0, 255].
+    """
+    if img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(img.shape)}")
+    x = img.float()
+    h, w = x.shape[-2:]
+    if mode == "center_crop":
+        if h >= resolution and w >= resolution:
+            top, left = (h - resolution) // 2, (w - resolution) // 2
+            return x[:, top : top + resolution, left : left + resolution]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, top : top + side, left : left + side]
+    elif mode != "resize":
+        raise ValueError(f"unknown resize_mode {mode!r}; use 'resize' or 'center_crop'")
+    if x.shape[-2:] == (resolution, resolution):
+        return x
+    # Antialiased bilinear: downscaling without it aliases and invents high-frequency
+    # patterns that look like generator fingerprints.
+    out = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].clamp_(0, 255)
+
+
+class Preprocessor:
+    """Encoded bytes -> a float batch ready for the encoder.
+
+    A callable class so Ray Data's ``map_batches`` builds it once per actor (the
+    augmentation pipeline and device are set up in ``__init__``).
+
+    Args:
+        cfg: the preprocessing config.
+    """
+
+    def __init__(self, cfg: PreprocessConfig | None = None) -> None:
+        self.cfg = cfg or PreprocessConfig()
+        if self.cfg.resolution < 8:
+            raise ValueError(f"resolution must be >= 8, got {self.cfg.resolution}")
+        if self.cfg.normalize not in (None, "imagenet"):
+            raise ValueError(f"unknown normalize {self.cfg.normalize!r}; use null or 'imagenet'")
+        self.device = resolve_device(self.cfg.device)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed) if self.cfg.seed is not None else None
+        self.augment = build_augmentations(self.cfg.augment, generator=self.generator)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+
+    def decode_batch(self, images: Sequence[bytes]) -> list[torch.Tensor]:
+        """Decodes a batch; JPEGs go to nvJPEG in one call when on CUDA."""
+        if self.device.type != "cuda":
+            return [decode_rgb(b) for b in images]
+        out: list[torch.Tensor | None] = [None] * len(images)
+        jpeg_idx = [i for i, b in enumerate(images) if bytes(b[:3]) == _JPEG_MAGIC]
+        if jpeg_idx:
+            bufs = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpeg_idx]
+            try:
+                decoded = decode_jpeg(bufs, mode=ImageReadMode.RGB, device=self.device)
+                for i, img in zip(jpeg_idx, decoded):
+                    out[i] = img
+            except RuntimeError as exc:  # e.g. progressive/CMYK JPEGs nvJPEG rejects
+                log.debug("GPU JPEG decode fell back to CPU for a batch: %s", exc)
+        for i, b in enumerate(images):
+            if out[i] is None:
+                out[i] = decode_rgb(b).to(self.device, non_blocking=True)
+        return out  # type: ignore[return-value]
+
+    def __call__(self, images: Sequence[bytes]) -> torch.Tensor:
+        """Preprocesses one batch.
+
+        Args:
+            images: N encoded images.
+        Returns:
+            float32 tensor (N, 3, R, R) on ``self.device``, in [0, 1] (or ImageNet-normalised).
+        """
+        if len(images) == 0:
+            r = self.cfg.resolution
+            return torch.empty((0, 3, r, r), device=self.device)
+        decoded = self.decode_batch(images)
+        r = self.cfg.resolution
+        batch = torch.stack([self._one(img) for img in decoded])
+        batch = batch.div_(255.0)
+        if self.cfg.normalize == "imagenet":
+            batch = (batch - self._mean) / self._std
+        if self.cfg.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        assert batch.shape[-2:] == (r, r)
+        return batch
+
+    def _one(self, img: torch.Tensor) -> torch.Tensor:
+        # Augmentations that change geometry (random resized crop) must see the original
+        # pixels, so they run before the resize; photometric ones run on the resized image.
+        for step in self.augment.before_resize:
+            img = step(img)
+        img = resize_square(img, self.cfg.resolution, self.cfg.resize_mode)
+        for step in self.augment.after_resize:
+            img = step(img)
+        return img
+
+
+def preprocess_images(images: Sequence[bytes], cfg: PreprocessConfig | None = None) -> torch.Tensor:
+    """One-shot convenience wrapper around :class:`Preprocessor` (builds it each call)."""
+    return Preprocessor(cfg)(images)
