@@ -12,7 +12,7 @@ import hashlib
 import logging
 import pickle
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
@@ -20,8 +20,11 @@ import pyarrow.dataset as pads
 
 from synthray.config import PipelineConfig, PreprocessConfig
 from synthray.data.balanced import BalancedBatcher
-from synthray.data.preprocess import Preprocessor
+from synthray.data.preprocess import Preprocessor, finalize_pixels
 from synthray.data.shards import shard_paths
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def class_counts(
 
 
 class PreprocessBatch:
-    """Encoded rows -> float pixels + integer labels, for Ray Data ``map_batches``.
+    """Encoded rows -> uint8 pixels + integer labels, for Ray Data ``map_batches``.
 
     Used two ways: as a callable class on GPU actors (built once per actor, which keeps one
     CUDA context), and through :func:`preprocess_batch` in CPU tasks, which Ray Data fuses
@@ -116,7 +119,8 @@ class PreprocessBatch:
         keep = self._keep_mask(batch)
         if keep is not None:
             batch = {k: v[keep] for k, v in batch.items()}
-        pixels = self.pre(list(batch["image"]))
+        # uint8 leaves the worker; the float conversion happens where the batch is used.
+        pixels = self.pre.prepare(list(batch["image"]))
         out: dict[str, np.ndarray] = {"image": pixels.cpu().numpy()}
         gens = batch["generator"]
         try:
@@ -191,7 +195,8 @@ def build_dataset(
             shuffling is then the consumer's local shuffle buffer); it also picks which rows
             of the larger classes ``balance="downsample"`` keeps (pass the epoch).
     Returns:
-        ``ray.data.Dataset`` with columns image (float32, N x 3 x R x R), label (int64) and
+        ``ray.data.Dataset`` with columns image (uint8, N x 3 x R x R: the float conversion
+        is :func:`finalize_batch`'s, on the consumer's device), label (int64) and
         :data:`PASSTHROUGH`.
     """
     import ray
@@ -253,6 +258,15 @@ def _default_concurrency(pipeline: PipelineConfig, use_gpu: bool) -> int:
     return max(1, int(cpus // max(pipeline.num_cpus_per_task, 1e-6)))
 
 
+def finalize_batch(
+    batch: dict[str, Any], preprocess: PreprocessConfig, device: "torch.device | str" = "cpu"
+) -> dict[str, Any]:
+    """The batch with ``image`` turned into the model's float input on ``device``."""
+    out = dict(batch)
+    out["image"] = finalize_pixels(batch["image"], preprocess, device)
+    return out
+
+
 def iter_balanced_batches(
     ds: "Any",
     num_classes: int,
@@ -260,6 +274,8 @@ def iter_balanced_batches(
     pipeline: PipelineConfig | None = None,
     seed: int | None = None,
     drop_last: bool = True,
+    preprocess: PreprocessConfig | None = None,
+    device: "torch.device | str" = "cpu",
 ) -> Iterator[dict[str, Any]]:
     """Streams a preprocessed dataset (or a Ray Train dataset shard) as balanced batches.
 
@@ -270,9 +286,27 @@ def iter_balanced_batches(
         pipeline: shuffle buffer and balance settings.
         seed: seeds the local shuffle and the batcher's tie-breaks.
         drop_last: drop a final short batch (DDP workers must take equal steps).
+        preprocess: the config the dataset was built with (scaling/normalisation);
+            None = defaults.
+        device: where ``image`` is converted to float (the training device).
     Yields:
-        numpy column dicts of ``batch_size`` rows.
+        dicts of ``batch_size`` rows: ``image`` a float32 torch tensor on ``device``,
+        ``label`` int64 numpy, and the passthrough columns.
     """
+    preprocess = preprocess or PreprocessConfig()
+    for batch in iter_balanced_uint8(ds, num_classes, batch_size, pipeline, seed, drop_last):
+        yield finalize_batch(batch, preprocess, device)
+
+
+def iter_balanced_uint8(
+    ds: "Any",
+    num_classes: int,
+    batch_size: int,
+    pipeline: PipelineConfig | None = None,
+    seed: int | None = None,
+    drop_last: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """:func:`iter_balanced_batches` before the float conversion (uint8 numpy pixels)."""
     pipeline = pipeline or PipelineConfig()
     batcher = BalancedBatcher(
         batch_size=batch_size,
@@ -333,9 +367,10 @@ def stream_summary(
     max_share = 0.0
     shape: tuple[int, ...] = ()
     dtype = ""
-    for batch in iter_balanced_batches(ds, len(names), batch_size, pipeline, seed=seed, drop_last=False):
+    for batch in iter_balanced_batches(ds, len(names), batch_size, pipeline, seed=seed, drop_last=False,
+                                       preprocess=preprocess):
         img = batch["image"]
-        shape, dtype = tuple(img.shape[1:]), str(img.dtype)
+        shape, dtype = tuple(img.shape[1:]), str(img.dtype).replace("torch.", "")
         lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
         per_class = np.bincount(batch["label"], minlength=len(names))
         if len(batch["label"]) == batch_size:  # the last, short batch says nothing of balance

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
 
 from synthray.config import PreprocessConfig
 from synthray.data.augment import build_augmentations
@@ -80,33 +80,33 @@ def resize_square(img: torch.Tensor, resolution: int, mode: str = "resize") -> t
     """Brings one image to ``resolution`` x ``resolution``.
 
     Args:
-        img: (3, H, W) uint8 or float tensor, on any device.
+        img: (3, H, W) uint8 or float tensor (values in [0, 255]), on any device.
         resolution: output side.
         mode: "resize" stretches the whole image (the thesis's choice); "center_crop" takes
             the central square without resampling when the image is large enough, which
             keeps a generator's pixel-level fingerprint, and resizes only smaller images.
     Returns:
-        (3, resolution, resolution) tensor, float32 in [0, 255].
+        (3, resolution, resolution) tensor of the input's dtype.
     """
     if img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(img.shape)}")
-    x = img.float()
-    h, w = x.shape[-2:]
+    h, w = img.shape[-2:]
     if mode == "center_crop":
         if h >= resolution and w >= resolution:
             top, left = (h - resolution) // 2, (w - resolution) // 2
-            return x[:, top : top + resolution, left : left + resolution]
+            return img[:, top : top + resolution, left : left + resolution]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        x = x[:, top : top + side, left : left + side]
+        img = img[:, top : top + side, left : left + side]
     elif mode != "resize":
         raise ValueError(f"unknown resize_mode {mode!r}; use 'resize' or 'center_crop'")
-    if x.shape[-2:] == (resolution, resolution):
-        return x
+    if img.shape[-2:] == (resolution, resolution):
+        return img
     # Antialiased bilinear: downscaling without it aliases and invents high-frequency
-    # patterns that look like generator fingerprints.
-    out = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return out[0].clamp_(0, 255)
+    # patterns that look like generator fingerprints. uint8 input takes torchvision's
+    # vectorised uint8 kernel, about 5x faster on CPU than resizing in float.
+    out = TF.resize(img, [resolution, resolution], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return out if out.dtype == torch.uint8 else out.clamp_(0, 255)
 
 
 class Preprocessor:
@@ -128,9 +128,6 @@ class Preprocessor:
         self.device = resolve_device(self.cfg.device)
         self.generator = torch.Generator().manual_seed(self.cfg.seed) if self.cfg.seed is not None else None
         self.augment = build_augmentations(self.cfg.augment, generator=self.generator)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self._mean, self._std = mean.to(self.device), std.to(self.device)
 
     def decode_batch(self, images: Sequence[bytes]) -> list[torch.Tensor]:
         """Decodes a batch; JPEGs go to nvJPEG in one call when on CUDA."""
@@ -152,26 +149,37 @@ class Preprocessor:
         return out  # type: ignore[return-value]
 
     def __call__(self, images: Sequence[bytes]) -> torch.Tensor:
-        """Preprocesses one batch.
+        """Preprocesses one batch: :meth:`prepare` then :meth:`finalize`.
 
         Args:
             images: N encoded images.
         Returns:
             float32 tensor (N, 3, R, R) on ``self.device``, in [0, 1] (or ImageNet-normalised).
         """
-        if len(images) == 0:
-            r = self.cfg.resolution
-            return torch.empty((0, 3, r, r), device=self.device)
-        decoded = self.decode_batch(images)
+        return self.finalize(self.prepare(images))
+
+    def prepare(self, images: Sequence[bytes]) -> torch.Tensor:
+        """Decode, augment and resize: everything up to the float conversion.
+
+        Kept in uint8 because that is what crosses process boundaries (Ray's object
+        store, host-to-GPU copies): a quarter of the bytes of float32.
+
+        Args:
+            images: N encoded images.
+        Returns:
+            uint8 tensor (N, 3, R, R) on ``self.device``.
+        """
         r = self.cfg.resolution
+        if len(images) == 0:
+            return torch.empty((0, 3, r, r), dtype=torch.uint8, device=self.device)
+        decoded = self.decode_batch(images)
         batch = torch.stack([self._one(img) for img in decoded])
-        batch = batch.div_(255.0)
-        if self.cfg.normalize == "imagenet":
-            batch = (batch - self._mean) / self._std
-        if self.cfg.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
         assert batch.shape[-2:] == (r, r)
         return batch
+
+    def finalize(self, batch: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+        """:func:`finalize_pixels` with this preprocessor's config (default device: its own)."""
+        return finalize_pixels(batch, self.cfg, self.device if device is None else device)
 
     def _one(self, img: torch.Tensor) -> torch.Tensor:
         # Augmentations that change geometry (random resized crop) must see the original
@@ -179,9 +187,41 @@ class Preprocessor:
         for step in self.augment.before_resize:
             img = step(img)
         img = resize_square(img, self.cfg.resolution, self.cfg.resize_mode)
-        for step in self.augment.after_resize:
-            img = step(img)
+        if self.augment.after_resize:
+            img = img.float()
+            for step in self.augment.after_resize:
+                img = step(img)
+            # Back to 8 bits, as a saved image would be: a rounding step, nothing more.
+            img = img.round_().clamp_(0, 255).to(torch.uint8)
         return img
+
+
+def finalize_pixels(
+    batch: torch.Tensor | np.ndarray, cfg: PreprocessConfig, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] (-> ImageNet-normalised) (-> channels_last).
+
+    The last preprocessing step, run where the batch is consumed: on the training GPU,
+    after a copy of 4x fewer bytes than float32 would need.
+
+    Args:
+        batch: (N, 3, R, R) uint8 tensor or array, as :meth:`Preprocessor.prepare` returns.
+        cfg: the preprocessing config (``normalize``, ``channels_last``).
+        device: where to convert.
+    Returns:
+        float32 tensor (N, 3, R, R) on ``device``.
+    """
+    x = torch.as_tensor(batch).to(device, non_blocking=True)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 pixels, got {x.dtype}")
+    x = x.float().div_(255.0)
+    if cfg.normalize == "imagenet":
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def preprocess_images(images: Sequence[bytes], cfg: PreprocessConfig | None = None) -> torch.Tensor:
