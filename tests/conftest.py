@@ -19,6 +19,7 @@ def ray_cluster():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",  # always a fresh cluster of our own, never one a developer left running
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

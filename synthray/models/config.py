@@ -1,0 +1,24 @@
+"""The encoder's typed config (to be re-exported by ``synthray.config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """Which encoder to build and how; ``name`` picks it from the encoder registry."""
+
+    name: str = "supcon"  # registered encoder factory (see synthray.models.list_encoders())
+    backbone: str = "efficientnet_b0"  # any timm model name; the thesis uses EfficientNet-B0
+    # Weights never come from a hub. True only says that weights_path holds pretrained
+    # weights, and is refused without one (the project machines have no internet).
+    pretrained: bool = False
+    weights_path: str | None = None  # local .pt/.pth/.safetensors backbone state_dict; None = random init
+    weights_strict: bool = True  # False tolerates missing/unexpected keys (logged); shapes must always match
+    embedding_dim: int = 128  # output size of the projection head; the thesis found 128 enough (64 was worse)
+    head_hidden_dim: int | None = None  # hidden width of the head; None = backbone feature size
+    # MLP depth of the projection head. 0 = no head (ablation of 000): the embedding is then
+    # the L2-normalised backbone feature and embedding_dim is not used.
+    head_layers: int = 2
+    drop_rate: float | None = 0.0  # dropout before timm's (removed) classifier; None = timm's default
