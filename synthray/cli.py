@@ -3,6 +3,7 @@
     synthray synthbench <out> --per-class N        generate the built-in benchmark
     synthray ingest <layout> <root> <out>          data set folder -> Parquet shards
     synthray stream <shards>                       stream preprocessed batches, report speed/balance
+    synthray train --config configs/cpu_demo.yaml  train the SupCon encoder (Ray Train)
     synthray demo                                  the main job on the embedded defaults
 
 Argument parsing only: the work lives in the library.
@@ -95,6 +96,29 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from synthray.config import TrainConfig
+    from synthray.train.overrides import apply_overrides
+
+    cfg = from_dict(TrainConfig, apply_overrides(_yaml_section(args.config, "train"), args.set))
+    if args.no_ray:
+        from synthray.train.local import fit_local
+
+        result = fit_local(cfg)
+    else:
+        import ray
+
+        from synthray.train.ray_trainer import fit_ray
+
+        ray.init(address=args.address) if args.address else ray.init()
+        try:
+            result = fit_ray(cfg)
+        finally:
+            ray.shutdown()
+    _emit({k: result[k] for k in ("metrics", "checkpoint", "classes", "run")})
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from synthray.demo import DemoConfig, run_demo
 
@@ -145,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray cluster")
     p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("train", help="train the SupCon encoder (Ray Train, or one process with --no-ray)")
+    p.add_argument("--config", required=True, help="YAML with TrainConfig fields (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
+    p.add_argument("--no-ray", action="store_true", help="one process, no Ray")
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the main job on the built-in benchmark, local Ray, embedded defaults")
     p.add_argument("--out", default="runs/demo", help="run folder")

@@ -99,7 +99,7 @@ class PreprocessBatch:
         preprocess: PreprocessConfig,
         class_names: Sequence[str],
         keep_rates: Mapping[str, float] | None = None,
-        sample_seed: int = 0,
+        sample_seed: int | None = 0,
     ) -> None:
         self.pre = Preprocessor(preprocess)
         self.class_index = {name: i for i, name in enumerate(class_names)}
@@ -112,6 +112,8 @@ class PreprocessBatch:
         if not self.keep_rates or all(r >= 1.0 for r in self.keep_rates.values()):
             return None
         rates = np.array([self.keep_rates.get(g, 1.0) for g in batch["generator"]])
+        if self.sample_seed is None:  # a fresh draw every pass (every epoch of a Ray Train run)
+            return np.random.default_rng().random(len(rates)) < rates
         draws = np.array([_unit_hash(h, self.sample_seed) for h in batch["content_hash"]])
         return draws < rates
 
@@ -181,6 +183,7 @@ def build_dataset(
     pipeline: PipelineConfig | None = None,
     split: str | None = None,
     shuffle_seed: int | None = None,
+    sample_seed: int | None | str = "shuffle",
 ) -> "Any":
     """A lazy Ray Dataset of preprocessed rows.
 
@@ -194,6 +197,8 @@ def build_dataset(
         shuffle_seed: when set, the order of shard blocks is randomised with it (per epoch
             shuffling is then the consumer's local shuffle buffer); it also picks which rows
             of the larger classes ``balance="downsample"`` keeps (pass the epoch).
+        sample_seed: seed of the downsampling draw; "shuffle" = ``shuffle_seed or 0``; None =
+            a fresh draw on every pass over the dataset (Ray Train re-reads it each epoch).
     Returns:
         ``ray.data.Dataset`` with columns image (uint8, N x 3 x R x R: the float conversion
         is :func:`finalize_batch`'s, on the consumer's device), label (int64) and
@@ -221,7 +226,7 @@ def build_dataset(
     kwargs: dict[str, Any] = {"preprocess": preprocess, "class_names": list(class_names)}
     if pipeline.balance == "downsample":
         kwargs["keep_rates"] = balance_rates(class_counts(files, split), class_names)
-        kwargs["sample_seed"] = shuffle_seed or 0
+        kwargs["sample_seed"] = (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed
     elif pipeline.balance != "none":
         raise ValueError(f"unknown pipeline.balance {pipeline.balance!r}; use 'downsample' or 'none'")
     if use_gpu:

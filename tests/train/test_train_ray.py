@@ -1,0 +1,146 @@
+"""Ray Train on a real local cluster: 2 CPU workers (DDP over gloo) learn; a killed worker
+is recovered from the last checkpoint; a restarted run continues with the same step count;
+``ray job submit`` of the job entrypoint works against a cluster started with ``ray start``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthray.config import to_dict
+from synthray.train.ray_trainer import fit_ray
+from tests.train.conftest import tiny_train_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _history(run: Path) -> dict[int, dict]:
+    """Last record per epoch (an epoch redone after a failure is reported again)."""
+    out: dict[int, dict] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["epoch"]] = rec
+    return out
+
+
+def _kill_one_worker_after_first_epoch(run: Path, session_dir: str, done: threading.Event, killed: list) -> None:
+    import psutil
+
+    deadline = time.time() + 300
+    while time.time() < deadline and not done.is_set():
+        if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip():
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmd = " ".join(proc.info["cmdline"] or [])
+                # Only a Train worker of this test's own cluster (its log files live there).
+                if "RayTrainWorker" in cmd and _in_session(proc, session_dir):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+                    return
+        time.sleep(0.5)
+
+
+def _in_session(proc, session_dir: str) -> bool:
+    try:
+        return any(session_dir in f.path for f in proc.open_files())
+    except Exception:
+        return False
+
+
+def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, texture_shards, tmp_path):
+    cfg = tiny_train_config(texture_shards, tmp_path, epochs=3, num_workers=2, cpus_per_worker=0.5, data_cpus=1,
+                            batch_size=16, steps_per_epoch=6, max_failures=2)
+    run = tmp_path / "supcon"
+    session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_one_worker_after_first_epoch, args=(run, session_dir, done, killed))
+    killer.start()
+    try:
+        result = fit_ray(cfg)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "the test did not manage to kill a worker"
+    hist = _history(run)
+    steps = hist[0]["epoch_steps"]
+    assert sorted(hist) == [0, 1, 2]  # every epoch reported, none missing after the failure
+    assert [hist[e]["step"] for e in (0, 1, 2)] == [steps, 2 * steps, 3 * steps]  # resumed, not restarted
+    assert hist[2]["train_loss"] < hist[0]["train_loss"]
+    assert hist[2]["val_knn_acc"] > 0.5  # chance is 0.25
+    assert result["metrics"]["model_version"] == hist[2]["model_version"]
+
+    # The same run started again with one more epoch continues at epoch 3, step 3*steps + steps.
+    cfg.epochs = 4
+    fit_ray(cfg)
+    hist = _history(run)
+    assert hist[3]["step"] == 4 * steps
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_against_a_started_cluster(texture_shards, tmp_path):
+    cfg = tiny_train_config(texture_shards, tmp_path / "runs", epochs=1, steps_per_epoch=3, num_workers=1,
+                            cpus_per_worker=1, data_cpus=1)
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",  # the job's `python` is this venv's
+        "RAY_AUTH_MODE": "disabled",  # ray start would otherwise turn token auth on
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
+    gcs, dash = _free_port(), _free_port()
+    # Short: Ray's unix socket paths live under the temp dir and must stay under 108 bytes.
+    ray_tmp = tempfile.mkdtemp(prefix="srjob", dir="/tmp")
+    head = subprocess.Popen(
+        [f"{bin_dir}/ray", "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+         f"--temp-dir={ray_tmp}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while subprocess.run([f"{bin_dir}/ray", "job", "list", "--address", address], env=env,
+                             capture_output=True).returncode != 0:
+            assert head.poll() is None, "ray start exited"
+            assert time.time() < deadline, "the job server did not come up"
+            time.sleep(2)
+        job = subprocess.run(
+            [f"{bin_dir}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+             "python", "jobs/train_supcon.py", "--config", str(cfg_file)],
+            env=env, capture_output=True, text=True, timeout=480,
+        )
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "succeeded" in job.stdout
+        hist = (tmp_path / "runs" / "supcon" / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(hist[-1])["epoch"] == 0
+    finally:
+        # Stop exactly the cluster this test started: its `ray start --block` process group.
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
