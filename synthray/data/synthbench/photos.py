@@ -1,0 +1,173 @@
+"""The real photographs that installed packages ship, found on disk (never downloaded).
+
+scikit-image ships a few colour photographs in ``skimage/data`` (astronaut, coffee, chelsea,
+rocket, ...), scikit-learn two in ``sklearn/datasets/images`` (china, flower) and matplotlib
+one in ``mpl-data/sample_data`` (grace_hopper). The same folders also hold plots, logos,
+synthetic test patterns, document scans and tiny files; those are skipped with a reason, and
+so are grayscale photographs, because every generator family works in colour and a gray
+"real" class would be a tell the colour baseline picks up at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+#: (distribution name, import name, folder inside the package) searched, in this order.
+PHOTO_FOLDERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("scikit-image", "skimage", ("data",)),
+    ("scikit-learn", "sklearn", ("datasets", "images")),
+    ("matplotlib", "matplotlib", ("mpl-data", "sample_data")),
+)
+
+#: File suffixes PIL is asked to open; everything else in those folders is not an image.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"})
+
+#: Files that decode as colour images but are not photographs: a colour-wheel pattern
+#: (color.png), a CT phantom, checkerboards, logos and icons, document scans. No pixel
+#: statistic separates color.png from a photo reliably, so they are named.
+NOT_PHOTOGRAPHIC = frozenset(
+    {
+        "color.png",
+        "phantom.png",
+        "chessboard_rgb.png",
+        "chessboard_gray.png",
+        "logo.png",
+        "logo2.png",
+        "horse.png",
+        "minduka_present_blue_pack.png",
+        "page.png",
+        "text.png",
+        "multipage.tif",
+        "multipage_rgb.tif",
+        "no_time_for_that_tiny.gif",
+    }
+)
+
+#: Shortest side a source photo needs: crops are taken at up to 4x the output side.
+MIN_SIDE = 256
+
+#: Mean |channel - gray| (0..255) below which an RGB file is treated as grayscale.
+MIN_CHROMA = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Photo:
+    """One source photograph used for the real class (and as generator input)."""
+
+    package: str  # distribution that ships the file, e.g. "scikit-image"
+    relpath: str  # path inside the package, e.g. "data/astronaut.png"
+    path: str  # absolute path on this machine
+    width: int
+    height: int
+    sha256: str  # of the file bytes, so a summary pins the exact source
+
+    def load(self) -> Image.Image:
+        """The photograph as a loaded 8-bit RGB PIL image."""
+        with Image.open(self.path) as img:
+            return _to_rgb(img)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready description (no absolute path: it is machine-specific)."""
+        return {
+            "package": self.package,
+            "file": self.relpath,
+            "size": [self.width, self.height],
+            "sha256": self.sha256,
+        }
+
+
+def _package_dir(import_name: str) -> Path | None:
+    # find_spec locates the package without importing it (skimage imports slowly).
+    spec = importlib.util.find_spec(import_name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
+def _reject_reason(path: Path, min_side: int) -> str | None:
+    """Why ``path`` is not used as a colour photograph, or ``None`` when it is."""
+    if path.name.lower() in NOT_PHOTOGRAPHIC:
+        return "not a photograph (synthetic pattern, logo, icon or document)"
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if getattr(img, "n_frames", 1) > 1:
+                return "multi-frame file"
+            if min(img.size) < min_side:
+                return f"too small ({img.size[0]}x{img.size[1]} < {min_side})"
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                alpha = img.convert("RGBA").getchannel("A")
+                if alpha.getextrema()[0] < 255:
+                    return "has transparency (logo or icon)"
+            if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                return "grayscale (colour photographs only)"
+            rgb = np.asarray(_to_rgb(img), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return f"not decodable as an image ({type(exc).__name__})"
+    chroma = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
+    if chroma < MIN_CHROMA:
+        return "grayscale stored as RGB (colour photographs only)"
+    return None
+
+
+def find_photos(min_side: int = MIN_SIDE) -> tuple[list[Photo], list[dict[str, str]]]:
+    """Finds the colour photographs the installed packages ship.
+
+    Args:
+        min_side: shortest side a photograph must have.
+    Returns:
+        ``(used, skipped)``: the photographs, sorted by package then path, and one
+        ``{"package", "file", "reason"}`` entry for every image file that was skipped.
+    Raises:
+        RuntimeError: if none of the packages ships a usable photograph.
+    """
+    used: list[Photo] = []
+    skipped: list[dict[str, str]] = []
+    for dist, import_name, parts in PHOTO_FOLDERS:
+        pkg_dir = _package_dir(import_name)
+        if pkg_dir is None:
+            logger.warning("package %s is not installed; its photographs are not used", dist)
+            continue
+        folder = pkg_dir.joinpath(*parts)
+        if not folder.is_dir():
+            logger.warning("%s has no %s folder", dist, "/".join(parts))
+            continue
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            relpath = "/".join((*parts, path.name))
+            reason = _reject_reason(path, min_side)
+            if reason is not None:
+                skipped.append({"package": dist, "file": relpath, "reason": reason})
+                continue
+            data = path.read_bytes()
+            with Image.open(path) as img:
+                width, height = img.size
+            used.append(
+                Photo(dist, relpath, str(path), width, height, hashlib.sha256(data).hexdigest())
+            )
+    if not used:
+        raise RuntimeError(
+            "no usable photograph found in scikit-image, scikit-learn or matplotlib; "
+            "synthbench needs at least one of them installed"
+        )
+    logger.info(
+        "synthbench: %d source photographs (%s); %d files skipped",
+        len(used), ", ".join(Path(p.relpath).name for p in used), len(skipped),
+    )
+    return used, skipped
