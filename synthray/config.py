@@ -179,8 +179,11 @@ class DemoConfig:
     resolution: int = 64  # benchmark image side and training resolution (CPU-sized)
     seed: int = 0  # benchmark and shuffling seed
     num_cpus: int | None = None  # CPUs of the local Ray cluster; None = all
-    batch_size: int = 64  # rows per class-balanced batch in the streaming check
+    batch_size: int = 48  # rows per class-balanced batch (streaming check and training)
     samples_per_class: int = 4  # rows of each class per batch (SupCon positives)
+    epochs: int = 4  # training epochs (CPU profile)
+    steps_per_epoch: int = 25  # training steps per epoch
+    backbone: str = "resnet10t"  # small timm backbone for CPU; efficientnet_b0 is ~3x slower there
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from synthray.config import PipelineConfig, PreprocessConfig
 from synthray.data.balanced import BalancedBatcher
@@ -212,7 +213,10 @@ def build_dataset(
         raise ValueError(f"duplicate names in class list {list(class_names)}")
     files = find_shards(shards)
     columns = ["image", *PASSTHROUGH]
-    ds = ray.data.read_parquet(files).select_columns(columns).filter(expr=_ray_filter(split, class_names))
+    # One read task per shard: blocks stream into preprocessing as each shard is read
+    # (Ray would otherwise merge small shard lists into a few big read tasks).
+    ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem(), override_num_blocks=len(files))
+    ds = ds.select_columns(columns).filter(expr=_ray_filter(split, class_names))
     if pipeline.cpu_budget is not None:
         # Ray Train workers and Ray Data share the same CPUs: without a cap Data's
         # actors take them all and the trainers wait forever. Set on this dataset's own

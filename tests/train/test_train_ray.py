@@ -123,11 +123,16 @@ def test_ray_job_submit_against_a_started_cluster(texture_shards, tmp_path):
             assert head.poll() is None, "ray start exited"
             assert time.time() < deadline, "the job server did not come up"
             time.sleep(2)
-        job = subprocess.run(
-            [f"{bin_dir}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             "python", "jobs/train_supcon.py", "--config", str(cfg_file)],
-            env=env, capture_output=True, text=True, timeout=480,
-        )
+        while True:
+            job = subprocess.run(
+                [f"{bin_dir}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                 "python", "jobs/train_supcon.py", "--config", str(cfg_file)],
+                env=env, capture_output=True, text=True, timeout=480,
+            )
+            # The job API answers before the node's job agent has registered; Ray says so.
+            if "No available agent" not in job.stderr or time.time() > deadline:
+                break
+            time.sleep(3)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout
         hist = (tmp_path / "runs" / "supcon" / "metrics.jsonl").read_text().splitlines()
