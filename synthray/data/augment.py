@@ -18,25 +18,25 @@ import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from synthray.config import AugmentConfig
+from synthray.registry import Registry
 
 Step = Callable[[torch.Tensor], torch.Tensor]
-_REGISTRY: dict[str, tuple[Callable[..., Step], bool]] = {}
+# name -> (factory(generator, **params) -> step, geometric)
+_REGISTRY: Registry[tuple[Callable[..., Step], bool]] = Registry("augmentation")
 
 
 def register_augmentation(name: str, geometric: bool = False) -> Callable:
     """Registers a factory ``factory(generator, **params) -> step`` under ``name``."""
 
     def deco(factory: Callable[..., Step]) -> Callable[..., Step]:
-        if name in _REGISTRY:
-            raise ValueError(f"augmentation {name!r} registered twice")
-        _REGISTRY[name] = (factory, geometric)
+        _REGISTRY.register(name)((factory, geometric))
         return factory
 
     return deco
 
 
 def list_augmentations() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 @dataclasses.dataclass
@@ -74,9 +74,7 @@ def build_augmentations(cfgs: Sequence[AugmentConfig], generator: torch.Generato
     """
     pipe = AugmentPipeline([], [])
     for cfg in cfgs:
-        if cfg.name not in _REGISTRY:
-            raise ValueError(f"unknown augmentation {cfg.name!r}; known: {list_augmentations()}")
-        factory, geometric = _REGISTRY[cfg.name]
+        factory, geometric = _REGISTRY.get(cfg.name)
         step = _with_probability(factory(generator, **cfg.params), cfg.p, generator)
         (pipe.before_resize if geometric else pipe.after_resize).append(step)
     return pipe

@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Protocol
 from synthray.config import SplitConfig
 from synthray.data.generators import lookup_generator, normalize_generator
 from synthray.data.schema import REAL, SourceRecord
+from synthray.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -53,48 +54,31 @@ class LayoutReader(Protocol):
     ) -> Iterator[SourceRecord]: ...
 
 
-_LAYOUTS: dict[str, LayoutReader] = {}
+_LAYOUTS: Registry[LayoutReader] = Registry("layout")
 
 
 def register_layout(name: str) -> Callable[[LayoutReader], LayoutReader]:
-    """Registers a layout reader under ``name`` (decorator).
+    """Registers a layout reader under ``name``, the name users pass on the command line
+    (``synthray ingest <name> ...``) (decorator).
 
-    Args:
-        name: the name users pass on the command line (``synthray ingest <name> ...``).
-    Returns:
-        a decorator returning the reader unchanged.
     Raises:
         ValueError: if ``name`` is already registered.
     """
-
-    def decorator(fn: LayoutReader) -> LayoutReader:
-        if name in _LAYOUTS:
-            raise ValueError(f"layout {name!r} is already registered")
-        _LAYOUTS[name] = fn
-        return fn
-
-    return decorator
+    return _LAYOUTS.register(name)
 
 
 def list_layouts() -> list[str]:
     """Names of every registered layout, sorted."""
-    return sorted(_LAYOUTS)
+    return _LAYOUTS.names()
 
 
 def get_layout(name: str) -> LayoutReader:
     """The reader registered as ``name``.
 
-    Args:
-        name: a layout name from :func:`list_layouts`.
-    Returns:
-        the scan function.
     Raises:
         ValueError: for an unknown name (the message lists the known ones).
     """
-    try:
-        return _LAYOUTS[name]
-    except KeyError:
-        raise ValueError(f"unknown layout {name!r}; known layouts: {list_layouts()}") from None
+    return _LAYOUTS.get(name)
 
 
 # --------------------------------------------------------------------------- splits

@@ -7,51 +7,31 @@ A factory takes an :class:`EncoderConfig` and returns an ``nn.Module`` whose
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from torch import nn
 
 from synthray.models.config import EncoderConfig
+from synthray.registry import Registry
 
 EncoderFactory = Callable[[EncoderConfig], nn.Module]
-_REGISTRY: dict[str, EncoderFactory] = {}
-
-# Modules whose import registers the built-in encoders. Imported on first lookup so that
-# `from synthray.models.registry import build_encoder` works without the package __init__.
-_BUILTIN_MODULES = ("synthray.models.encoder",)
+# The built-ins register on first lookup, so `from synthray.models.registry import
+# build_encoder` works without the package __init__.
+_REGISTRY: Registry[EncoderFactory] = Registry("encoder", ("synthray.models.encoder",))
 
 
 def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Registers ``factory(cfg: EncoderConfig) -> nn.Module`` under ``name``.
+    """Registers ``factory(cfg: EncoderConfig) -> nn.Module`` under ``name`` (decorator).
 
-    Args:
-        name: the value of ``EncoderConfig.name`` that selects this factory.
-    Returns:
-        a decorator that registers the factory and returns it unchanged.
     Raises:
-        ValueError: if ``name`` is already registered (two modules fighting over a name
-            would otherwise make the winner depend on import order).
+        ValueError: if ``name`` is already registered.
     """
-
-    def deco(factory: EncoderFactory) -> EncoderFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"encoder {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    return _REGISTRY.register(name)
 
 
 def list_encoders() -> list[str]:
     """Names of all registered encoders, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
@@ -65,7 +45,4 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
         ValueError: on an unknown ``cfg.name`` (the message lists the known ones), or
             whatever the factory raises for a bad config.
     """
-    _load_builtins()
-    if cfg.name not in _REGISTRY:
-        raise ValueError(f"unknown encoder {cfg.name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[cfg.name](cfg)
+    return _REGISTRY.get(cfg.name)(cfg)

@@ -28,7 +28,7 @@ def test_registry_lists_every_layout() -> None:
     assert list_layouts() == sorted(list_layouts())
     with pytest.raises(ValueError, match="unknown layout 'nope'.*genimage"):
         get_layout("nope")
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         register_layout("genimage")(lambda root, split_cfg, on_stray=None: iter(()))
 
 
