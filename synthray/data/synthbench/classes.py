@@ -70,22 +70,21 @@ _SAMPLER_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def single_thread_torch() -> Iterator[None]:
-    """One intra-op torch thread and deterministic kernels for the duration; restored after.
+    """One intra-op torch thread for the duration; restored afterwards.
 
-    One thread makes float reductions run in a fixed order whatever the machine's core count
-    (parallelism is across classes instead), and avoids OpenMP barriers stalling on a busy
-    machine. The settings are process-wide: enter this once around all class builds.
+    One thread makes every float reduction run in a fixed order whatever the machine's core
+    count (parallelism is across classes instead), and avoids OpenMP barriers stalling on a
+    busy machine. That, explicit generators for every random draw, and the CPU (the builder
+    never uses CUDA) make the output deterministic; ``torch.use_deterministic_algorithms``
+    would only guard CUDA kernels here, and costs seconds on first use. The setting is
+    process-wide: enter this once around all class builds.
     """
     threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 @functools.lru_cache(maxsize=4)

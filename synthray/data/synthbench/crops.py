@@ -5,9 +5,10 @@ streams), so the two share content and colour statistics. Every crop is resample
 output side with a random scale and a random filter, some down (sharp, aliased a little),
 some up (soft): blur alone must not tell a generator's output from a real image.
 
-:func:`jitter` is applied to the final float image of *every* class alike, reals and fakes,
-right before quantisation; it spreads colour and brightness statistics so that a colour
-histogram sees the photographs' variety, not one class's tint.
+:func:`match_moments` gives each fake the per-channel mean and spread of the crop it was made
+from, and :func:`jitter` is then applied to the final float image of *every* class alike, reals
+and fakes, right before quantisation; it spreads colour and brightness statistics so that a
+colour histogram sees the photographs' variety, not one class's tint.
 """
 
 from __future__ import annotations

@@ -26,15 +26,16 @@ class FitResult:
 
     steps: int
     batch_size: int
-    loss_first: float  # mean loss over the first 10 steps
-    loss_last: float  # mean loss over the last 10 steps
+    loss_first: float | None  # mean loss over the first 10 steps (None without steps)
+    loss_last: float | None  # mean loss over the last 10 steps
     seconds: float
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         """JSON-ready copy, losses rounded."""
         out = dataclasses.asdict(self)
         for key in ("loss_first", "loss_last", "seconds"):
-            out[key] = round(out[key], 4)
+            if out[key] is not None:
+                out[key] = round(out[key], 4)
         return out
 
 
@@ -88,7 +89,7 @@ def fit_family(
         losses.append(float(loss.detach()))
     model.eval()
     seconds = time.perf_counter() - start
-    head = float(np.mean(losses[:10])) if losses else float("nan")
-    tail = float(np.mean(losses[-10:])) if losses else float("nan")
-    logger.info("fitted %s: %d steps, loss %.4f -> %.4f (%.1fs)", model.name, steps, head, tail, seconds)
+    head = float(np.mean(losses[:10])) if losses else None
+    tail = float(np.mean(losses[-10:])) if losses else None
+    logger.info("fitted %s: %d steps, loss %s -> %s (%.1fs)", model.name, steps, head, tail, seconds)
     return FitResult(steps, batch_size, head, tail, seconds)
