@@ -110,7 +110,7 @@ class SynthbenchConfig:
     seed: int = 0  # everything is derived from this seed
     families: tuple[str, ...] | None = None  # None = every registered family
     train_steps: int = 150  # reconstruction steps each generator network is fitted for
-    held_out: tuple[str, ...] = ()  # families the default zero-shot setting holds out
+    held_out: tuple[str, ...] = ()  # families held out for zero-shot; () = synthbench DEFAULT_HELD_OUT
 
 
 def _is_dataclass_type(tp: Any) -> bool:
