@@ -60,7 +60,8 @@ def _in_session(proc, session_dir: str) -> bool:
 
 def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, texture_shards, tmp_path):
     cfg = tiny_train_config(texture_shards, tmp_path, epochs=3, num_workers=2, cpus_per_worker=0.5, data_cpus=1,
-                            batch_size=16, steps_per_epoch=6, max_failures=2)
+                            batch_size=8, steps_per_epoch=8, max_failures=2,
+                            pipeline__samples_per_class=2)
     run = tmp_path / "supcon"
     session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
     done, killed = threading.Event(), []
