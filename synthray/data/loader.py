@@ -20,8 +20,7 @@ from synthray.data.balanced import BalancedBatcher
 from synthray.data.pipeline import (
     PASSTHROUGH,
     PreprocessBatch,
-    balance_rates,
-    class_counts,
+    downsampling,
     finalize_batch,
     find_shards,
     row_filter,
@@ -51,10 +50,7 @@ def iter_preprocessed(
     preprocess = preprocess or PreprocessConfig()
     pipeline = pipeline or PipelineConfig()
     files = find_shards(shards)
-    kwargs: dict[str, Any] = {}
-    if pipeline.balance == "downsample":
-        kwargs = {"keep_rates": balance_rates(class_counts(files, split), class_names), "sample_seed": seed or 0}
-    fn = PreprocessBatch(preprocess, class_names, **kwargs)
+    fn = PreprocessBatch(preprocess, class_names, **downsampling(pipeline, files, split, class_names, seed or 0))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(files)) if seed is not None else np.arange(len(files))
     columns = ["image", *PASSTHROUGH]

@@ -155,6 +155,17 @@ def _unit_hash(content_hash: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def downsampling(
+    pipeline: PipelineConfig, files: Sequence[str], split: str | None, class_names: Sequence[str], seed: int | None
+) -> dict[str, Any]:
+    """The :class:`PreprocessBatch` keywords that ``pipeline.balance`` asks for."""
+    if pipeline.balance == "none":
+        return {}
+    if pipeline.balance != "downsample":
+        raise ValueError(f"unknown pipeline.balance {pipeline.balance!r}; use 'downsample' or 'none'")
+    return {"keep_rates": balance_rates(class_counts(files, split), class_names), "sample_seed": seed}
+
+
 def balance_rates(counts: Mapping[str, int], class_names: Sequence[str]) -> dict[str, float]:
     """Keep rates that bring every class down to the smallest one's size (the thesis
     downsampled GenImage's real images to the per-generator count the same way)."""
@@ -227,12 +238,12 @@ def build_dataset(
         ds = ds.randomize_block_order(seed=shuffle_seed)
     use_gpu = _use_gpu(preprocess)
     concurrency = pipeline.concurrency or _default_concurrency(pipeline, use_gpu)
-    kwargs: dict[str, Any] = {"preprocess": preprocess, "class_names": list(class_names)}
-    if pipeline.balance == "downsample":
-        kwargs["keep_rates"] = balance_rates(class_counts(files, split), class_names)
-        kwargs["sample_seed"] = (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed
-    elif pipeline.balance != "none":
-        raise ValueError(f"unknown pipeline.balance {pipeline.balance!r}; use 'downsample' or 'none'")
+    kwargs: dict[str, Any] = {
+        "preprocess": preprocess,
+        "class_names": list(class_names),
+        **downsampling(pipeline, files, split, class_names,
+                       (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed),
+    }
     if use_gpu:
         # GPU decode/resize on a fixed actor pool, one GPU each; the read tasks keep the CPUs.
         return ds.map_batches(
@@ -303,19 +314,6 @@ def iter_balanced_batches(
         ``label`` int64 numpy, and the passthrough columns.
     """
     preprocess = preprocess or PreprocessConfig()
-    for batch in iter_balanced_uint8(ds, num_classes, batch_size, pipeline, seed, drop_last):
-        yield finalize_batch(batch, preprocess, device)
-
-
-def iter_balanced_uint8(
-    ds: "Any",
-    num_classes: int,
-    batch_size: int,
-    pipeline: PipelineConfig | None = None,
-    seed: int | None = None,
-    drop_last: bool = True,
-) -> Iterator[dict[str, Any]]:
-    """:func:`iter_balanced_batches` before the float conversion (uint8 numpy pixels)."""
     pipeline = pipeline or PipelineConfig()
     batcher = BalancedBatcher(
         batch_size=batch_size,
@@ -331,7 +329,8 @@ def iter_balanced_uint8(
         local_shuffle_buffer_size=pipeline.shuffle_buffer or None,
         local_shuffle_seed=seed,
     )
-    yield from batcher(stream)
+    for batch in batcher(stream):
+        yield finalize_batch(batch, preprocess, device)
 
 
 def stream_summary(

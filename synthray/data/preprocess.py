@@ -222,8 +222,3 @@ def finalize_pixels(
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
-
-
-def preprocess_images(images: Sequence[bytes], cfg: PreprocessConfig | None = None) -> torch.Tensor:
-    """One-shot convenience wrapper around :class:`Preprocessor` (builds it each call)."""
-    return Preprocessor(cfg)(images)

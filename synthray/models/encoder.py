@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 IN_CHANS = 3  # RGB scaled to [0, 1], as the thesis feeds EfficientNet-B0
 
 
-def _check_backbone_name(name: str) -> None:
+def check_backbone_name(name: str) -> None:
+    """ValueError for a name timm does not know, with similar names as a hint."""
     # timm.is_model accepts "arch" and "arch.pretrained_tag"; checked before anything is built
     # so a typo in a config costs nothing and names its fix.
     if not timm.is_model(name):
@@ -68,7 +69,7 @@ class ContrastiveEncoder(nn.Module):
         drop_rate: float | None = 0.0,
     ) -> None:
         super().__init__()
-        _check_backbone_name(backbone)
+        check_backbone_name(backbone)
         if pretrained and weights_path is None:
             raise ValueError(
                 "pretrained=True needs a local weights_path: weights are never downloaded from a hub"

@@ -32,11 +32,12 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     Raises:
         ValueError / FileNotFoundError: with a message saying what to change.
     """
+    from synthray.models.encoder import check_backbone_name
     from synthray.models.registry import list_encoders
 
     if cfg.encoder.name not in list_encoders():
         raise ValueError(f"unknown encoder {cfg.encoder.name!r}; known: {list_encoders()}")
-    _check_backbone(cfg.encoder.backbone)
+    check_backbone_name(cfg.encoder.backbone)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {cfg.epochs}, {cfg.batch_size}")
     if cfg.micro_batch_size is not None and cfg.micro_batch_size < 1:
@@ -73,13 +74,6 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
             f"{cfg.num_workers} worker(s); lower batch_size or add data"
         )
     return TrainPlan(classes, held, steps, {c: train_rows[c] for c in classes}, {c: val_rows.get(c, 0) for c in classes})
-
-
-def _check_backbone(name: str) -> None:
-    import timm
-
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm backbone {name!r} (see timm.list_models())")
 
 
 def run_path(cfg: TrainConfig) -> Path:
