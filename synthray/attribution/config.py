@@ -1,0 +1,27 @@
+"""The attribution rule's typed config (re-exported by ``synthray.config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class AttributionConfig:
+    """kNN vote over the reference index, and how its open-set thresholds are calibrated."""
+
+    k: int = 11  # neighbours per query (the thesis's k)
+    vote: str = "weighted"  # "majority" (one vote each, as the thesis) | "weighted" (by cosine similarity)
+    open_set: bool = True  # answer "unknown" below the calibrated thresholds; False always names a class
+    # Calibration on seen-class validation images: the share of them allowed to come out
+    # "unknown" (split evenly between the too-far and the too-split criterion).
+    unknown_rate: float = 0.05
+    # The is-AI decision threshold is set so that this share of real validation images is flagged.
+    target_fpr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.vote not in ("majority", "weighted"):
+            raise ValueError(f"vote must be 'majority' or 'weighted', got {self.vote!r}")
+        if not (0 <= self.unknown_rate < 1 and 0 <= self.target_fpr < 1):
+            raise ValueError("unknown_rate and target_fpr must lie in [0, 1)")
