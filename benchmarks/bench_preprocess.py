@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from results import Row, write_rows  # benchmarks/results.py (the script's folder is on sys.path)
+
 log = logging.getLogger("bench_preprocess")
 
 
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each; the best is kept")
     parser.add_argument("--workdir", help="keep data here instead of a temporary folder")
+    parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -154,6 +157,12 @@ def main() -> None:
         lines.append(f"scaling {c0} -> {c1} CPUs: x{(r1[0] / r1[1]) / (r0[0] / r0[1]):.2f} end to end, "
                      f"x{r1[3] / r0[3]:.2f} steady")
     print("\n".join(lines))  # the benchmark's result table is its output
+    baseline = f"plain PIL loop, 1 process ({base_rate:.0f} images/s)"
+    write_rows(args.json, [
+        Row("preprocess", f"Ray Data, {cpus} CPU(s), images/s per CPU end to end", n / s / cpus, "images/s/CPU",
+            baseline, base_rate, notes=f"{steady / cpus:.0f}/CPU after the first batch ({first:.1f} s)")
+        for cpus, (n, s, first, steady) in ray_runs.items()
+    ], images=base_n, resolution=args.resolution)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from results import Row, write_rows  # benchmarks/results.py (the script's folder is on sys.path)
+
 log = logging.getLogger("bench_train")
 
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray cluster")
+    parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -121,6 +124,10 @@ def main() -> None:
     lines.append("")
     lines.append(f"Ray Train overhead on throughput: {100 * (1 - rows[1][1] / base):+.1f}%")
     print("\n".join(lines))  # the benchmark's result table is its output
+    write_rows(args.json, [Row("train", f"Ray Train 1 worker, {args.backbone} {args.resolution}px, train images/s",
+                               rows[1][1], "images/s", "same loop in a plain process", base,
+                               notes=f"wall {rows[1][2]:.0f} s vs {rows[0][2]:.0f} s")],
+               backbone=args.backbone, resolution=args.resolution, device=args.device)
 
 
 if __name__ == "__main__":
