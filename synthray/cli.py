@@ -5,6 +5,10 @@
     synthray stream <shards>                       stream preprocessed batches, report speed/balance
     synthray train --config configs/cpu_demo.yaml  train the SupCon encoder (Ray Train)
     synthray demo                                  the main job on the embedded defaults
+    synthray serve --checkpoint <ckpt>             the Serve app on a local Ray cluster (blocks)
+    synthray attribute <url> <images...>           attribute images with a running service
+    synthray enroll <url> <name> <folder>          enroll a generator's images (few-shot)
+    synthray generators <url> [--delete NAME]      list generators, delete an enrolled one
 
 Argument parsing only: the work lives in the library.
 """
@@ -130,6 +134,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from synthray.train.overrides import apply_overrides
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "serve" / "app.py").is_file():
+        log.error("serve: the Serve app (serve/app.py) is not beside this synthray install; run from a checkout")
+        return 1
+    sys.path.insert(0, str(root))
+    from serve.local import app_args_from_yaml, serve_forever
+
+    app_args = apply_overrides(app_args_from_yaml(load_yaml(args.config)) if args.config else {}, args.set)
+    for key in ("checkpoint", "store_path", "store_url"):
+        if getattr(args, key) is not None:
+            app_args[key] = getattr(args, key)
+    if "checkpoint" not in app_args:
+        log.error("serve: give --checkpoint (or a --config with one)")
+        return 2
+    serve_forever(app_args, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus)
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from synthray.client import SynthrayClient
+
+    return SynthrayClient(args.url, api_key=args.api_key)
+
+
+def _client_call(fn: Callable[[], Any]) -> int:
+    from synthray.client import ClientError
+
+    try:
+        _emit(fn())
+    except ClientError as exc:
+        log.error("%s", exc)
+        for bad in exc.details.get("rejected", []):
+            log.error("  %s: %s (%s)", bad["file"], bad["reason"], bad["message"])
+        return 1
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    return _client_call(lambda: _client(args).attribute(args.images))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    return _client_call(lambda: _client(args).enroll(args.name, args.folder))
+
+
+def cmd_generators(args: argparse.Namespace) -> int:
+    client = _client(args)
+    return _client_call(lambda: client.delete(args.delete) if args.delete else client.generators())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthray",
@@ -182,6 +239,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, help="benchmark images per class")
     p.add_argument("--config", help="YAML with DemoConfig fields (or a demo: section)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the Serve app (HTTP API) on a local Ray cluster until Ctrl-C")
+    p.add_argument("--checkpoint", help="checkpoint or training run folder")
+    p.add_argument("--store-path", dest="store_path", help="embedded Qdrant folder (the index)")
+    p.add_argument("--store-url", dest="store_url", help="Qdrant server URL instead of the embedded store")
+    p.add_argument("--config", help="serve/config.yaml, or a YAML of AppArgs fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an AppArgs field")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 to listen on every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray cluster")
+    p.set_defaults(func=cmd_serve)
+
+    def client_parser(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("url", help="service URL, e.g. http://127.0.0.1:8000")
+        p.add_argument("--api-key", help="API key (default: $SYNTHRAY_API_KEY)")
+        p.set_defaults(func=func)
+        return p
+
+    client_parser("attribute", "attribute images with a running service", cmd_attribute).add_argument(
+        "images", nargs="+", help="image files")
+    p = client_parser("enroll", "enroll a generator's images (a folder) into a running service", cmd_enroll)
+    p.add_argument("name", help="generator name (new or existing)")
+    p.add_argument("folder", help="folder of ~50 images of that generator")
+    p = client_parser("generators", "list the service's generators, or delete an enrolled one", cmd_generators)
+    p.add_argument("--delete", metavar="NAME", help="delete this generator's enrolled samples")
     return parser
 
 

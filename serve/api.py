@@ -1,0 +1,359 @@
+"""The HTTP API (FastAPI): routes, error bodies, auth and request metrics.
+
+HTTP parsing lives here and only here; the work is done by a :class:`Backend` (in the
+Serve app, the ingress deployment calling the encoder and index-owner deployments).
+:func:`create_api` builds one app per ingress replica, with that replica's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+import numpy as np
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.auth import KEY_HEADER, KeyCheck
+from serve.errors import ApiError, rejected_images
+from serve.metrics import ServiceMetrics, route_template
+from serve.schemas import (
+    AttributeResponse,
+    DeleteResponse,
+    EnrollResponse,
+    ErrorBody,
+    GeneratorList,
+    Health,
+    Ready,
+)
+from serve.uploads import ACCEPTED_TYPES, Limits, ValidImage, parse_uploads, validate_uploads
+
+log = logging.getLogger(__name__)
+
+#: Enrollment names: letters, digits and ``_ . + -`` or spaces inside (``SD1.4``, ``DALL-E 3``, ``my-gan_v2``).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+ -]{0,63}$")
+#: Labels the service itself answers with; no generator may take them.
+RESERVED_NAMES = ("real", "unknown")
+#: How long /readyz and /metrics wait for the other deployments.
+PROBE_TIMEOUT_S = 10.0
+#: /metrics reads the index size at most this often.
+INDEX_SIZE_TTL_S = 5.0
+
+
+class Backend(Protocol):
+    """What the routes need done (implemented by the Serve ingress over deployment handles)."""
+
+    async def embed(self, data: bytes) -> Any: ...  # serve.encoder.Embedded
+    async def encoder_info(self) -> dict[str, Any]: ...
+    async def index_info(self) -> dict[str, Any]: ...
+    async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]: ...
+    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
+                     names: Sequence[str]) -> dict[str, Any]: ...
+    async def generators(self) -> dict[str, dict[str, int]]: ...
+    async def delete_generator(self, generator: str) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    """Per-app settings of the HTTP layer."""
+
+    limits: Limits
+    auth: KeyCheck
+    model_version: str  # of the encoder (answers carry it)
+
+
+def canonical_generator(name: str) -> str:
+    """The enrollment name checked and spelled as the rest of synthray spells it.
+
+    Raises:
+        ApiError: 422 ``invalid_generator_name`` or ``reserved_generator_name``.
+    """
+    from synthray.data.generators import normalize_generator
+
+    if not NAME_PATTERN.match(name):
+        raise ApiError(422, "invalid_generator_name",
+                       f"generator name {name!r} must match {NAME_PATTERN.pattern} (1-64 characters: letters, digits, "
+                       "'_', '.', '+', '-', spaces inside)", pattern=NAME_PATTERN.pattern)
+    canonical = normalize_generator(name)
+    if canonical.lower() in RESERVED_NAMES:
+        raise ApiError(422, "reserved_generator_name",
+                       f"{name!r} means {canonical!r}, a label the service answers with; real images are not "
+                       "enrolled, only generators", reserved=list(RESERVED_NAMES))
+    return canonical
+
+
+def _error_response(request: Request, exc: ApiError) -> JSONResponse:
+    request.scope["synthray.error"] = exc.code
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+class _Metered:
+    """ASGI middleware: request count, latency and error kind per route template."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:
+            scope.setdefault("synthray.error", "internal")
+            raise
+        finally:
+            self.metrics.observe_request(route_template(scope), scope["method"], status[0],
+                                         time.perf_counter() - start, scope.get("synthray.error"))
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "images as multipart file parts, as JSON with base64 data, or one raw image body",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+                "images": {"type": "array", "items": {"oneOf": [
+                    {"type": "string", "description": "base64 (a data: URL is accepted)"},
+                    {"type": "object", "required": ["data"], "properties": {
+                        "name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422)}
+
+
+def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics) -> FastAPI:
+    """The FastAPI app of one ingress replica.
+
+    Args:
+        backend: does the work (encoder, index).
+        settings: limits, auth, model version.
+        metrics: this replica's metric families (served at /metrics).
+    Returns:
+        a FastAPI app (OpenAPI at /docs and /openapi.json).
+    """
+    app = FastAPI(
+        title="synthray",
+        version="1",
+        description="Detects AI-generated images and attributes them to their generator (kNN over a "
+                    "contrastive embedding index); enroll a new generator with a few dozen images. "
+                    f"Write endpoints need an API key ({KEY_HEADER} header or Bearer token).",
+    )
+    app.add_middleware(_Metered, metrics=metrics)
+    limits, auth = settings.limits, settings.auth
+    key_header = APIKeyHeader(name=KEY_HEADER, auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+    index_size_read = [0.0]
+
+    def presented(api_key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
+        return api_key or (token.credentials if token else None)
+
+    async def may_read(api_key: str | None = Security(key_header),
+                       token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        auth.check(presented(api_key, token), write=False)
+
+    async def may_write(api_key: str | None = Security(key_header),
+                        token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        auth.check(presented(api_key, token), write=True)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(request, ApiError(422, "invalid_request", "the request does not match the API",
+                                                 errors=[{k: str(v) for k, v in e.items()} for e in exc.errors()]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
+                                                 str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error_response(request, ApiError(500, "internal", f"internal error ({type(exc).__name__}); the "
+                                                 "service keeps running, see its log"))
+
+    async def images_of(request: Request, endpoint: str) -> tuple[list[ValidImage], list[dict[str, str]]]:
+        uploads = await parse_uploads(request, limits)
+        good, bad = await asyncio.to_thread(validate_uploads, uploads, limits)
+        metrics.images.labels(endpoint, "valid").inc(len(good))
+        metrics.images.labels(endpoint, "rejected").inc(len(bad))
+        return good, bad
+
+    async def embed_all(images: list[ValidImage]) -> list[tuple[Any, float]]:
+        """Every image through the encoder at once (the encoder batches them); (answer, ms) each."""
+        async def one(img: ValidImage) -> tuple[Any, float]:
+            t = time.perf_counter()
+            out = await backend.embed(img.data)
+            return out, (time.perf_counter() - t) * 1000
+        return list(await asyncio.gather(*(one(img) for img in images)))
+
+    def decode_failures(images: list[ValidImage], embedded: list[tuple[Any, float]]) -> list[dict[str, str]]:
+        return [{"file": img.name, "reason": "corrupt", "message": f"the encoder could not decode it: {e.error}"}
+                for img, (e, _) in zip(images, embedded) if e.error]
+
+    @app.post("/v1/attribute", response_model=AttributeResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
+              dependencies=[Security(may_read)], summary="Attribute one or several images")
+    async def attribute(request: Request) -> AttributeResponse:
+        """Per image: real / a generator / unknown, the is-AI score, the vote and the nearest references.
+
+        A request with any invalid image is refused whole (4xx, every bad file listed).
+        """
+        start = time.perf_counter()
+        images, bad = await images_of(request, "attribute")
+        if bad:
+            raise rejected_images(bad)
+        validated = time.perf_counter()
+        embedded = await embed_all(images)
+        bad = decode_failures(images, embedded)
+        if bad:
+            raise rejected_images(bad)
+        searched = time.perf_counter()
+        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]))
+        end = time.perf_counter()
+        results = []
+        for img, (e, ms), a in zip(images, embedded, answers):
+            metrics.batch_size.observe(e.batch_size)
+            metrics.attributions.labels(a["label"]).inc()
+            results.append({
+                **{k: a[k] for k in ("label", "is_ai", "is_ai_score", "confidence", "nearest_class",
+                                     "mean_similarity", "unknown_reason", "votes")},
+                "file": img.name, "model_version": settings.model_version, "encoder_batch_size": e.batch_size,
+                "neighbours": [{k: n[k] for k in ("generator", "similarity", "origin")} for n in a["neighbours"]],
+                "timing": {"validate_ms": (validated - start) * 1000, "embed_ms": ms,
+                           "search_ms": (end - searched) * 1000, "total_ms": (end - start) * 1000},
+            })
+        return AttributeResponse(model_version=settings.model_version, results=results)
+
+    @app.post("/v1/generators/{name}/samples", response_model=EnrollResponse, openapi_extra=_UPLOAD_BODY,
+              responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
+              summary="Enroll images of a generator (few-shot)")
+    async def enroll(name: str, request: Request) -> EnrollResponse:
+        """Embeds the images and adds them to the index under ``name``; they count from the next query.
+
+        Good files are enrolled and bad ones reported; when no file can be enrolled the
+        request fails (4xx) and the index is unchanged. Re-sending the same images adds nothing.
+        """
+        start = time.perf_counter()
+        generator = canonical_generator(name)
+        images, bad = await images_of(request, "enroll")
+        embedded = await embed_all(images) if images else []
+        bad = bad + decode_failures(images, embedded)
+        keep = [i for i, (e, _) in enumerate(embedded) if not e.error]
+        if not keep:
+            metrics.enrollments.labels("rejected").inc()
+            raise rejected_images(bad)
+        result = await backend.enroll(generator, np.stack([embedded[i][0].vector for i in keep]),
+                                      [images[i].content_hash for i in keep], [images[i].name for i in keep])
+        rejected = bad + result["rejected"]
+        if result["enrolled"] == 0 and result["unchanged"] == 0:
+            metrics.enrollments.labels("rejected").inc()
+            raise rejected_images(rejected)
+        metrics.enrollments.labels("partial" if rejected else "ok").inc()
+        metrics.enrolled.labels(generator).inc(result["enrolled"])
+        index_size_read[0] = 0.0  # the next scrape re-reads the index size
+        counts = result["counts"]
+        return EnrollResponse(generator=generator, enrolled=result["enrolled"], unchanged=result["unchanged"],
+                              rejected=rejected, total=counts["trained"] + counts["enrolled"], counts=counts,
+                              model_version=settings.model_version, timing_ms=(time.perf_counter() - start) * 1000)
+
+    @app.get("/v1/generators", response_model=GeneratorList, responses=_ERRORS, dependencies=[Security(may_read)],
+             summary="Generators in the index")
+    async def list_generators() -> GeneratorList:
+        """Every label in the index with its reference count and whether it is trained and/or enrolled."""
+        counts = await backend.generators()
+        rows = [{"name": g, "count": c["trained"] + c["enrolled"], "trained": c["trained"] > 0,
+                 "enrolled": c["enrolled"] > 0, "counts": c} for g, c in counts.items()]
+        return GeneratorList(model_version=settings.model_version, generators=rows,
+                             total=sum(r["count"] for r in rows))
+
+    @app.delete("/v1/generators/{name}", response_model=DeleteResponse,
+                responses={**_ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+                dependencies=[Security(may_write)], summary="Delete a generator's enrolled samples")
+    async def delete_generator(name: str) -> DeleteResponse:
+        """Removes the enrolled references of ``name`` (409 for a generator that has only trained ones)."""
+        from synthray.data.generators import normalize_generator
+
+        generator = normalize_generator(name)
+        try:
+            result = await backend.delete_generator(generator)
+        except ApiError as exc:
+            if exc.code == "unknown_generator" and not NAME_PATTERN.match(name):
+                canonical_generator(name)  # a malformed name gets the name error, not "not found"
+            raise
+        metrics.deleted.labels(generator).inc(result["deleted"])
+        index_size_read[0] = 0.0
+        return DeleteResponse(generator=generator, **result)
+
+    @app.get("/healthz", response_model=Health, summary="Liveness")
+    async def healthz() -> Health:
+        """The ingress is up (no dependency is asked)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready}}, summary="Readiness")
+    async def readyz() -> Any:
+        """Ready when the encoder and the index owner answer and agree on the model version."""
+        try:
+            enc, idx = await asyncio.wait_for(asyncio.gather(backend.encoder_info(), backend.index_info()),
+                                              PROBE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready"
+            return JSONResponse(Ready(status="not_ready", reason=f"{type(exc).__name__}: {exc}").model_dump(),
+                                status_code=503)
+        if enc["model_version"] != idx["model_version"]:
+            return JSONResponse(Ready(status="not_ready", reason=f"encoder {enc['model_version']} and index "
+                                      f"{idx['model_version']} disagree").model_dump(), status_code=503)
+        return Ready(status="ready", model_version=idx["model_version"], references=idx["references"],
+                     store=idx["store"], calibrated=idx["calibrated"], writes_enabled=auth.writes_enabled)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        """Prometheus text format; the index size is re-read at most every few seconds."""
+        if time.monotonic() - index_size_read[0] > INDEX_SIZE_TTL_S:
+            try:
+                metrics.set_index_size(await asyncio.wait_for(backend.generators(), PROBE_TIMEOUT_S))
+                index_size_read[0] = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - a scrape still returns the other metrics
+                log.warning("index size not refreshed for /metrics: %s", exc)
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    return app
+
+
+async def call(response: Awaitable[Any]) -> Any:
+    """Awaits a deployment call, re-raising an :class:`ApiError` it raised as itself."""
+    try:
+        return await response
+    except ApiError:
+        raise
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ApiError):
+            raise cause from None
+        raise
+
+
+__all__ = ["ACCEPTED_TYPES", "ApiSettings", "Backend", "call", "canonical_generator", "create_api"]

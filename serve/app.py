@@ -1,0 +1,97 @@
+"""The typed app builder: ``serve run serve.app:build_app`` / ``serve/config.yaml``.
+
+Three deployments (after Ray's ``serve/doc_code/app_builder.py``)::
+
+    HTTP -> Ingress (FastAPI) --embed--> Encoder (@serve.batch)
+                              --search/enroll/delete--> IndexOwner (the store)
+
+The IndexOwner is the only process that opens the store: one replica for an embedded
+store (a folder one process may open), as many as wanted against a Qdrant server.
+"""
+
+# No ``from __future__ import annotations`` here: Serve reads the builder's parameter
+# annotation as a class to validate the arguments into AppArgs, and a string would not do.
+
+import os
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+from ray.serve import Application
+
+from serve.encoder import Encoder
+from serve.index_owner import IndexOwner
+from serve.ingress import Ingress
+
+
+class AppArgs(BaseModel):
+    """Arguments of the synthray Serve app (``args:`` in serve/config.yaml, ``key=value`` on ``serve run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint folder, or a training run folder (its newest good checkpoint)")
+    store_path: str = Field("runs/index/qdrant", description="embedded Qdrant folder (when store_url is not set)")
+    store_url: Optional[str] = Field(None, description="Qdrant server URL; set it to scale the index owner out")
+    store_api_key_env: str = Field("SYNTHRAY_QDRANT_API_KEY", description="env var with the Qdrant server's key")
+    collection: Optional[str] = Field(None, description="explicit collection (default synthray-<model version>)")
+    create_index: bool = Field(False, description="create an empty collection when none exists (pure few-shot use)")
+    device: str = Field("auto", description="encoder device: auto | cpu | cuda")
+    api_key_env: str = Field("SYNTHRAY_API_KEY", description="env var holding the API key for writes")
+    api_key_file: Optional[str] = Field(None, description="file holding the API key (a mounted secret); wins")
+    read_requires_key: bool = Field(False, description="attribute and list need the key too")
+    max_bytes: int = Field(32 * 1024 * 1024, gt=0, description="request body cap in bytes (413 beyond)")
+    # 40 MP covers every camera and generator output; decoding more costs >120 MB per image.
+    max_pixels: int = Field(40_000_000, gt=0, description="pixels an image header may claim (decompression bombs)")
+    max_files: int = Field(100, gt=0, description="images per request (enrollment sends ~50)")
+    max_batch_size: int = Field(16, ge=1, description="encoder dynamic batch size (1 = batching off)")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill")
+    encoder_replicas: int = Field(1, ge=1)
+    index_replicas: int = Field(1, ge=1, description="index owner replicas: 1 when embedded")
+    ingress_replicas: int = Field(1, ge=1)
+    encoder_cpus: float = Field(0.5, ge=0)
+    encoder_gpus: float = Field(0, ge=0)
+    index_cpus: float = Field(0.25, ge=0)
+    ingress_cpus: float = Field(0.25, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1, description="per replica; >= max_batch_size so batches can fill")
+    attribution: Optional[dict[str, Any]] = Field(None, description="AttributionConfig fields overriding the index's")
+
+    @model_validator(mode="after")
+    def _one_owner_when_embedded(self) -> "AppArgs":
+        if self.store_url is None and self.index_replicas != 1:
+            raise ValueError(f"index_replicas={self.index_replicas} needs a Qdrant server (store_url): an embedded "
+                             "store can be opened by one process only")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
+                             f"({self.max_batch_size}): batches could never fill")
+        return self
+
+    def store_config(self) -> dict[str, Any]:
+        """``StoreConfig`` fields; a relative path is taken from where the app is built (the repo root)."""
+        return {"url": self.store_url, "path": os.path.abspath(self.store_path), "collection": self.collection,
+                "api_key_env": self.store_api_key_env}
+
+
+def build_app(args: AppArgs) -> Application:
+    """The synthray app, deployments sized and wired from ``args``.
+
+    Args:
+        args: :class:`AppArgs` (Serve validates a dict into it; a dict works here too).
+    Returns:
+        the bound application (``serve.run(build_app(...))``).
+    """
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args)
+    encoder = serve.deployment(Encoder).options(
+        num_replicas=args.encoder_replicas, max_ongoing_requests=args.max_ongoing_requests,
+        ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
+        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
+    ).bind(os.path.abspath(args.checkpoint), args.device)
+    index = serve.deployment(IndexOwner).options(
+        num_replicas=args.index_replicas, max_ongoing_requests=args.max_ongoing_requests,
+        ray_actor_options={"num_cpus": args.index_cpus},
+    ).bind(encoder, args.store_config(), args.create_index, args.attribution)
+    limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
+    return serve.deployment(Ingress).options(
+        num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
+        ray_actor_options={"num_cpus": args.ingress_cpus},
+    ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key)

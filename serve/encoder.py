@@ -1,0 +1,89 @@
+"""The encoder deployment: a checkpoint's embedder behind Serve's dynamic batching.
+
+Each query image is one call to :meth:`Encoder.embed`; ``@serve.batch`` gathers the
+calls that arrive within ``batch_wait_timeout_s`` (up to ``max_batch_size``) into one
+forward pass. Both settings live in the deployment's ``user_config`` and are applied in
+:meth:`Encoder.reconfigure`, so they change without restarting the replica (after Ray's
+``serve/doc_code/batching_guide.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+log = logging.getLogger(__name__)
+
+#: Batching defaults; ``AppArgs`` passes its own through ``user_config``.
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
+
+
+@dataclasses.dataclass
+class Embedded:
+    """The encoder's answer for one image."""
+
+    vector: np.ndarray | None  # (D,) unit vector; None when the image could not be decoded
+    error: str | None  # why not
+    batch_size: int  # how many images shared the forward pass
+    batch_ms: float  # wall time of that forward pass (decode included)
+
+
+class Encoder:
+    """Loads the checkpoint once per replica; embeds batches of encoded images.
+
+    Args:
+        checkpoint: checkpoint or run folder (see ``synthray.attribution.resolve_checkpoint``).
+        device: "auto" | "cpu" | "cuda".
+    """
+
+    def __init__(self, checkpoint: str, device: str = "auto") -> None:
+        from synthray.attribution import Embedder
+
+        self.embedder = Embedder(checkpoint, device=device)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Applies ``{"max_batch_size", "batch_wait_timeout_s"}`` (Serve calls this on deploy and on change)."""
+        unknown = set(user_config) - set(DEFAULT_BATCH)
+        if unknown:
+            raise TypeError(f"encoder user_config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_BATCH)}")
+        cfg = {**DEFAULT_BATCH, **user_config}
+        if int(cfg["max_batch_size"]) < 1 or float(cfg["batch_wait_timeout_s"]) < 0:
+            raise ValueError(f"encoder batching needs max_batch_size >= 1 and batch_wait_timeout_s >= 0, got {cfg}")
+        self.embed.set_max_batch_size(int(cfg["max_batch_size"]))
+        self.embed.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+        log.info("encoder batching: %s", cfg)
+
+    async def describe(self) -> dict[str, Any]:
+        """Model version, embedding size, classes and device of the loaded checkpoint."""
+        return self.embedder.describe()
+
+    @serve.batch(max_batch_size=DEFAULT_BATCH["max_batch_size"],
+                 batch_wait_timeout_s=DEFAULT_BATCH["batch_wait_timeout_s"])
+    async def embed(self, images: list[bytes]) -> list[Embedded]:
+        """One image per call; Serve hands this method the batch.
+
+        The forward pass runs in a worker thread so the replica keeps queueing the next
+        batch's calls meanwhile (larger batches under load).
+        """
+        return await asyncio.to_thread(self._embed_batch, images)
+
+    def _embed_batch(self, images: list[bytes]) -> list[Embedded]:
+        import torch
+
+        start = time.perf_counter()
+        pixels, errors = [], []
+        for data in images:  # one by one, so a file that fails to decode fails alone
+            try:
+                pixels.append(self.embedder.pixels([data])[0])
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - the decoder's verdict on one file
+                errors.append(f"{type(exc).__name__}: {exc}")
+        vectors = iter(self.embedder.embed_pixels(torch.stack(pixels)) if pixels else ())
+        ms = (time.perf_counter() - start) * 1000
+        return [Embedded(None if err else next(vectors), err, len(images), ms) for err in errors]

@@ -1,0 +1,72 @@
+"""The ingress deployment: the HTTP API of :mod:`serve.api` over the other two deployments.
+
+The FastAPI app is built per replica, after the constructor
+(``__serve_build_asgi_app__``), so its routes, auth and metrics close over this replica's
+handles and registry rather than a module-level app frozen at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+from ray import serve
+
+from serve.api import ApiSettings, call, create_api
+from serve.auth import KeyCheck, resolve_api_key
+from serve.metrics import ServiceMetrics
+from serve.uploads import Limits
+
+log = logging.getLogger(__name__)
+
+
+@serve.ingress()
+class Ingress:
+    """HTTP in, deployment calls out.
+
+    Args:
+        encoder: handle of the encoder deployment.
+        index: handle of the index-owner deployment.
+        limits: ``Limits`` fields (max_bytes, max_pixels, max_files).
+        api_key_env: environment variable holding the API key.
+        api_key_file: file holding the API key (wins over the variable), or None.
+        read_requires_key: reads need the key too.
+    """
+
+    async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
+                       api_key_file: str | None = None, read_requires_key: bool = False) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.limits = Limits(**limits)
+        self.auth = KeyCheck(resolve_api_key(api_key_env, api_key_file), read_requires_key, api_key_env)
+        if not self.auth.writes_enabled:
+            log.warning("no API key configured ($%s): enrollment and deletion are disabled", api_key_env)
+        self.metrics = ServiceMetrics()
+        self.model_version = (await self.encoder_info())["model_version"]
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version), self.metrics)
+
+    # -- serve.api.Backend over the deployment handles -------------------------------------
+    async def embed(self, data: bytes) -> Any:
+        return await call(self.encoder.embed.remote(data))
+
+    async def encoder_info(self) -> dict[str, Any]:
+        return await call(self.encoder.describe.remote())
+
+    async def index_info(self) -> dict[str, Any]:
+        return await call(self.index.info.remote())
+
+    async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
+        return await call(self.index.attribute.remote(vectors))
+
+    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
+                     names: Sequence[str]) -> dict[str, Any]:
+        return await call(self.index.enroll.remote(generator, vectors, list(hashes), list(names)))
+
+    async def generators(self) -> dict[str, dict[str, int]]:
+        return await call(self.index.generators.remote())
+
+    async def delete_generator(self, generator: str) -> dict[str, Any]:
+        return await call(self.index.delete_generator.remote(generator))

@@ -1,0 +1,73 @@
+"""``synthray serve``: the app on a local (or given) Ray cluster, until interrupted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+#: The repository root (the folder holding this ``serve`` package): replicas import ``serve.*`` from it.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def app_args_from_yaml(data: Mapping[str, Any]) -> dict[str, Any]:
+    """AppArgs fields from a YAML document: a Serve config (its first application's
+    ``args``) or the fields themselves."""
+    if "applications" in data:
+        apps = data["applications"] or []
+        if not apps:
+            raise ValueError("the Serve config has no applications")
+        return dict(apps[0].get("args") or {})
+    return dict(data)
+
+
+def start(app_args: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+          num_cpus: int | None = None, name: str = "synthray") -> str:
+    """Starts Ray (or joins ``address``), Serve's HTTP proxy and the app; returns its URL.
+
+    Args:
+        app_args: :class:`serve.app.AppArgs` fields.
+        host, port: where the HTTP proxy listens.
+        address: a running Ray cluster; None starts a local one.
+        num_cpus: CPUs of the local cluster (None: all).
+        name: the Serve application name.
+    """
+    import ray
+    from ray import serve
+
+    from serve.app import AppArgs, build_app
+
+    args = AppArgs.model_validate(dict(app_args))  # fail on bad arguments before starting anything
+    # Replicas import this package; from any working directory they find it through PYTHONPATH.
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name=name, route_prefix="/")
+    url = f"http://{host}:{port}"
+    log.info("synthray is serving at %s (OpenAPI at %s/docs); Ctrl-C stops it", url, url)
+    return url
+
+
+def serve_forever(app_args: Mapping[str, Any], **kwargs: Any) -> None:
+    """:func:`start`, then block until Ctrl-C (or SIGTERM), then stop Serve and Ray."""
+    import signal
+
+    import ray
+    from ray import serve
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a plain kill stops cleanly too
+    try:
+        start(app_args, **kwargs)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()

@@ -1,0 +1,146 @@
+"""The index owner's logic on a real embedded Qdrant store, without Ray.
+
+Vectors are synthetic clusters (one per class) so the expected answers are known exactly.
+The one fault injected (a store whose write dies half-way) stands for a disk or server
+failure, which cannot be caused on purpose otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import numpy as np
+import pytest
+
+from serve.errors import ApiError
+from serve.index_owner import IndexService
+from synthray.index import QdrantStore, Reference, StoreConfig
+
+DIM, VERSION = 16, "test-v1"
+TRAINED = ("real", "gan-a", "gan-b")
+
+
+def cluster(seed: int, n: int, spread: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=DIM)
+    x = centre / np.linalg.norm(centre) + spread * rng.normal(size=(n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def hashes(tag: str, n: int) -> list[str]:
+    return [hashlib.sha256(f"{tag}-{i}".encode()).hexdigest() for i in range(n)]
+
+
+def open_store(path, cls=QdrantStore, upsert_batch: int = 256) -> QdrantStore:
+    return cls(StoreConfig(path=str(path), upsert_batch=upsert_batch), VERSION, DIM)
+
+
+@pytest.fixture
+def service(tmp_path):
+    store = open_store(tmp_path / "q")
+    for i, g in enumerate(TRAINED):
+        store.upsert(cluster(i, 12), [Reference(g, g == "real", h) for h in hashes(g, 12)])
+    svc = IndexService(store)
+    yield svc
+    svc.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_enrolled_generator_is_attributed_and_reenrolling_adds_nothing(service):
+    new = cluster(10, 8)
+    out = run(service.enroll("gan-new", new, hashes("new", 8), [f"{i}.png" for i in range(8)]))
+    assert (out["enrolled"], out["unchanged"], out["rejected"]) == (8, 0, [])
+    assert out["counts"] == {"trained": 0, "enrolled": 8}
+    labels = [a["label"] for a in run(service.attribute(cluster(10, 3)))]
+    assert labels == ["gan-new"] * 3  # no thresholds stored: closed-set answers
+    again = run(service.enroll("gan-new", new, hashes("new", 8), [f"{i}.png" for i in range(8)]))
+    assert (again["enrolled"], again["unchanged"], again["counts"]["enrolled"]) == (0, 8, 8)
+    assert service.store.count() == 36 + 8
+
+
+def test_duplicates_and_images_of_other_generators_are_refused_not_relabelled(service):
+    trained_hash = hashes("gan-a", 1)[0]
+    vecs = cluster(11, 3)
+    out = run(service.enroll("gan-x", vecs, [hashes("x", 1)[0], hashes("x", 1)[0], trained_hash],
+                             ["x.png", "x-copy.png", "stolen.png"]))
+    assert out["enrolled"] == 1
+    assert {r["file"]: r["reason"] for r in out["rejected"]} == {"x-copy.png": "duplicate",
+                                                                 "stolen.png": "indexed_elsewhere"}
+    assert "gan-a" in [r for r in out["rejected"] if r["file"] == "stolen.png"][0]["message"]
+    assert run(service.generators())["gan-a"] == {"trained": 12, "enrolled": 0}  # still gan-a's
+
+
+class DyingStore(QdrantStore):
+    """Writes the first half of an upsert, then fails as a full disk would."""
+
+    def upsert(self, vectors, refs):
+        half = len(refs) // 2
+        super().upsert(vectors[:half], refs[:half])
+        raise OSError("No space left on device")
+
+
+def test_a_failed_write_leaves_the_index_as_it_was(tmp_path):
+    store = open_store(tmp_path / "q")
+    store.upsert(cluster(0, 5), [Reference("gan-a", False, h) for h in hashes("a", 5)])
+    store.close()
+    svc = IndexService(open_store(tmp_path / "q"))
+    run(svc.enroll("gan-y", cluster(1, 4), hashes("y", 4), list("abcd")))
+    before = svc.store.vectors()[1]
+    svc.close()
+
+    svc = IndexService(open_store(tmp_path / "q", cls=DyingStore))
+    # Two already-enrolled images (unchanged) and six new ones, of which the store writes three.
+    with pytest.raises(ApiError) as info:
+        run(svc.enroll("gan-y", cluster(1, 8), hashes("y", 4)[:2] + hashes("y-more", 6), list("abcdefgh")))
+    assert (info.value.status, info.value.code) == (500, "enrollment_failed")
+    after = svc.store.vectors()[1]
+    svc.close()
+    key = lambda p: (p["generator"], p["content_hash"], p["origin"])  # noqa: E731
+    assert sorted(map(key, after)) == sorted(map(key, before))
+
+
+def test_concurrent_enrollments_and_queries_keep_the_index_exact(service):
+    async def scenario():
+        jobs = []
+        for round_ in range(2):  # every generator enrolled twice at once: the second adds nothing
+            for g in ("c1", "c2", "c3"):
+                seed = {"c1": 20, "c2": 21, "c3": 22}[g]
+                jobs.append(service.enroll(g, cluster(seed, 10), hashes(g, 10), [f"{g}-{i}" for i in range(10)]))
+        queries = [service.attribute(cluster(20 + q % 3, 4)) for q in range(12)]
+        return await asyncio.gather(*jobs, *queries)
+
+    results = run(scenario())
+    enrolls, answers = results[:6], results[6:]
+    assert sorted(r["enrolled"] for r in enrolls) == [0, 0, 0, 10, 10, 10]
+    assert all(r["enrolled"] + r["unchanged"] == 10 and not r["rejected"] for r in enrolls)
+    assert all(len(a) == 4 for a in answers)
+    counts = run(service.generators())
+    assert {g: counts[g] for g in ("c1", "c2", "c3")} == {g: {"trained": 0, "enrolled": 10} for g in ("c1", "c2", "c3")}
+    assert service.store.count() == 36 + 30
+
+
+def test_delete_removes_only_enrolled_references(service):
+    run(service.enroll("gan-a", cluster(30, 3), hashes("more-a", 3), ["1", "2", "3"]))
+    run(service.enroll("solo", cluster(31, 2), hashes("solo", 2), ["1", "2"]))
+    assert run(service.delete_generator("gan-a")) == {"deleted": 3, "counts": {"trained": 12, "enrolled": 0}}
+    assert run(service.delete_generator("solo"))["deleted"] == 2
+    assert "solo" not in run(service.generators())
+    for name, status, code in (("gan-b", 409, "trained_generator"), ("solo", 404, "unknown_generator"),
+                               ("never", 404, "unknown_generator")):
+        with pytest.raises(ApiError) as info:
+            run(service.delete_generator(name))
+        assert (info.value.status, info.value.code) == (status, code)
+    assert service.store.count() == 36
+
+
+def test_close_releases_the_embedded_folder(tmp_path):
+    svc = IndexService(open_store(tmp_path / "q"))
+    svc.close()
+    svc.close()  # twice is harmless (Serve may call __del__ and then the interpreter again)
+    reopened = open_store(tmp_path / "q")
+    assert reopened.count() == 0
+    reopened.close()
