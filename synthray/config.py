@@ -223,6 +223,9 @@ class TrainConfig:
     num_workers: int = 1  # Ray Train workers (DDP when > 1)
     use_gpu: bool = False
     cpus_per_worker: float = 1.0  # CPUs reserved per Train worker
+    # More Ray resources per Train worker, e.g. a custom node resource ({"train_slot": 1}) so
+    # workers land only on nodes that offer it, one per slot (multi-node clusters).
+    worker_resources: dict[str, float] = dataclasses.field(default_factory=dict)
     data_cpus: float | None = None  # CPUs Ray Data may use for preprocessing; None = what is left
     max_failures: int = 2  # worker failures Ray Train recovers from (from the last checkpoint)
     checkpoints_to_keep: int = 3

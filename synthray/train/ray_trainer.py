@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,17 @@ from synthray.train.plan import make_plan, run_path
 log = logging.getLogger(__name__)
 
 
-def _restore_from(ckpt: Any) -> dict[str, Any] | None:
-    """Loads Ray's latest checkpoint; if it is corrupt, the newest good one beside it."""
+# In each checkpoint: the metrics of every epoch up to and including its own.
+HISTORY_FILE = "history.jsonl"
+
+
+def _restore_from(ckpt: Any) -> tuple[Path, dict[str, Any]] | None:
+    """Ray's latest checkpoint (folder, loaded); if it is corrupt, the newest good one beside it."""
     if ckpt is None:
         return None
     latest = Path(ckpt.path)
     try:
-        return load_checkpoint(latest)
+        return latest, load_checkpoint(latest)
     except CheckpointError as exc:
         log.warning("latest checkpoint unusable (%s); looking for an earlier good one", exc)
     older = sorted(p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name)
@@ -42,7 +47,27 @@ def _restore_from(ckpt: Any) -> dict[str, Any] | None:
     if found is None:
         raise CheckpointError(f"no loadable checkpoint under {latest.parent}")
     log.warning("resuming from %s instead", found[0])
-    return found[1]
+    return found
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _history_of(folder: Path, epoch: int, current: Path) -> list[dict[str, Any]]:
+    """The epoch records a restored checkpoint stands for (checkpoints older than
+    ``HISTORY_FILE``: the current history up to the checkpoint's epoch)."""
+    if (folder / HISTORY_FILE).exists():
+        return _read_jsonl(folder / HISTORY_FILE)
+    return [r for r in _read_jsonl(current) if r["epoch"] <= epoch]
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -73,14 +98,30 @@ def _train_worker(config: dict[str, Any]) -> None:
         return iter_balanced_batches(val_shard, len(classes), cfg.batch_size, cfg.pipeline,
                                      seed=cfg.seed, drop_last=False, preprocess=val_pre, device=device)
 
+    # Ray's result keeps metrics of retained checkpoints only; metrics.jsonl is the full
+    # history, every epoch exactly once: each checkpoint carries the history up to it, and
+    # a restore rewrites the file to that. So an epoch whose report raced a node failure
+    # (written here, its checkpoint never registered) is redone and appears once, and one
+    # whose checkpoint was registered but whose line was never written is not lost.
+    history = Path(config["run"]) / "metrics.jsonl"
+
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         # Every rank reports (Ray Train waits for all); only rank 0 carries the checkpoint.
-        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
+        checkpoint = None
+        if folder is not None:
+            _write_jsonl(folder / HISTORY_FILE, [*_read_jsonl(history), metrics])
+            checkpoint = ray.train.Checkpoint.from_directory(str(folder))
         ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
-            # Ray's result keeps metrics of retained checkpoints only; this is the full history.
-            with open(Path(config["run"]) / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            with open(history, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(metrics) + "\n")
+
+    def restore() -> dict[str, Any] | None:
+        found = _restore_from(ray.train.get_checkpoint())
+        if rank == 0:
+            epoch = int(found[1]["state"]["epoch"]) if found else -1
+            _write_jsonl(history, _history_of(found[0], epoch, history) if found else [])
+        return found[1] if found else None
 
     def prepare(model: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(model) if world > 1 else model
@@ -88,7 +129,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="synthray-ckpt-") as scratch:
         rt = Runtime(rank=rank, world_size=world, device=device, train_batches=train_batches,
                      val_batches=val_batches, report=report,
-                     restore=lambda: _restore_from(ray.train.get_checkpoint()),
+                     restore=restore,
                      scratch_dir=Path(scratch), prepare_model=prepare)
         train_loop(cfg, classes, config["steps_per_epoch"], rt)
 
@@ -142,7 +183,8 @@ def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **cfg.worker_resources,
+                                  **({"GPU": 1} if cfg.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
             name=cfg.run_name,
