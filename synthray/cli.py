@@ -4,6 +4,7 @@
     synthray ingest <layout> <root> <out>          data set folder -> Parquet shards
     synthray stream <shards>                       stream preprocessed batches, report speed/balance
     synthray train --config configs/cpu_demo.yaml  train the SupCon encoder (Ray Train)
+    synthray index --config configs/cpu_demo_index.yaml  build the reference index (Ray Data -> Qdrant)
     synthray demo                                  the main job on the embedded defaults
     synthray serve --checkpoint <ckpt>             the Serve app on a local Ray cluster (blocks)
     synthray attribute <url> <images...>           attribute images with a running service
@@ -123,6 +124,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from synthray.index.build import build_index, index_configs
+    from synthray.index.store import StoreError
+    from synthray.train.checkpoint import CheckpointError
+
+    cfg, attribution = index_configs(load_yaml(args.config) if args.config else {}, args.set)
+    try:
+        if args.no_ray:
+            summary = build_index(cfg, attribution, use_ray=False)
+        else:
+            import ray
+
+            ray.init(address=args.address) if args.address else ray.init()
+            try:
+                summary = build_index(cfg, attribution, use_ray=True)
+            finally:
+                ray.shutdown()
+    except (CheckpointError, StoreError) as exc:
+        log.error("index failed: %s", exc)
+        return 1
+    _emit(summary)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from synthray.demo import DemoConfig, run_demo
 
@@ -233,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ray", action="store_true", help="one process, no Ray")
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("index", help="build the reference index (Qdrant) from shards and calibrate 'unknown'")
+    p.add_argument("--config", help="YAML with index: and attribution: sections (configs/cpu_demo_index.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field: per_class=all, store.path=..., attribution.k=5")
+    p.add_argument("--no-ray", action="store_true", help="embed in this process, without Ray")
+    p.add_argument("--address", help="Ray cluster address (default: the job's cluster, or a local one)")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("demo", help="the main job on the built-in benchmark, local Ray, embedded defaults")
     p.add_argument("--out", default="runs/demo", help="run folder")

@@ -116,29 +116,37 @@ def unknown_reasons(v: Votes, t: Thresholds) -> list[str | None]:
 
 
 def quantile_threshold(values: np.ndarray, rate: float) -> float:
-    """The largest threshold t with mean(values < t) <= rate (values below t are rejected).
+    """The threshold t that rejects (values < t) at most ``rate`` of the values.
 
-    Exact on the sample: t is one of the values (or -inf when nothing may be rejected).
+    Exact on the sample: of the thresholds that reject the most values within the rate,
+    t lies halfway between the largest rejected value and the smallest kept one, so
+    re-embedding the same images (float jitter ~1e-7 between batch sizes and devices)
+    does not flip the values next to it. When nothing may be rejected, t is the smallest
+    value (a new query below everything seen is still rejected).
     """
     x = np.sort(np.asarray(values, dtype=np.float64))
     if len(x) == 0:
         raise ValueError("no values to calibrate on")
     allowed = int(np.floor(rate * len(x) + 1e-9))  # how many may fall below t
-    if allowed == 0:
-        return float(x[0])  # rejects nothing: values < x[0] do not exist
-    return float(x[allowed])  # x[:allowed] < t unless tied with x[allowed]; ties are kept (fewer rejected)
+    kept = x[allowed] if allowed else x[0]  # the smallest value that must stay; ties with it stay too
+    rejected = x[x < kept]
+    return float((rejected[-1] + kept) / 2) if len(rejected) else float(kept)
 
 
 def fpr_threshold(real_scores: np.ndarray, target_fpr: float) -> float:
-    """The smallest threshold t with mean(real_scores >= t) <= target_fpr (scores >= t are flagged)."""
-    s = np.asarray(real_scores, dtype=np.float64)
+    """The threshold t that flags (scores >= t) at most ``target_fpr`` of the real images,
+    and of those the one flagging the most: halfway between the largest unflagged score and
+    the smallest flagged one (same decisions on the sample, a margin for float jitter)."""
+    s = np.sort(np.asarray(real_scores, dtype=np.float64))
     if len(s) == 0:
         raise ValueError("no real validation images to calibrate the is-AI threshold on")
-    candidates = np.unique(np.concatenate([s, [np.nextafter(s.max(), np.inf)]]))
-    for t in candidates:  # ascending: the first that meets the target flags the most fakes
-        if np.mean(s >= t) <= target_fpr + 1e-12:
-            return float(t)
-    return float(candidates[-1])
+    levels = np.unique(s)
+    flagged = (len(s) - np.searchsorted(s, levels, side="left")) / len(s)  # share >= each level
+    ok = np.flatnonzero(flagged <= target_fpr + 1e-12)
+    if len(ok) == 0:  # even the largest score is too common: flag no real image
+        return float(np.nextafter(levels[-1], np.inf))
+    i = int(ok[0])  # ascending: the first level that meets the target flags the most fakes
+    return float(levels[i] if i == 0 else (levels[i - 1] + levels[i]) / 2)
 
 
 def calibrate(v: Votes, true_labels: Sequence[str], cfg: AttributionConfig) -> Thresholds:
