@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -166,6 +167,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray cluster")
     parser.add_argument("--skip-embedding", action="store_true", help="only (b)")
+    parser.add_argument("--store-dir", help="folder for the embedded stores of (b) (default: the temp dir); "
+                        "/dev/shm takes the disk's per-point fsync out of the load time")
     parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -177,7 +180,12 @@ def main() -> None:
         work = Path(tmp)
         emb = None if args.skip_embedding else bench_embedding(
             work, images, args.backbone, args.resolution, args.batch_size, args.cpus)
-        knn = [bench_knn(work, n, args.queries, args.k, args.dim) for n in sizes]
+        store_dir = Path(tempfile.mkdtemp(dir=args.store_dir)) if args.store_dir else work
+        try:
+            knn = [bench_knn(store_dir, n, args.queries, args.k, args.dim) for n in sizes]
+        finally:
+            if args.store_dir:
+                shutil.rmtree(store_dir, ignore_errors=True)
 
     lines, rows = [f"machine: {os.cpu_count()} cores; timings on a shared machine are pessimistic", ""], []
     if emb:
@@ -204,7 +212,8 @@ def main() -> None:
             rows.append(Row("index", "embedding, Ray Data, images/s after the first batch", steady, "images/s",
                             "in-process loop", emb["plain_rate"]))
     lines += [
-        f"(b) kNN, k={args.k}, {args.dim}-d unit vectors, {args.queries} queries one at a time (and as one batch)",
+        f"(b) kNN, k={args.k}, {args.dim}-d unit vectors, {args.queries} queries one at a time (and as one batch); "
+        f"stores in {args.store_dir or tempfile.gettempdir()}",
         "",
         "| points | load s | Qdrant p50 ms | Qdrant p99 ms | numpy p50 ms | numpy p99 ms | Qdrant/numpy p50 | "
         "batch ms/query Qdrant | batch ms/query numpy | identical neighbour sets |",
