@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_preprocess.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
