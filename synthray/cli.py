@@ -6,6 +6,7 @@
     synthray train --config configs/cpu_demo.yaml  train the SupCon encoder (Ray Train)
     synthray index --config configs/cpu_demo_index.yaml  build the reference index (Ray Data -> Qdrant)
     synthray demo                                  the main job on the embedded defaults
+    synthray evaluate --config configs/cpu_demo_eval.yaml  evaluate a protocol (ES1-ES4, sd14): report + figures
     synthray serve --checkpoint <ckpt>             the Serve app on a local Ray cluster (blocks)
     synthray attribute <url> <images...>           attribute images with a running service
     synthray enroll <url> <name> <folder>          enroll a generator's images (few-shot)
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthray.config import (
+    EvalConfig,
     IngestConfig,
     PipelineConfig,
     PreprocessConfig,
@@ -212,6 +214,22 @@ def cmd_generators(args: argparse.Namespace) -> int:
     return _client_call(lambda: client.delete(args.delete) if args.delete else client.generators())
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from synthray.eval.run import EvalError, evaluate, summarize
+    from synthray.index.store import StoreError
+    from synthray.train.checkpoint import CheckpointError
+    from synthray.train.overrides import apply_overrides
+
+    cfg = from_dict(EvalConfig, apply_overrides(_yaml_section(args.config, "eval"), args.set))
+    try:
+        report = evaluate(cfg)
+    except (EvalError, CheckpointError, StoreError) as exc:
+        log.error("evaluate failed: %s", exc)
+        return 1
+    _emit(summarize(report, cfg.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthray",
@@ -272,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, help="benchmark images per class")
     p.add_argument("--config", help="YAML with DemoConfig fields (or a demo: section)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint under a protocol: report.json, report.md, figures")
+    p.add_argument("--config", help="YAML with an eval: section of EvalConfig fields (configs/cpu_demo_eval.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field: protocol.name=ES4, per_class=all, attribution.k=5")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="run the Serve app (HTTP API) on a local Ray cluster until Ctrl-C")
     p.add_argument("--checkpoint", help="checkpoint or training run folder")

@@ -16,6 +16,7 @@ import yaml
 
 # Each concern keeps its config next to its code; re-exported here so one import serves all.
 from synthray.attribution.config import AttributionConfig
+from synthray.eval.config import EvalConfig, ProtocolConfig
 from synthray.index.config import IndexConfig, StoreConfig
 from synthray.losses.config import LossConfig
 from synthray.models.config import EncoderConfig

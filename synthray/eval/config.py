@@ -1,0 +1,80 @@
+"""The evaluation's typed config (re-exported by ``synthray.config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from synthray.attribution.config import AttributionConfig
+from synthray.index.config import StoreConfig
+
+#: GenImage's robustness study degrades test images by JPEG, resolution and blur; these
+#: are the levels evaluated by default (spec syntax: ``<name>:<parameter>``).
+DEFAULT_DEGRADATIONS = ("jpeg:95", "jpeg:75", "jpeg:50", "jpeg:30", "downscale:0.5", "downscale:0.25",
+                        "blur:1", "blur:2")
+
+
+@dataclasses.dataclass
+class ProtocolConfig:
+    """Which classes are indexed, which are zero-shot, which is real (see ``synthray.eval.protocols``)."""
+
+    name: str = "auto"  # auto (the checkpoint's training setting) | ES1 | ES2 | ES3 | ES4 | sd14 | custom
+    generator: str | None = None  # ES3: the one generator trained with real; None = the checkpoint's
+    held_out: tuple[str, ...] = ()  # ES4: zero-shot generators; () = the checkpoint's held-out ones
+    indexed: tuple[str, ...] = ()  # custom: classes with references in the index
+    zero_shot: tuple[str, ...] = ()  # custom: test classes kept out of the index (open-set "unknown")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """One evaluation run: a checkpoint, the shards' test split, a protocol -> a report folder."""
+
+    checkpoint: str = "runs/demo/train/supcon-cpu"  # checkpoint folder, or a training run folder
+    shards: str = "runs/demo/shards"  # ingest output holding the reference and test splits
+    out: str = "runs/demo/eval"  # run folder: report.json, report.md, figures, config.yaml
+    protocol: ProtocolConfig = dataclasses.field(default_factory=ProtocolConfig)
+    test_split: str = "test"  # images evaluated
+    reference_split: str = "train"  # references: the index, the closed-set kNN and the sweep draw from it
+    # References per indexed class (int, or "all"); the closed-set kNN uses the same rows
+    # (smallest content hashes), so both see one reference set.
+    per_class: int | str = 50
+    calibration_per_class: int = 50  # validation queries per class for the open-set thresholds
+    calibration_split: str = "val"  # split the index build calibrates on
+    max_test_per_class: int | None = 500  # test images per class (smallest content hashes); None = all
+    reference_max_per_class: int | None = 5000  # reference embeddings held in memory per class ("all" of the sweep)
+    # None = the rule stored with the index (or AttributionConfig() when the index is built
+    # here); a rule different from the stored one re-calibrates the index.
+    attribution: AttributionConfig | None = None
+    sweep_sizes: tuple[int | str, ...] = (10, 20, 50, 100, 500, "all")  # references per class; () skips the sweep
+    sweep_repeats: int = 3  # random draws per size (mean/std); "all" is drawn once
+    sweep_small_k: int = 3  # k for sizes below 4*k (the thesis used k=3 at 10 and 20 references, 11 from 50)
+    degradations: tuple[str, ...] = DEFAULT_DEGRADATIONS  # robustness specs; () skips robustness
+    robustness_max_per_class: int | None = 100  # test images per class re-encoded for each degradation
+    umap: bool = True  # UMAP figure of the test embeddings (umap-learn; ~20 s JIT on first use)
+    umap_max_points: int = 3000  # subsample above this for the UMAP figure
+    figures: bool = True  # write PNG figures (matplotlib Agg)
+    seed: int = 0  # sweep draws, UMAP, subsampling
+    batch_size: int = 64  # images per embedding batch
+    device: str = "auto"  # auto | cpu | cuda
+    use_ray: bool = True  # build the index with Ray (build_index's use_ray); embedding here is in-process
+    # Where the index lives. url None and path "" = a private embedded index under <out>/index,
+    # rebuilt whenever it does not match this evaluation.
+    store: StoreConfig = dataclasses.field(default_factory=lambda: StoreConfig(path=""))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attribution, dict):  # from YAML: from_dict does not recurse into Optional fields
+            from synthray.config import from_dict
+
+            self.attribution = from_dict(AttributionConfig, self.attribution)
+        if isinstance(self.per_class, str) and self.per_class != "all":
+            raise ValueError(f"per_class must be an int or 'all', got {self.per_class!r}")
+        if isinstance(self.per_class, int) and self.per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
+        for size in self.sweep_sizes:
+            if not (size == "all" or (isinstance(size, int) and size >= 1)):
+                raise ValueError(f"sweep_sizes entries must be ints >= 1 or 'all', got {size!r}")
+        if self.sweep_repeats < 1:
+            raise ValueError(f"sweep_repeats must be >= 1, got {self.sweep_repeats}")
+        for name in ("max_test_per_class", "reference_max_per_class", "robustness_max_per_class"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")

@@ -1,0 +1,158 @@
+"""The report people read (``report.md``) and its figures, from the report's numbers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT_NOTE = (
+    "Zero-shot classes are the test classes the encoder never trained on. They are scored two ways. "
+    "**Closed set (the thesis's protocol, 3.5.3 / Table 4.3):** every test class, zero-shot ones included, gets "
+    "the same number of references in an exact kNN that always names a class; an image is correct when it gets "
+    "its own class; precision/recall/F1 are macro-averaged separately over seen and zero-shot classes. "
+    "**Open set (the service):** the index holds only the indexed classes, with the calibrated thresholds; an "
+    "image of a class that is not indexed is correct when it comes out \"unknown\" (its per-class unknown rate is "
+    "its recall); indexed classes are scored on their own labels, and the open-set zero-shot columns score the "
+    "\"unknown\" answer (plus any zero-shot class the index holds, such as ES1's real, on its own label)."
+)
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _pm(row: Mapping[str, Any], key: str) -> str:
+    v, s = row.get(key), row.get(f"{key}_std")
+    return "-" if v is None else (f"{v:.3f} ± {s:.3f}" if s else f"{v:.3f}")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_f(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _confusion_md(conf: Mapping[str, Any]) -> list[str]:
+    return _table(["true \\ predicted", *conf["columns"]],
+                  [[r, *row] for r, row in zip(conf["rows"], conf["matrix"])])
+
+
+def _macro_row(name: str, m: Mapping[str, Any]) -> list[Any]:
+    seen, zs = m["macro"].get("seen") or {}, m["macro"].get("zero_shot") or {}
+    return [name, seen.get("precision"), seen.get("recall"), seen.get("f1"), zs.get("precision"), zs.get("recall"),
+            zs.get("f1"), m.get("accuracy")]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``'s text."""
+    p, ck = report["protocol"], report["checkpoint"]
+    lines = [f"# Evaluation: {p['name']}", ""]
+    lines += [f"- checkpoint: `{ck['checkpoint']}` (model version `{ck['model_version']}`, trained on "
+              f"{', '.join(ck['classes'])}; held out: {', '.join(ck['held_out']) or 'none'})",
+              f"- indexed classes: {', '.join(p['indexed'])}",
+              f"- zero-shot classes (never trained on): {', '.join(p['zero_shot']) or 'none'}",
+              f"- not indexed (open-set truth \"unknown\"): {', '.join(p['novel']) or 'none'}",
+              f"- test images ({report['test_split']} split): "
+              + ", ".join(f"{c} {n}" for c, n in report["test_counts"].items()),
+              f"- kNN rule: k={report['attribution_rule']['k']}, vote={report['attribution_rule']['vote']}; "
+              f"is-AI threshold {_f((report.get('thresholds') or {}).get('ai_threshold'))}", ""]
+    for note in report.get("notes", []):
+        lines.append(f"> {note}")
+    lines += ["", "## Detection: real vs each generator", ""]
+    det = report.get("detection") or {}
+    if det:
+        rows = [[g, d["auc"], d["accuracy"], d["n_real"], d["n_ai"]] for g, d in det["per_generator"].items()]
+        o = det["overall"]
+        rows.append(["**all AI**", o["auc"], o["accuracy"], o["n_real"], o["n_ai"]])
+        lines += _table(["generator", "AUC", "accuracy", "real", "AI"], rows)
+        lines += [f"AUC of the is-AI score; accuracy at the calibrated threshold {_f(det['threshold'])} "
+                  f"(TPR {_f(o['tpr'])}, FPR {_f(o['fpr'])}).", ""]
+    else:
+        lines += ["No real test images: no detection metrics.", ""]
+
+    lines += ["## Attribution", "", ZERO_SHOT_NOTE, ""]
+    header = ["mode", "seen P", "seen R", "seen F1", "zero-shot P", "zero-shot R", "zero-shot F1", "accuracy"]
+    rows = []
+    if report.get("closed_set"):
+        rows.append(_macro_row("closed set (thesis)", report["closed_set"]))
+    rows.append(_macro_row("open set (service)", report["open_set"]))
+    lines += _table(header, rows)
+    o = report["open_set"]
+    if o["novel_classes"]:
+        lines += [f"Open set: share answered \"unknown\" per class (novel classes should be high, indexed ones low); "
+                  f"novelty AUROC of 1 - mean neighbour similarity: {_f(o['novelty_auroc'])}.", ""]
+        lines += _table(["class", "unknown rate"], [[c, r] for c, r in o["unknown_rate"].items()])
+    for key, title in (("closed_set", "Closed set"), ("open_set", "Open set")):
+        m = report.get(key)
+        if not m:
+            continue
+        lines += [f"### {title}: per class", ""]
+        lines += _table(["label", "precision", "recall", "F1", "support"],
+                        [[c, v["precision"], v["recall"], v["f1"], v["support"]] for c, v in m["per_class"].items()])
+        lines += [f"{title} confusion matrix (rows: true class):", ""] + _confusion_md(m["confusion"])
+
+    if report.get("sweep"):
+        lines += ["## Reference sample-size sweep (closed set, exact kNN)", "",
+                  "References drawn at random per class (mean ± std over draws); a class with fewer references "
+                  "than asked uses all it has (capped).", ""]
+        lines += _table(["per class", "k", "draws", "capped", "accuracy", "macro F1", "seen F1", "zero-shot F1"],
+                        [[r["size"], r["k"], r["draws"], "yes" if r["capped"] else "no", _pm(r, "accuracy"),
+                          _pm(r, "macro_f1"), _pm(r, "seen_f1"), _pm(r, "zero_shot_f1")] for r in report["sweep"]])
+    if report.get("robustness"):
+        lines += ["## Robustness (test images degraded before preprocessing)", "",
+                  f"{report.get('robustness_images')} test images; references are clean.", ""]
+        rows = []
+        for spec, r in report["robustness"].items():
+            d = (r.get("detection") or {}).get("overall") or {}
+            rows.append([spec, d.get("auc"), d.get("accuracy"), r.get("open_set_accuracy"), r.get("open_set_seen_f1"),
+                         r.get("closed_set_accuracy")])
+        lines += _table(["degradation", "detection AUC", "detection acc.", "open-set acc.", "open-set seen F1",
+                         "closed-set acc."], rows)
+    if report.get("figures"):
+        lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in report["figures"].items()] + [""]
+    idx = report.get("index", {})
+    lines += ["## Index", "", f"- collection `{idx.get('collection')}`, "
+              f"{'reused' if idx.get('reused') else 'built for this evaluation'}; references per class: "
+              + ", ".join(f"{c} {n.get('trained', 0)}" for c, n in idx.get("counts", {}).items()), ""]
+    lines += ["## Timings (s)", "", ", ".join(f"{k} {v}" for k, v in report.get("timings", {}).items()), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(report: Mapping[str, Any], path: Path) -> Path:
+    path.write_text(render_markdown(report), encoding="utf-8")
+    return path
+
+
+def write_figures(report: Mapping[str, Any], embeddings: np.ndarray, truth: Sequence[str], out: Path,
+                  cfg: Any) -> dict[str, str]:
+    """Every figure the report has numbers for; returns {name: path relative to ``out``}."""
+    from synthray.eval import figures
+
+    name = report["protocol"]["name"]
+    written: dict[str, Path | None] = {}
+    for key, title in (("closed_set", "closed set (thesis)"), ("open_set", "open set (service)")):
+        if report.get(key):
+            written[f"confusion_{key}"] = figures.confusion_heatmap(
+                report[key]["confusion"], out / f"confusion_{key}.png", f"{name}: {title}")
+    if report.get("detection"):
+        preds = report["predictions"]
+        written["roc"] = figures.roc_curves([p["true"] for p in preds], [p["is_ai_score"] for p in preds],
+                                            report["protocol"]["real"], out / "roc.png", f"{name}: real vs each generator")
+    if report.get("sweep"):
+        written["sweep"] = figures.sweep_curve(report["sweep"], out / "sweep.png", f"{name}: references per class")
+    if report.get("robustness"):
+        written["robustness"] = figures.robustness_chart(report["robustness"], out / "robustness.png",
+                                                         f"{name}: degraded test images")
+    if cfg.umap:
+        written["umap"] = figures.umap_plot(embeddings, truth, out / "umap.png", f"{name}: test embeddings (UMAP)",
+                                            seed=cfg.seed, max_points=cfg.umap_max_points)
+    return {k: str(p.relative_to(out)) for k, p in written.items() if p is not None}
