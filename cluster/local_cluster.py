@@ -1,17 +1,19 @@
 """A local multi-node Ray cluster on one machine: a head and worker nodes, each its own
 ``ray start --block`` process group with its own resources.
 
-    python cluster/local_cluster.py start --workers 2 --worker-cpus 2
+    python cluster/local_cluster.py start --workers 2 --worker-cpus 2 [--netns]
     python cluster/local_cluster.py add-worker --cpus 1 --resources '{"big_mem": 1}'
     python cluster/local_cluster.py status
     python cluster/local_cluster.py kill-worker worker-1      # a node failure, for drills
     python cluster/local_cluster.py stop
 
 What a real cluster of several machines looks like, on one: jobs submitted to the head
-(``ray job submit --address http://127.0.0.1:<dashboard port>``) are scheduled across the
+(``ray job submit --address <the job API address start prints>``) are scheduled across the
 nodes, and a node can be killed to see Ray Train recover. Every port each node binds is
 chosen free (agents, metrics, object and node managers; workers bind random ports), so
-several nodes and other Ray instances coexist on the machine. The state (addresses,
+several nodes and other Ray instances coexist on the machine. With ``--netns`` (root and
+iproute2 needed) each node runs in its own network namespace with its own address on a
+bridge, so nodes talk over a network as separate machines do. The state (addresses,
 process groups, log files) lives in ``--state-dir``; ``stop`` ends exactly the process
 groups recorded there. Standard library only: it runs with any Python that has ``ray`` on
 PATH (or ``--ray-bin``).
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +43,7 @@ log = logging.getLogger("synthray.cluster")
 STATE_FILE = "cluster.json"
 # The resource every worker node started here carries, so placement can be checked or forced.
 WORKER_RESOURCE = "local_worker_node"
+NETNS_LINK = "eth0"  # a node's network link inside its namespace
 
 
 @dataclasses.dataclass
@@ -52,16 +56,20 @@ class Node:
     resources: dict[str, float]  # custom resources the node offers
     log_file: str  # ray start's stdout and stderr
     node_id: str = ""  # Ray's id of the node once it joined ("" while starting)
+    netns: str = ""  # its network namespace ("" = the machine's own network)
+    ip: str = ""  # its address in the namespace's network ("" = Ray's choice, the machine's)
 
 
 @dataclasses.dataclass
 class ClusterState:
     """What ``start`` recorded, enough for ``add-worker``, ``kill-worker`` and ``stop``."""
 
-    gcs_address: str  # 127.0.0.1:<port>, for ray start --address and ray.init(address=...)
-    dashboard_url: str  # http://127.0.0.1:<port>, for ray job submit --address
+    gcs_address: str  # <head ip>:<port>, for ray start --address and ray.init(address=...)
+    dashboard_url: str  # http://<head ip>:<port>, for ray job submit --address
     temp_dir: str  # Ray's session files and sockets (short: socket paths must stay < 108 bytes)
     nodes: list[Node] = dataclasses.field(default_factory=list)
+    netns_tag: str = ""  # prefix of this cluster's namespaces and links ("" = no namespaces)
+    subnet: str = ""  # the namespaces' /24 network, e.g. "10.231.7" (the bridge is .1)
 
 
 def free_port() -> int:
@@ -90,6 +98,39 @@ def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+def _ip_quiet(*args: str) -> None:
+    """An ``ip`` command whose failure does not matter (removing what may be gone already)."""
+    subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+def netns_available() -> bool:
+    """Whether this process may make network namespaces joined by a bridge (root, iproute2)."""
+    probe = f"srp{os.getpid() % 100000}"
+    try:
+        _ip("netns", "add", probe)
+        _ip("link", "add", f"{probe}b", "type", "bridge")
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        _ip_quiet("link", "del", f"{probe}b")
+        _ip_quiet("netns", "del", probe)
+
+
+def _free_subnet() -> str:
+    """A 10.231.x.0/24 network no interface of this machine uses yet."""
+    used = subprocess.run(["ip", "-4", "addr"], capture_output=True, text=True, timeout=30).stdout
+    for _ in range(100):
+        subnet = f"10.231.{secrets.randbelow(256)}"
+        if f"inet {subnet}." not in used:
+            return subnet
+    raise RuntimeError("no free 10.231.x.0/24 network for the namespaces")
+
+
 class LocalCluster:
     """Starts, extends and stops a local multi-node cluster recorded in ``state_dir``.
 
@@ -98,10 +139,11 @@ class LocalCluster:
         ray_bin: the ``ray`` executable; default: the one beside this Python, else on PATH.
         env: extra environment variables for every node.
         object_store_mb: object store size per node (Ray's default takes 30% of RAM per node).
+        netns: run each node started from here on in its own network namespace.
     """
 
     def __init__(self, state_dir: str | Path, ray_bin: str | None = None, env: dict[str, str] | None = None,
-                 object_store_mb: int = 512) -> None:
+                 object_store_mb: int = 512, netns: bool = False) -> None:
         self.state_dir = Path(state_dir)
         beside = Path(sys.executable).parent / "ray"
         self.ray_bin = ray_bin or (str(beside) if beside.exists() else shutil.which("ray") or "ray")
@@ -109,6 +151,7 @@ class LocalCluster:
         # The job's `python` must be the one that has ray and synthray installed.
         self.env["PATH"] = f"{Path(self.ray_bin).parent}:{self.env.get('PATH', '')}"
         self.object_store_mb = object_store_mb
+        self.netns = netns
         self.state: ClusterState | None = self._load()
 
     # -- state ------------------------------------------------------------------------
@@ -141,8 +184,27 @@ class LocalCluster:
         return self.state
 
     # -- nodes ------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float]) -> Node:
+    def _make_netns(self, index: int) -> tuple[str, str]:
+        """Node ``index``'s namespace, joined to the cluster's bridge by a veth pair: (name, ip)."""
+        state = self.require_state()
+        tag = state.netns_tag
+        # Inside its namespace the node's link is eth0, as on a machine of its own.
+        ns, host_end, ns_end, ip = f"{tag}n{index}", f"{tag}v{index}", NETNS_LINK, f"{state.subnet}.{index + 2}"
+        _ip("netns", "add", ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", ns)
+        _ip("link", "set", host_end, "master", f"{tag}b")
+        _ip("link", "set", host_end, "up")
+        _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", ns_end)
+        _ip("-n", ns, "link", "set", ns_end, "up")
+        return ns, ip
+
+    def _spawn(self, name: str, args: list[str], num_cpus: int,
+               resources: dict[str, float]) -> tuple[Node, subprocess.Popen]:
+        state = self.require_state()
+        ns, ip = self._make_netns(len(state.nodes)) if state.netns_tag else ("", "")
         cmd = [
+            *(["ip", "netns", "exec", ns] if ns else []),
             self.ray_bin, "start", "--block", f"--num-cpus={num_cpus}", "--disable-usage-stats",
             f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
             f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
@@ -155,13 +217,22 @@ class LocalCluster:
         ]
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
+        if ip:
+            cmd.append(f"--node-ip-address={ip}")
+        env = dict(self.env)
+        if ns:
+            # Gloo (DDP on CPU) takes its address from the hostname, which may resolve to
+            # loopback, and one namespace's loopback is not another's: name the link.
+            env["GLOO_SOCKET_IFNAME"] = NETNS_LINK
         log_file = self.state_dir / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
             # Its own session: the node is one process group, killed as one (a machine failure).
-            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         log.info("started %s (pid %d, %d CPUs, resources %s); log %s", name, proc.pid, num_cpus, resources, log_file)
-        return Node(name=name, pid=proc.pid, num_cpus=num_cpus, resources=resources, log_file=str(log_file))
+        node = Node(name=name, pid=proc.pid, num_cpus=num_cpus, resources=resources, log_file=str(log_file),
+                    netns=ns, ip=ip)
+        return node, proc
 
     def start(self, head_cpus: int = 1, head_resources: dict[str, float] | None = None,
               timeout_s: float = 120) -> ClusterState:
@@ -179,28 +250,31 @@ class LocalCluster:
         gcs, dash = free_port(), free_port()
         # Short and unique: Ray's unix sockets live below it and their paths must stay < 108 bytes.
         temp_dir = tempfile.mkdtemp(prefix="srcl", dir="/tmp")
-        self.state = ClusterState(gcs_address=f"127.0.0.1:{gcs}", dashboard_url=f"http://127.0.0.1:{dash}",
-                                  temp_dir=temp_dir)
-        head = self._spawn("head", [
+        tag, subnet, head_ip = "", "", "127.0.0.1"
+        if self.netns:
+            tag, subnet = f"sr{secrets.token_hex(2)}", _free_subnet()
+            head_ip = f"{subnet}.2"  # node 0's address (see _make_netns)
+            _ip("link", "add", f"{tag}b", "type", "bridge")
+            _ip("addr", "add", f"{subnet}.1/24", "dev", f"{tag}b")  # this machine's side: job API, CLI
+            _ip("link", "set", f"{tag}b", "up")
+        self.state = ClusterState(gcs_address=f"{head_ip}:{gcs}", dashboard_url=f"http://{head_ip}:{dash}",
+                                  temp_dir=temp_dir, netns_tag=tag, subnet=subnet)
+        self._save()
+        self._launch("head", [
             "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
-        ], head_cpus, dict(head_resources or {}))
-        self.state.nodes.append(head)
-        self._save()
-        head.node_id = self.wait_for_nodes(1, timeout_s)[0]["node_id"]
-        self._save()
+            f"--dashboard-host={head_ip}", f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
+        ], head_cpus, dict(head_resources or {}), timeout_s)
         return self.state
 
     def add_worker(self, num_cpus: int = 1, resources: dict[str, float] | None = None, name: str | None = None,
-                   wait: bool = True, timeout_s: float = 120) -> Node:
-        """Starts one more worker node joined to the head.
+                   timeout_s: float = 120) -> Node:
+        """Starts one more worker node joined to the head and waits until it has joined.
 
         Args:
             num_cpus: logical CPUs the node offers.
             resources: custom resources; ``{WORKER_RESOURCE: 1}`` is always added.
             name: the node's name; default ``worker-<n>``.
-            wait: wait until the head counts the node as alive.
-            timeout_s: how long to wait.
+            timeout_s: how long to wait for one start attempt.
         Returns:
             the recorded node.
         """
@@ -209,23 +283,55 @@ class LocalCluster:
         if any(n.name == name for n in state.nodes):
             raise ValueError(f"a node called {name!r} is already recorded")
         res = {WORKER_RESOURCE: 1.0, **(resources or {})}
-        before = {n["node_id"] for n in self.ray_nodes()}
-        node = self._spawn(name, [f"--address={state.gcs_address}"], num_cpus, res)
-        state.nodes.append(node)
-        self._save()
-        if wait:
+        return self._launch(name, [f"--address={state.gcs_address}"], num_cpus, res, timeout_s)
+
+    def _launch(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float], timeout_s: float,
+                attempts: int = 3) -> Node:
+        """Starts a node and waits until Ray counts it alive, recording its node id.
+
+        ``ray start`` gives a node 30 s to register and its raylet 15 s to hear from its
+        agents; on a machine loaded by other work that is sometimes too little, and the
+        start fails. Such a node is cleaned up and started again (``attempts`` in all).
+        """
+        state = self.require_state()
+        for attempt in range(1, attempts + 1):
+            before = {n["node_id"] for n in self.ray_nodes()} if state.nodes else set()
+            node, proc = self._spawn(name, args, num_cpus, resources)
+            state.nodes.append(node)
+            self._save()
             deadline = time.time() + timeout_s
-            while not node.node_id:
-                joined = [n for n in self.wait_for_nodes(1, max(1.0, deadline - time.time()))
-                          if n["node_id"] not in before]
+            while not node.node_id and proc.poll() is None and time.time() < deadline:
+                try:
+                    joined = [n for n in self.ray_nodes() if n["state"] == "ALIVE" and n["node_id"] not in before]
+                except OSError:  # the head's API is not up yet
+                    joined = []
                 if joined:
                     node.node_id = joined[0]["node_id"]
-                elif time.time() > deadline:
-                    raise TimeoutError(f"{name} did not join in {timeout_s:g} s; see {node.log_file}")
                 else:
                     time.sleep(1)
-            self._save()
-        return node
+            if node.node_id:
+                self._save()
+                return node
+            why = "exited while starting" if proc.poll() is not None else f"did not join in {timeout_s:g} s"
+            self._forget(node)
+            if attempt == attempts:
+                raise RuntimeError(f"{name} {why} ({attempts} attempts); see {node.log_file}")
+            log.warning("%s %s; starting it again (%d/%d)", name, why, attempt + 1, attempts)
+        raise AssertionError("unreachable")
+
+    def _forget(self, node: Node) -> None:
+        """Ends a node that failed to start and removes it (and its namespace) from the record."""
+        state = self.require_state()
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        index = state.nodes.index(node)
+        if node.netns:
+            _ip_quiet("netns", "del", node.netns)
+            _ip_quiet("link", "del", f"{state.netns_tag}v{index}")
+        state.nodes.remove(node)
+        self._save()
 
     def kill_node(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Ends node ``name``'s whole process group at once, as a machine failure would."""
@@ -253,6 +359,11 @@ class LocalCluster:
                 os.killpg(node.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.state.netns_tag:
+            for i, node in enumerate(self.state.nodes):
+                _ip_quiet("netns", "del", node.netns)
+                _ip_quiet("link", "del", f"{self.state.netns_tag}v{i}")
+            _ip_quiet("link", "del", f"{self.state.netns_tag}b")
         shutil.rmtree(self.state.temp_dir, ignore_errors=True)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         self.state = None
@@ -275,24 +386,6 @@ class LocalCluster:
     def actors(self, class_name: str) -> list[dict[str, Any]]:
         """Every actor of ``class_name`` the cluster has run (alive and dead), with its ``node_id``."""
         return self._state_api("actors", f"&filter_keys=class_name&filter_predicates=%3D&filter_values={class_name}")
-
-    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> list[dict[str, Any]]:
-        """Waits until the head counts ``count`` alive nodes; fails early if a node process exits."""
-        deadline = time.time() + timeout_s
-        last_error = ""
-        while time.time() < deadline:
-            dead = [n.name for n in self.require_state().nodes[-1:] if not _process_group_alive(n.pid)]
-            if dead:
-                raise RuntimeError(f"{dead[0]} exited while starting; see {self.node(dead[0]).log_file}")
-            try:
-                alive = [n for n in self.ray_nodes() if n["state"] == "ALIVE"]
-                if len(alive) >= count:
-                    return alive
-                last_error = f"{len(alive)} of {count} nodes alive"
-            except OSError as exc:  # the dashboard is not up yet
-                last_error = str(exc)
-            time.sleep(1)
-        raise TimeoutError(f"the cluster did not reach {count} alive nodes in {timeout_s:g} s ({last_error})")
 
 
 def _process_group_alive(pgid: int) -> bool:
@@ -318,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-cpus", type=int, default=1)
     p.add_argument("--worker-resources", type=json.loads, default={}, help='JSON, e.g. \'{"train_slot": 1}\'')
     p.add_argument("--object-store-mb", type=int, default=512)
+    p.add_argument("--netns", action="store_true", help="each node in its own network namespace (root)")
     p = sub.add_parser("add-worker", help="join one more worker node")
     p.add_argument("--cpus", type=int, default=1)
     p.add_argument("--resources", type=json.loads, default={})
@@ -330,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     cluster = LocalCluster(args.state_dir, ray_bin=args.ray_bin,
-                           object_store_mb=getattr(args, "object_store_mb", 512))
+                           object_store_mb=getattr(args, "object_store_mb", 512), netns=getattr(args, "netns", False))
     try:
         return _run(cluster, args)
     except (RuntimeError, KeyError, ValueError, TimeoutError) as exc:
