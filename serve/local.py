@@ -60,9 +60,10 @@ def serve_forever(app_args: Mapping[str, Any], **kwargs: Any) -> None:
     import ray
     from ray import serve
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a plain kill stops cleanly too
     try:
         start(app_args, **kwargs)
+        # After start: ray.init installs its own SIGTERM handler; a plain kill should stop cleanly too.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:

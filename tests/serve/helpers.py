@@ -1,8 +1,4 @@
-"""Test helpers for the Serve app: a small calibrated index of the tiny model, image files.
-
-The index is filled through the store API (embed train images, upsert, calibrate on
-validation images, store the thresholds), the way ``synthray.index.build`` does it.
-"""
+"""Test helpers for the Serve app: a small calibrated index of the tiny model, a free port."""
 
 from __future__ import annotations
 
@@ -29,40 +25,26 @@ class TestIndex:
     held_out: dict[str, list[Path]]  # held-out class -> its image files (never seen by the model)
 
 
-def _rows(shards: Path) -> list[dict[str, Any]]:
-    from synthray.data.shards import shard_paths
-
-    cols = ["image", "content_hash", "source_path", "generator", "is_real", "split", "dataset"]
-    table = pa.concat_tables([pq.read_table(p, columns=cols) for p in shard_paths(shards)])
-    return sorted(table.to_pylist(), key=lambda r: r["content_hash"])
-
-
 def build_test_index(tiny_model: Any, store_path: Path) -> TestIndex:
-    """Embeds ``REFS_PER_CLASS`` train images per trained class into an embedded store at
-    ``store_path`` and calibrates the open-set thresholds on validation images."""
-    from synthray.attribution import AttributionConfig, Embedder, calibrate, vote
-    from synthray.config import to_dict
-    from synthray.index import StoreConfig
-    from synthray.index.store import QdrantStore, references_from_rows
+    """``REFS_PER_CLASS`` train images per trained class in an embedded store at
+    ``store_path``, open-set thresholds calibrated on validation images (the index build's
+    no-Ray path: the session's 2-CPU Ray cluster is left to the Serve app)."""
+    from synthray.attribution import AttributionConfig
+    from synthray.data.shards import shard_paths
+    from synthray.index import IndexConfig, StoreConfig
+    from synthray.index.build import build_index
 
-    rows = _rows(tiny_model.shards)
-    embedder = Embedder(tiny_model.checkpoint, device="cpu")
-    pick = lambda split, n: [r for c in embedder.classes  # noqa: E731
-                             for r in [x for x in rows if x["split"] == split and x["generator"] == c][:n]]
-    refs, cal = pick("train", REFS_PER_CLASS), pick("val", CAL_PER_CLASS)
-    cfg = AttributionConfig()
-    with QdrantStore(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
-        store.upsert(embedder.embed_bytes([r["image"] for r in refs]),
-                     references_from_rows({k: [r[k] for r in refs] for k in refs[0] if k != "image"}))
-        neighbours = store.search(embedder.embed_bytes([r["image"] for r in cal]), cfg.k)
-        v = vote([[n.generator for n in ns] for ns in neighbours], [[n.similarity for n in ns] for ns in neighbours],
-                 weighted=cfg.vote == "weighted")
-        thresholds = calibrate(v, [r["generator"] for r in cal], cfg)
-        store.set_metadata({"thresholds": thresholds.to_dict(), "attribution": to_dict(cfg)})
-    queries = {c: [r["image"] for r in rows if r["split"] == "test" and r["generator"] == c][:10]
-               for c in embedder.classes}
+    cfg = IndexConfig(checkpoint=str(tiny_model.checkpoint), shards=str(tiny_model.shards),
+                      per_class=REFS_PER_CLASS, calibration_per_class=CAL_PER_CLASS, device="cpu",
+                      store=StoreConfig(path=str(store_path)))
+    summary = build_index(cfg, AttributionConfig(), use_ray=False)
+    classes = sorted(summary["counts"])
+    table = pa.concat_tables([pq.read_table(p, columns=["image", "generator", "split"])
+                              for p in shard_paths(tiny_model.shards)])
+    rows = table.to_pylist()
+    queries = {c: [r["image"] for r in rows if r["split"] == "test" and r["generator"] == c][:10] for c in classes}
     held_out = {c: sorted((Path(tiny_model.root) / c).glob("*.png")) for c in tiny_model.held_out}
-    return TestIndex(store_path, embedder.model_version, list(embedder.classes), queries, held_out)
+    return TestIndex(store_path, summary["model_version"], classes, queries, held_out)
 
 
 def free_port() -> int:
