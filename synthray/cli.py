@@ -151,13 +151,29 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from synthray.demo import DemoConfig, run_demo
+    from synthray.demo import DemoConfig, headline, run_demo
 
     cfg = from_dict(DemoConfig, _yaml_section(args.config, "demo"))
     if args.per_class is not None:
         cfg.per_class = args.per_class
     summary = run_demo(args.out, cfg)
-    _emit(summary)
+    _emit(headline(summary))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from synthray.eval.run import EvalError, evaluate, summarize
+    from synthray.index.store import StoreError
+    from synthray.train.checkpoint import CheckpointError
+    from synthray.train.overrides import apply_overrides
+
+    cfg = from_dict(EvalConfig, apply_overrides(_yaml_section(args.config, "eval"), args.set))
+    try:
+        report = evaluate(cfg)
+    except (EvalError, CheckpointError, StoreError) as exc:
+        log.error("evaluate failed: %s", exc)
+        return 1
+    _emit(summarize(report, cfg.out))
     return 0
 
 
@@ -214,19 +230,20 @@ def cmd_generators(args: argparse.Namespace) -> int:
     return _client_call(lambda: client.delete(args.delete) if args.delete else client.generators())
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from synthray.eval.run import EvalError, evaluate, summarize
-    from synthray.index.store import StoreError
-    from synthray.train.checkpoint import CheckpointError
+def cmd_compare(args: argparse.Namespace) -> int:
+    from synthray.methods.compare import load_compare_config, run_compare
     from synthray.train.overrides import apply_overrides
 
-    cfg = from_dict(EvalConfig, apply_overrides(_yaml_section(args.config, "eval"), args.set))
-    try:
-        report = evaluate(cfg)
-    except (EvalError, CheckpointError, StoreError) as exc:
-        log.error("evaluate failed: %s", exc)
-        return 1
-    _emit(summarize(report, cfg.out))
+    data = apply_overrides(_yaml_section(args.config, "compare"), args.set)
+    if args.methods:
+        data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for key in ("shards", "out"):
+        if getattr(args, key):
+            data[key] = getattr(args, key)
+    result = run_compare(load_compare_config(data))
+    _emit({"out": result["config"]["out"], "rows": [
+        {k: r.get(k) for k in ("method", "acc", "auc", "acc_zero_shot", "f1_seen", "f1_zero_shot", "train_s", "error")
+         if k in r} for r in result["rows"]]})
     return 0
 
 
@@ -323,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of ~50 images of that generator")
     p = client_parser("generators", "list the service's generators, or delete an enrolled one", cmd_generators)
     p.add_argument("--delete", metavar="NAME", help="delete this generator's enrolled samples")
+
+    p = sub.add_parser("compare", help="train and score detector methods side by side (table + figures)")
+    p.add_argument("--config", help="YAML with CompareConfig fields (or a compare: section); see configs/compare_cpu.yaml")
+    p.add_argument("--methods", help="comma-separated registered methods (default: the config's)")
+    p.add_argument("--shards", help="shard folder written by `synthray ingest`")
+    p.add_argument("--out", help="output folder (compare.md, compare.json, figures)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -187,6 +187,16 @@ class DemoConfig:
     epochs: int = 4  # training epochs (CPU profile)
     steps_per_epoch: int = 25  # training steps per epoch
     backbone: str = "resnet10t"  # small timm backbone for CPU; efficientnet_b0 is ~3x slower there
+    bench_train_steps: int = 150  # fitting steps of each benchmark generator network
+    index_per_class: int | str = 50  # references per class in the index (thesis: ~50 is enough); "all"
+    eval_max_test_per_class: int | None = 200  # test images per class evaluated
+    eval_degradations: tuple[str, ...] = ("jpeg:75", "downscale:0.5", "blur:1")  # robustness specs; () skips
+    umap: bool = True  # UMAP figure of the latent space (~20 s)
+    serve: bool = True  # start the Serve app, attribute over HTTP, enroll a held-out family
+    enroll_family: str | None = None  # held-out family enrolled in the serve stage; None = the first held out
+    enroll_count: int = 50  # images enrolled (the thesis: ~50 references per generator suffice)
+    query_count: int = 20  # test images of the enrolled family attributed before and after
+    port: int = 0  # HTTP port of the Serve app; 0 = a free one
 
 
 @dataclasses.dataclass

@@ -1,8 +1,13 @@
-"""The main job on the embedded defaults: built-in benchmark -> shards -> Ray Data batches.
+"""The main job on the embedded defaults, end to end on one machine.
 
-Each stage logs when it starts and ends; a failure names the stage that failed. Stages
-grow with the product (training, index, evaluation, serving); every stage is also a
-``synthray`` subcommand of its own.
+built-in benchmark -> Parquet shards -> Ray Data stream check -> SupCon training (Ray Train,
+synthbench's held-out families kept out) -> reference index (embedded Qdrant) -> evaluation
+(ES2 on the seen classes, ES4 with the held-out families zero-shot) -> the Serve app over
+HTTP: attribute, enroll a held-out family with 50 images, attribute again.
+
+Each stage logs when it starts and ends; a failure names the stage that failed. Every
+stage is also a ``synthray`` subcommand of its own (synthbench, ingest, stream, train,
+index, evaluate, serve, attribute, enroll).
 """
 
 from __future__ import annotations
@@ -93,7 +98,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {"config": to_dict(cfg), "out": str(out.resolve())}
 
     with stage("synthbench", timings):
-        bench_cfg = SynthbenchConfig(per_class=cfg.per_class, resolution=cfg.resolution, seed=cfg.seed)
+        bench_cfg = SynthbenchConfig(per_class=cfg.per_class, resolution=cfg.resolution, seed=cfg.seed,
+                                     train_steps=cfg.bench_train_steps)
         bench = build_synthbench(out / "synthbench", bench_cfg)
         summary["synthbench"] = {
             "root": str((out / "synthbench").resolve()),
@@ -102,7 +108,15 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             "trivial_baseline": bench.get("baseline"),
         }
 
-    ray.init(num_cpus=cfg.num_cpus, include_dashboard=False)
+    from synthray.attribution.config import AttributionConfig
+    from synthray.demo_service import service_story
+    from synthray.eval.config import EvalConfig, ProtocolConfig
+    from synthray.eval.run import evaluate, summarize
+    from synthray.index.build import build_index
+    from synthray.index.config import IndexConfig, StoreConfig
+
+    # A fresh local cluster of our own (never one left running elsewhere).
+    ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False)
     try:
         with stage("ingest", timings):
             manifest = ingest("folder", out / "synthbench", out / "shards", IngestConfig(use_ray=True))
@@ -131,10 +145,60 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
                 ],
                 "model_version": result["metrics"].get("model_version"),
             }
+        store = StoreConfig(path=str(out / "index" / "qdrant"))
+        checkpoint = str(result["checkpoint"])
+        with stage("index", timings):
+            built = build_index(IndexConfig(checkpoint=checkpoint, shards=str(out / "shards"),
+                                            per_class=cfg.index_per_class, device="cpu", store=store),
+                                AttributionConfig(), use_ray=True)
+            summary["index"] = {k: built.get(k) for k in ("collection", "store", "model_version", "counts", "added",
+                                                           "already_present", "calibration", "images_per_s")}
+        with stage("evaluate", timings):
+            summary["evaluate"] = {}
+            for name in ("ES2", "ES4"):  # seen classes only; then the held-out families zero-shot
+                ecfg = EvalConfig(
+                    checkpoint=checkpoint, shards=str(out / "shards"), out=str(out / "eval" / name.lower()),
+                    protocol=ProtocolConfig(name=name), per_class=cfg.index_per_class, store=store,
+                    max_test_per_class=cfg.eval_max_test_per_class, degradations=tuple(cfg.eval_degradations),
+                    sweep_sizes=(10, 20, 50, "all"), umap=cfg.umap and name == "ES4", device="cpu", seed=cfg.seed)
+                summary["evaluate"][name] = summarize(evaluate(ecfg), ecfg.out)
+        if cfg.serve:
+            with stage("serve", timings):
+                held = list(bench.get("held_out") or [])
+                family = cfg.enroll_family or (held[0] if held else None)
+                if family is None:
+                    raise ValueError("no held-out family to enroll: set demo.enroll_family")
+                summary["serve"] = service_story(
+                    out, out / "shards", checkpoint, store.path, seen=summary["index"]["counts"] or {},
+                    family=family, enroll_count=cfg.enroll_count, query_count=cfg.query_count, port=cfg.port)
     finally:
         ray.shutdown()
 
     summary["timings_s"] = timings
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    log.info("summary written to %s", out / "summary.json")
+    log.info("full summary written to %s", out / "summary.json")
     return summary
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The key figures of a demo run and where its outputs are (what ``synthray demo`` prints)."""
+    out: dict[str, Any] = {"out": summary.get("out"), "timings_s": summary.get("timings_s")}
+    train = summary.get("train") or {}
+    if train.get("epochs"):
+        last = train["epochs"][-1]
+        out["train"] = {"checkpoint": train.get("checkpoint"), "val_knn_acc": last.get("val_knn_acc"),
+                        "classes": len(train.get("classes") or []), "held_out": train.get("held_out")}
+    if summary.get("index"):
+        counts = summary["index"].get("counts") or {}
+        out["index"] = {"store": summary["index"].get("store"), "references": sum(
+            sum(c.values()) for c in counts.values()), "classes": len(counts)}
+    for name, ev in (summary.get("evaluate") or {}).items():
+        out[f"evaluate_{name}"] = {"report": str(Path(ev["out"]) / "report.md"), "real_vs_ai_auc": ev["detection"]["auc"],
+                                   "closed_set_f1": ev["closed_set_f1"], "open_set_f1": ev["open_set_f1"],
+                                   "novel_unknown_rate": ev.get("novel_unknown_rate")}
+    if summary.get("serve"):
+        e = summary["serve"]["enrollment"]
+        out["enrollment"] = {"family": e["family"], "enrolled": e["enrolled"], "seconds": e["seconds"],
+                             "accuracy_before": e["before"]["accuracy"], "accuracy_after": e["after"]["accuracy"],
+                             "labels_before": e["before"]["labels"], "labels_after": e["after"]["labels"]}
+    return out
