@@ -18,13 +18,22 @@ def ray_cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        address="local",  # always a fresh cluster of our own, never one a developer left running
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=512 * 1024 * 1024,
-    )
+    for attempt in range(3):
+        try:
+            ray.init(
+                address="local",  # always a fresh cluster of our own, never one a developer left running
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                object_store_memory=512 * 1024 * 1024,
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            # Ray waits a fixed 30 s for the raylet to register; on a heavily loaded machine
+            # that can run out. Another try usually succeeds; anything else is re-raised.
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            ray.shutdown()
     try:
         yield ray
     finally:
