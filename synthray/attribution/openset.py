@@ -15,12 +15,15 @@ index, never hard-coded. Everything here is numpy: no Ray, no torch.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from synthray.attribution.config import AttributionConfig
 from synthray.data.schema import REAL
+
+log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 
@@ -168,6 +171,13 @@ def calibrate(v: Votes, true_labels: Sequence[str], cfg: AttributionConfig) -> T
     real = y == REAL
     if real.any():
         t.ai_threshold = fpr_threshold(v.is_ai_score[real], cfg.target_fpr)
+        if t.ai_threshold > v.is_ai_score.max():
+            # More than target_fpr of the real images sit in all-AI neighbourhoods: no threshold
+            # meets the target except one that flags nothing. Say so instead of failing quietly.
+            log.warning("is-AI threshold: more than %.0f%% of real validation images score %.2f or more; "
+                        "at the requested false-positive rate nothing is flagged (the encoder does not "
+                        "separate real from AI well enough; the is-AI score's AUC still ranks them)",
+                        100 * cfg.target_fpr, v.is_ai_score[real].max())
     reasons = unknown_reasons(v, t)
     flagged = v.is_ai_score >= t.ai_threshold
     t.calibration = {
