@@ -1,0 +1,58 @@
+"""The comparison harness end to end, through the `synthray compare` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from synthray.cli import main
+from synthray.methods.compare import COLUMNS, CompareConfig, load_compare_config
+from tests.methods.conftest import HELD_OUT, PIPELINE, PREPROCESS, TINY
+
+
+def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({"compare": {
+        "shards": str(method_shards), "out": str(out),
+        "experiment": {"setting": "ES4", "held_out": HELD_OUT},
+        "overrides": TINY, "preprocess": PREPROCESS, "pipeline": PIPELINE, "test_per_class": 4,
+        "explain": {"images": 2, "lime": {"n_segments": 8, "n_samples": 20}},
+        "methods": ["small_cnn", "supcon_centroid",
+                    {"name": "small_cnn", "label": "broken", "params": {"head": "ternary"}}],
+    }}))
+    assert main(["compare", "--config", str(config), "--set", "seed=1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in printed["rows"]] == ["small_cnn", "supcon_centroid", "broken"]
+
+    result = json.loads((out / "compare.json").read_text())
+    assert result["classes"] == {"seen": ["real", "checks", "rings", "stripes"], "zero_shot": HELD_OUT}
+    assert result["config"]["seed"] == 1
+    rows = {r["method"]: r for r in result["rows"]}
+    assert "unknown head" in rows["broken"]["error"]  # reported; the others still ran
+    for name in ("small_cnn", "supcon_centroid"):
+        r = rows[name]
+        assert r["n_test"] == 20 and r["train_s"] > 0 and r["infer_img_s"] > 0 and r["params"] > 0
+        assert 0 <= r["acc"] <= 1 and 0 <= r["acc_zero_shot"] <= 1
+        assert len(r["explained_scores"]) == 2
+    assert rows["small_cnn"]["f1_seen"] is None and rows["supcon_centroid"]["f1_zero_shot"] is not None
+
+    table = (out / "compare.md").read_text().splitlines()
+    assert table[0].count("|") == len(COLUMNS) + 3 and "F1 zero-shot" in table[0]
+    assert sum(line.startswith("| ") for line in table) == 4  # header + 3 rows
+    assert any(line.startswith("| broken | failed") for line in table)
+    for fig in ("compare.png", "explanations.png"):
+        assert (out / fig).stat().st_size > 1000
+
+
+def test_compare_config_is_checked_before_any_training(method_shards):
+    with pytest.raises(ValueError, match="unknown methods"):
+        CompareConfig(methods=["no_such_method"])
+    with pytest.raises(ValueError, match="appear twice"):
+        CompareConfig(methods=["small_cnn", {"name": "small_cnn"}])
+    with pytest.raises(TypeError, match="unknown config keys"):
+        load_compare_config({"compare": {"methods": ["small_cnn"], "no_such_key": 1}})
+    with pytest.raises(ValueError, match="no method"):
+        CompareConfig(methods=[])
