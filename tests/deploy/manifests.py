@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import gzip
+import os
 import re
 import subprocess
 import sys
@@ -29,7 +31,12 @@ import jsonschema
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO.parent / "shared" / "k8s-crds"
+# The KubeRay CRDs (controller-gen v0.16.5 output) the manifests are checked against: the
+# project's shared copy beside the checkout when there is one, else the gzipped copy kept
+# here so a bare clone (CI) validates offline too. SYNTHRAY_CRD_DIR points elsewhere.
+_SHARED_CRDS = REPO.parent / "shared" / "k8s-crds"
+CRD_DIR = Path(os.environ.get("SYNTHRAY_CRD_DIR") or
+               (_SHARED_CRDS if list(_SHARED_CRDS.glob("*.yaml")) else Path(__file__).parent / "crds"))
 K8S_VERSION = "1.37"  # the newest schema set kubernetes-validate bundles (offline)
 
 
@@ -73,8 +80,9 @@ def _structural_to_jsonschema(node: Any) -> Any:
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> the served version's openAPIV3Schema, for every CRD file."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 1 MB each
+    for path in sorted([*CRD_DIR.glob("*.yaml"), *CRD_DIR.glob("*.yaml.gz")]):
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+        crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 1 MB each
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             if version.get("served"):
