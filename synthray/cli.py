@@ -11,6 +11,7 @@
     synthray attribute <url> <images...>           attribute images with a running service
     synthray enroll <url> <name> <folder>          enroll a generator's images (few-shot)
     synthray generators <url> [--delete NAME]      list generators, delete an enrolled one
+    synthray compare --config configs/compare_cpu.yaml  detector methods side by side (table + figures)
 
 Argument parsing only: the work lives in the library.
 """
