@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from fastapi import FastAPI, Request, Security
@@ -58,6 +58,19 @@ class Backend(Protocol):
                      names: Sequence[str]) -> dict[str, Any]: ...
     async def generators(self) -> dict[str, dict[str, int]]: ...
     async def delete_generator(self, generator: str) -> dict[str, Any]: ...
+    async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray: ...
+    async def explain(self, data: bytes, references: np.ndarray, kinds: list[str],
+                      lime_samples: int) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainSettings:
+    """Limits of ``?explain=`` on /v1/attribute (an explanation costs ~1 + lime_samples forward passes)."""
+
+    max_images: int = 4  # images a request may ask explanations for (more: 422 too_many_to_explain)
+    lime_samples: int = 150  # occluded views per LIME explanation unless the request sets lime_samples
+    max_lime_samples: int = 1000  # the most a request may ask for
+    references: int = 16  # the target class's references nearest the image that the explained score looks at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +80,41 @@ class ApiSettings:
     limits: Limits
     auth: KeyCheck
     model_version: str  # of the encoder (answers carry it)
+    explain: ExplainSettings = ExplainSettings()
+
+
+def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tuple[list[str], int]:
+    """The explanation kinds and LIME views a request asks for (``([], n)``: none).
+
+    ``explain`` is a comma-separated list of ``saliency`` and ``lime``; ``true``/``all``
+    mean both, ``false``/``none``/empty mean none.
+
+    Raises:
+        ApiError: 422 ``invalid_explain`` or ``invalid_lime_samples``.
+    """
+    from synthray.methods.explain import EXPLAIN_KINDS
+
+    raw = query.get("explain", "").strip().lower()
+    if raw in ("", "false", "none", "0"):
+        kinds: list[str] = []
+    elif raw in ("true", "all", "1"):
+        kinds = list(EXPLAIN_KINDS)
+    else:
+        kinds = list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
+        bad = [k for k in kinds if k not in EXPLAIN_KINDS]
+        if bad or not kinds:
+            raise ApiError(422, "invalid_explain", f"explain={query.get('explain')!r}: give a comma-separated list of "
+                           f"{', '.join(EXPLAIN_KINDS)}, or 'all'", allowed=list(EXPLAIN_KINDS))
+    samples = settings.lime_samples
+    if "lime_samples" in query:
+        try:
+            samples = int(query["lime_samples"])
+        except ValueError:
+            samples = -1
+        if not 10 <= samples <= settings.max_lime_samples:
+            raise ApiError(422, "invalid_lime_samples", f"lime_samples={query['lime_samples']!r} must be an integer "
+                           f"from 10 to {settings.max_lime_samples}", max=settings.max_lime_samples)
+    return kinds, samples
 
 
 def canonical_generator(name: str) -> str:
@@ -221,11 +269,22 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         """Per image: real / a generator / unknown, the is-AI score, the vote and the nearest references.
 
         A request with any invalid image is refused whole (4xx, every bad file listed).
+
+        ``?explain=saliency,lime`` (or ``all``) adds an ``explanation`` per image: which
+        pixels make it look like the class it was attributed to (the nearest class when the
+        label is "unknown"), as base64 PNG maps. ``lime_samples`` sets LIME's occluded
+        views. Explanations cost seconds per image on a CPU, so a request may ask them for
+        a few images only.
         """
         start = time.perf_counter()
+        kinds, lime_samples = explain_request(request.query_params, settings.explain)
         images, bad = await images_of(request, "attribute")
         if bad:
             raise rejected_images(bad)
+        if kinds and len(images) > settings.explain.max_images:
+            raise ApiError(422, "too_many_to_explain", f"explanations are given for at most "
+                           f"{settings.explain.max_images} images per request, this one has {len(images)}; send "
+                           "them in smaller requests or without explain", max=settings.explain.max_images)
         validated = time.perf_counter()
         embedded = await embed_all(images)
         bad = decode_failures(images, embedded)
@@ -246,7 +305,23 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
                 "timing": {"validate_ms": (validated - start) * 1000, "embed_ms": ms,
                            "search_ms": (end - searched) * 1000, "total_ms": (end - start) * 1000},
             })
+        if kinds:
+            explained = await asyncio.gather(*(explain_one(img, e.vector, a, kinds, lime_samples)
+                                               for img, (e, _), a in zip(images, embedded, answers)))
+            for result, explanation in zip(results, explained):
+                result["explanation"] = explanation
         return AttributeResponse(model_version=settings.model_version, results=results)
+
+    async def explain_one(img: ValidImage, vector: np.ndarray, answer: dict[str, Any], kinds: list[str],
+                          lime_samples: int) -> dict[str, Any] | None:
+        """The explanation of one attribution; None when there is nothing to explain (empty index)."""
+        if answer["unknown_reason"] == "empty_index":
+            return None
+        target = answer["nearest_class"]  # the label, or the class an "unknown" came closest to
+        refs = await backend.class_references(vector, target, settings.explain.references)
+        out = await backend.explain(img.data, refs, kinds, lime_samples)
+        metrics.explanations.labels(",".join(kinds)).inc()
+        return {"target": target, "references": len(refs), **out}
 
     @app.post("/v1/generators/{name}/samples", response_model=EnrollResponse, openapi_extra=_UPLOAD_BODY,
               responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
@@ -356,4 +431,5 @@ async def call(response: Awaitable[Any]) -> Any:
         raise
 
 
-__all__ = ["ACCEPTED_TYPES", "ApiSettings", "Backend", "call", "canonical_generator", "create_api"]
+__all__ = ["ACCEPTED_TYPES", "ApiSettings", "Backend", "ExplainSettings", "call", "canonical_generator", "create_api",
+           "explain_request"]

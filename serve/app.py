@@ -43,6 +43,8 @@ class AppArgs(BaseModel):
     # 40 MP covers every camera and generator output; decoding more costs >120 MB per image.
     max_pixels: int = Field(40_000_000, gt=0, description="pixels an image header may claim (decompression bombs)")
     max_files: int = Field(100, gt=0, description="images per request (enrollment sends ~50)")
+    max_explain: int = Field(4, ge=1, description="images per request that ?explain= may be asked for")
+    explain_lime_samples: int = Field(150, ge=10, le=1000, description="LIME occluded views per image by default")
     max_batch_size: int = Field(16, ge=1, description="encoder dynamic batch size (1 = batching off)")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill")
     encoder_replicas: int = Field(1, ge=1)
@@ -94,4 +96,5 @@ def build_app(args: AppArgs) -> Application:
     return serve.deployment(Ingress).options(
         num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
         ray_actor_options={"num_cpus": args.ingress_cpus},
-    ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key)
+    ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
+           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples})

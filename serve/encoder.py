@@ -73,6 +73,24 @@ class Encoder:
         """
         return await asyncio.to_thread(self._embed_batch, images)
 
+    async def explain(self, image: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
+        """Saliency and/or LIME maps of one image's closeness to ``references`` (JSON-ready,
+        maps as base64 PNGs; see ``synthray.methods.explain``).
+
+        Not batched: LIME scores a few hundred occluded views of the image itself, which
+        are a batch of their own. Runs in a worker thread like the embedding passes.
+        """
+        return await asyncio.to_thread(self._explain, image, references, kinds, lime_samples)
+
+    def _explain(self, image: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
+        from synthray.methods.explain import ExplainConfig, explain_attribution
+
+        start = time.perf_counter()
+        cfg = ExplainConfig(n_samples=lime_samples)
+        out = explain_attribution(self.embedder, image, references, kinds, cfg).to_dict("png")
+        out["ms"] = (time.perf_counter() - start) * 1000
+        return out
+
     def _embed_batch(self, images: list[bytes]) -> list[Embedded]:
         import torch
 

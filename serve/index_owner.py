@@ -79,6 +79,18 @@ class IndexService:
         """References per generator and origin: ``{name: {"trained": n, "enrolled": m}}``."""
         return await self._run(self.store.counts)
 
+    async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
+        """The ``k`` references of ``generator`` nearest one query embedding, (<=k, D): what an
+        explanation of the attribution to ``generator`` measures closeness to.
+
+        Raises:
+            ApiError: 404 ``unknown_generator`` when the index holds no reference of it.
+        """
+        refs = await self._run(self.store.nearest_vectors, vector, generator, k)
+        if not len(refs):
+            raise ApiError(404, "unknown_generator", f"no generator {generator!r} in the index to explain against")
+        return refs
+
     # -- writes -------------------------------------------------------------------------
     async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
                      names: Sequence[str]) -> dict[str, Any]:

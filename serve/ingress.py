@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 from ray import serve
 
-from serve.api import ApiSettings, call, create_api
+from serve.api import ApiSettings, ExplainSettings, call, create_api
 from serve.auth import KeyCheck, resolve_api_key
 from serve.metrics import ServiceMetrics
 from serve.uploads import Limits
@@ -32,13 +32,16 @@ class Ingress:
         api_key_env: environment variable holding the API key.
         api_key_file: file holding the API key (wins over the variable), or None.
         read_requires_key: reads need the key too.
+        explain: ``ExplainSettings`` fields (None: the defaults).
     """
 
     async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
-                       api_key_file: str | None = None, read_requires_key: bool = False) -> None:
+                       api_key_file: str | None = None, read_requires_key: bool = False,
+                       explain: dict[str, int] | None = None) -> None:
         self.encoder = encoder
         self.index = index
         self.limits = Limits(**limits)
+        self.explain_settings = ExplainSettings(**(explain or {}))
         self.auth = KeyCheck(resolve_api_key(api_key_env, api_key_file), read_requires_key, api_key_env)
         if not self.auth.writes_enabled:
             log.warning("no API key configured ($%s): enrollment and deletion are disabled", api_key_env)
@@ -46,7 +49,7 @@ class Ingress:
         self.model_version = (await self.encoder_info())["model_version"]
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version), self.metrics)
+        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings), self.metrics)
 
     # -- serve.api.Backend over the deployment handles -------------------------------------
     async def embed(self, data: bytes) -> Any:
@@ -70,3 +73,9 @@ class Ingress:
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
         return await call(self.index.delete_generator.remote(generator))
+
+    async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
+        return await call(self.index.class_references.remote(vector, generator, k))
+
+    async def explain(self, data: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
+        return await call(self.encoder.explain.remote(data, references, kinds, lime_samples))

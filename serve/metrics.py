@@ -34,6 +34,8 @@ class ServiceMetrics:
                               ["endpoint", "outcome"], registry=r)
         self.attributions = Counter("synthray_attributions", "Attributed images by predicted label.",
                                     ["label"], registry=r)
+        self.explanations = Counter("synthray_explanations", "Explained images, by the kinds asked for.",
+                                    ["kinds"], registry=r)
         self.batch_size = Histogram("synthray_encoder_batch_size",
                                     "Size of the encoder batch each image was embedded in.",
                                     buckets=BATCH_BUCKETS, registry=r)

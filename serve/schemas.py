@@ -20,6 +20,25 @@ class Timing(BaseModel):
     total_ms: float = Field(description="the whole request inside the service")
 
 
+class LimeOut(BaseModel):
+    map: str = Field(description="base64 8-bit grayscale PNG of each pixel's superpixel weight: 128 = no effect, "
+                                 "brighter = the region makes the image look more like the class, darker = less")
+    weights: list[float] = Field(description="weight of each superpixel, in similarity units")
+    intercept: float = Field(description="the surrogate model's similarity with every superpixel blurred out")
+    r2: float = Field(description="how well the linear surrogate fits the occluded views (low = read with care)")
+
+
+class ExplanationOut(BaseModel):
+    target: str = Field(description="the class explained: the label, or the nearest class when it is 'unknown'")
+    references: int = Field(description="the target's references nearest the image that the score looks toward")
+    score: float = Field(description="cosine similarity of the image to the mean of those references")
+    resolution: int = Field(description="side in pixels of the maps (the model's input resolution)")
+    saliency: str | None = Field(None, description="base64 8-bit grayscale PNG of |d score / d pixel| (brighter = "
+                                                   "more sensitive)")
+    lime: LimeOut | None = Field(None, description="superpixel occlusion (LIME-style) weights")
+    ms: float = Field(description="time spent explaining this image")
+
+
 class ImageResult(BaseModel):
     file: str = Field(description="the file name sent, or image-<i>")
     label: str = Field(description="'real', a generator name, or 'unknown'")
@@ -34,6 +53,7 @@ class ImageResult(BaseModel):
     model_version: str
     encoder_batch_size: int = Field(description="images in the encoder batch this one was embedded with")
     timing: Timing
+    explanation: ExplanationOut | None = Field(None, description="present when the request asked for ?explain=")
 
 
 class AttributeResponse(BaseModel):

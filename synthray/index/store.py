@@ -263,6 +263,19 @@ class QdrantStore:
                                       source_path=p.payload.get("source_path", "")) for p in resp.points])
         return out
 
+    def nearest_vectors(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
+        """The vectors of ``generator``'s ``k`` references most similar to one query, (<=k, D).
+
+        An explanation of "why this generator" looks toward these: the class's references
+        nearest the image, whether or not they were among its overall neighbours.
+        """
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise ValueError(f"expected a {self.dim}-d query vector, got {vector.shape[0]}-d")
+        points = self.client.query_points(self.collection, query=vector.tolist(), limit=k, with_vectors=True,
+                                          with_payload=False, query_filter=self._filter(generator=generator)).points
+        return np.asarray([p.vector for p in points], dtype=np.float32).reshape(-1, self.dim)
+
     def vectors(self, generator: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Every stored vector (of one generator) with its payload: for exact checks and plots."""
         vecs, payloads, offset = [], [], None

@@ -131,6 +131,53 @@ def test_json_base64_and_raw_bodies_answer_like_multipart(app, index):
         assert got["neighbours"] == by_multipart["neighbours"]
 
 
+def _png(b64: str):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert img.format == "PNG" and img.mode == "L"
+    return np.asarray(img)
+
+
+def test_explain_adds_saliency_and_lime_maps_of_the_attributed_class(app, index, tiny_model):
+    sent = [("s.png", index.queries["stripes"][2]), ("r.png", index.queries["real"][2])]
+    plain = attribute(app, sent)
+    assert all(r["explanation"] is None for r in plain)  # only when asked for
+    url = f"{app.url}/v1/attribute?explain=saliency,lime&lime_samples=60"
+    r = requests.post(url, files=files(sent), timeout=300)
+    assert r.status_code == 200, r.text
+    res = tiny_model.train_config.preprocess.resolution
+    for got, before in zip(r.json()["results"], plain):
+        assert got["label"] == before["label"]  # explaining does not change the answer
+        exp = got["explanation"]
+        assert exp["target"] == got["nearest_class"] and exp["references"] == 16
+        assert exp["resolution"] == res and -1.0 <= exp["score"] <= 1.0
+        saliency = _png(exp["saliency"])
+        assert saliency.shape == (res, res) and saliency.max() == 255 and saliency.std() > 0
+        assert _png(exp["lime"]["map"]).shape == (res, res)
+        assert len(exp["lime"]["weights"]) >= 2 and exp["lime"]["r2"] <= 1.0 and exp["ms"] > 0
+    # An image close to its class scores high toward it; the same request explains the same way.
+    assert r.json()["results"][0]["explanation"]["score"] > 0.5
+    again = requests.post(url, files=files(sent[:1]), timeout=300).json()["results"][0]["explanation"]
+    assert again["lime"]["weights"] == r.json()["results"][0]["explanation"]["lime"]["weights"]
+
+    only = requests.post(f"{app.url}/v1/attribute?explain=saliency", files=files(sent[:1]), timeout=120).json()
+    assert only["results"][0]["explanation"]["saliency"] and only["results"][0]["explanation"]["lime"] is None
+
+
+@pytest.mark.parametrize("query, n, code", [("explain=heatmap", 1, "invalid_explain"),
+                                            ("explain=lime&lime_samples=5", 1, "invalid_lime_samples"),
+                                            ("explain=lime&lime_samples=many", 1, "invalid_lime_samples"),
+                                            ("explain=all", 5, "too_many_to_explain")])
+def test_bad_explain_requests_are_422_before_any_work(app, index, query, n, code):
+    imgs = [(f"{i}.png", index.queries["checks"][i]) for i in range(n)]
+    r = requests.post(f"{app.url}/v1/attribute?{query}", files=files(imgs), timeout=60)
+    assert error_of(r) == (422, code) and r.json()["error"]["message"]
+
+
 def test_enrolling_an_unseen_generator_makes_it_attributable_then_delete_removes_it(app, index):
     dots = index.held_out[HELD_OUT]
     enroll_set, queries = dots[:50], dots[50:]

@@ -203,3 +203,26 @@ def test_key_check_guards_writes_always_and_reads_on_request():
     assert code(no_key, None, write=False) == "ok"
     with pytest.raises(ValueError, match="no API key"):
         KeyCheck(None, read_requires_key=True, env_var="X")
+
+
+@pytest.mark.parametrize("query, kinds, samples", [
+    ({}, [], 150), ({"explain": "false"}, [], 150), ({"explain": "all"}, ["saliency", "lime"], 150),
+    ({"explain": "true", "lime_samples": "40"}, ["saliency", "lime"], 40),
+    ({"explain": " LIME, saliency,lime"}, ["lime", "saliency"], 150)])
+def test_explain_query_is_parsed_into_kinds_and_lime_views(query, kinds, samples):
+    from serve.api import ExplainSettings, explain_request
+
+    assert explain_request(query, ExplainSettings()) == (kinds, samples)
+
+
+@pytest.mark.parametrize("query, code", [({"explain": "gradcam"}, "invalid_explain"),
+                                         ({"explain": ","}, "invalid_explain"),
+                                         ({"explain": "lime", "lime_samples": "9"}, "invalid_lime_samples"),
+                                         ({"explain": "lime", "lime_samples": "1001"}, "invalid_lime_samples"),
+                                         ({"explain": "lime", "lime_samples": "1e3"}, "invalid_lime_samples")])
+def test_bad_explain_queries_are_422(query, code):
+    from serve.api import ExplainSettings, explain_request
+
+    with pytest.raises(ApiError) as info:
+        explain_request(query, ExplainSettings())
+    assert (info.value.status, info.value.code) == (422, code)
