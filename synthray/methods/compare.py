@@ -96,6 +96,10 @@ class CompareConfig:
     explain: ExplainFigureConfig = dataclasses.field(default_factory=ExplainFigureConfig)
     seed: int = 0
     keep_going: bool = True  # False: the first failing method stops the comparison
+    # Reuse a method's row from an earlier compare.json in ``out`` when the method, its
+    # resolved config, the data and the test set are the same (a stopped comparison goes on
+    # where it stopped; a changed method is re-run). False: run everything again.
+    resume: bool = True
 
     def __post_init__(self) -> None:
         specs = []
@@ -220,6 +224,7 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
                      preprocess=preprocess, pipeline=cfg.pipeline, device=dev, work_dir=out / "work",
                      seed=cfg.seed, references_per_class=cfg.references_per_class)
     explained = pick_explained(test, seen, held, cfg.explain.images)
+    earlier = _earlier_rows(out, cfg, seen, held, len(test.labels)) if cfg.resume else {}
     explain_images = _images(test, np.array(explained, dtype=np.int64), preprocess, dev) if explained else None
     rows: list[dict[str, Any]] = []
     figure_rows: list[tuple[str, list[Explanation | None]]] = []
@@ -228,6 +233,13 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
         try:
             method = build_method(spec.name, spec.params, cfg.overrides)
             row["config"] = dataclasses.asdict(method.cfg)
+            reused = _reusable(earlier.get(spec.row), row, out, explained)
+            if reused is not None:
+                log.info("== %s: unchanged since the last run, its row is reused (resume: false re-runs it)", spec.row)
+                rows.append(reused[0])
+                if reused[1] is not None:
+                    figure_rows.append((spec.row, reused[1]))
+                continue
             log.info("== %s: fit", spec.row)
             t0 = time.perf_counter()
             fit_info = method.fit(ctx)
@@ -240,7 +252,9 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
             if explain_images is not None:
                 exps = explain_method(method, explain_images, list(pred.labels[explained]), cfg.explain)
                 row["explained_scores"] = [None if e is None else round(e.score, 4) for e in exps]
+                row["explained_images"] = [int(i) for i in explained]
                 figure_rows.append((spec.row, exps))
+                _save_explanations(out, spec.row, exps)
             log.info("== %s: acc %s AUC %s F1 seen %s zero-shot %s (%.1f s)", spec.row, row["acc"], row["auc"],
                      row["f1_seen"], row["f1_zero_shot"], row["train_s"])
         except Exception as exc:  # one method's failure is its row, not the comparison's end
@@ -260,6 +274,80 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
         titles = [f"{test.labels[i]}" + (" (zero-shot)" if test.labels[i] in held else "") for i in explained]
         explanation_figure(shown, figure_rows, titles, out / "explanations.png")
     return result
+
+
+def _earlier_rows(out: Path, cfg: CompareConfig, seen: list[str], held: list[str], n_test: int) -> dict[str, dict]:
+    """Rows of the last compare.json in ``out`` made on the same data and test set, by row name."""
+    path = out / "compare.json"
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s); every method runs again", path, exc)
+        return {}
+    same = (old.get("config", {}).get("shards") == cfg.shards and old.get("n_test") == n_test
+            and old.get("classes") == {"seen": seen, "zero_shot": held}
+            and {k: old.get("config", {}).get(k) for k in ("preprocess", "pipeline", "seed", "test_per_class",
+                                                            "references_per_class", "experiment")}
+            == {k: to_dict(cfg).get(k) for k in ("preprocess", "pipeline", "seed", "test_per_class",
+                                                  "references_per_class", "experiment")})
+    if not same:
+        log.info("%s was made on other data or settings; every method runs again", path)
+        return {}
+    return {r["method"]: r for r in old.get("rows", []) if "error" not in r}
+
+
+def _explanations_path(out: Path, row: str) -> Path:
+    return out / "work" / "explanations" / f"{row}.npz"
+
+
+def _save_explanations(out: Path, row: str, exps: list[Explanation | None]) -> None:
+    """The maps behind the figure, so a resumed comparison can draw it without re-running the method."""
+    arrays: dict[str, np.ndarray] = {"n": np.array(len(exps))}
+    for i, e in enumerate(exps):
+        if e is None:
+            continue
+        arrays[f"{i}_score"] = np.array(e.score)
+        if e.saliency is not None:
+            arrays[f"{i}_saliency"] = e.saliency
+        if e.lime is not None:
+            arrays[f"{i}_segments"], arrays[f"{i}_weights"] = e.lime.segments, e.lime.weights
+            arrays[f"{i}_fit"] = np.array([e.lime.intercept, e.lime.r2])
+    path = _explanations_path(out, row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def _load_explanations(path: Path) -> list[Explanation | None]:
+    from synthray.methods.explain import LimeResult
+
+    with np.load(path, allow_pickle=False) as z:
+        out: list[Explanation | None] = []
+        for i in range(int(z["n"])):
+            if f"{i}_score" not in z:
+                out.append(None)
+                continue
+            lime = (LimeResult(z[f"{i}_segments"], z[f"{i}_weights"], float(z[f"{i}_fit"][0]), float(z[f"{i}_fit"][1]))
+                    if f"{i}_segments" in z else None)
+            out.append(Explanation(float(z[f"{i}_score"]), z[f"{i}_saliency"] if f"{i}_saliency" in z else None, lime))
+        return out
+
+
+def _reusable(old: dict | None, row: dict, out: Path, explained: list[int]
+              ) -> tuple[dict, list[Explanation | None] | None] | None:
+    """The earlier row (and its explanations) when it was made by the same method and config."""
+    if old is None or old.get("registered") != row["registered"]:
+        return None
+    if json.loads(json.dumps(row["config"], default=str)) != old.get("config"):
+        return None
+    exps = None
+    if explained:
+        path = _explanations_path(out, row["method"])
+        if old.get("explained_images") != [int(i) for i in explained] or not path.exists():
+            return None  # the figure needs this method's maps of these very images
+        exps = _load_explanations(path)
+    return old, exps
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -304,7 +392,7 @@ def bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
 
     ok = [r for r in rows if "error" not in r]
     metrics = [(k, h) for k, h in COLUMNS if k not in ("train_s", "infer_img_s", "params")]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(ok) * len(metrics) / 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(ok) + 2.0), 4.5))
     width = 0.8 / len(metrics)
     x = np.arange(len(ok))
     for i, (key, header) in enumerate(metrics):

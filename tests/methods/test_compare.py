@@ -46,6 +46,20 @@ def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
     for fig in ("compare.png", "explanations.png"):
         assert (out / fig).stat().st_size > 1000
 
+    # Run again: unchanged methods keep their rows (same measured train seconds) and the
+    # figure is redrawn from their saved maps; the failed one is tried again.
+    (out / "explanations.png").unlink()
+    assert main(["compare", "--config", str(config), "--set", "seed=1"]) == 0
+    again = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    for name in ("small_cnn", "supcon_centroid"):
+        assert again[name] == rows[name]
+    assert "unknown head" in again["broken"]["error"]
+    assert (out / "explanations.png").stat().st_size > 1000
+    # Another seed is another experiment: nothing is reused.
+    assert main(["compare", "--config", str(config), "--set", "seed=2"]) == 0
+    third = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert third["small_cnn"]["train_s"] != rows["small_cnn"]["train_s"]
+
 
 def test_compare_config_is_checked_before_any_training(method_shards):
     with pytest.raises(ValueError, match="unknown methods"):
