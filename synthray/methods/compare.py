@@ -265,7 +265,8 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
         rows.append(row)
         # Written after every method: a comparison stopped half-way keeps what it measured.
         result = {"config": to_dict(cfg), "device": str(dev), "classes": {"seen": seen, "zero_shot": held},
-                  "n_test": int(len(test.labels)), "rows": rows, "complete": len(rows) == len(cfg.methods)}
+                  "n_test": int(len(test.labels)), "n_real_test": int((test.labels == REAL).sum()),
+                  "rows": rows, "complete": len(rows) == len(cfg.methods)}
         (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
         (out / "compare.md").write_text(markdown_table(result))
     bar_chart(rows, out / "compare.png")
@@ -380,6 +381,11 @@ def markdown_table(result: dict[str, Any]) -> str:
         "macro-averaged over the seen / held-out classes (— for real/AI-only methods). train s includes "
         "an encoder shared with another row. infer img/s: model time only.\n"
     )
+    if result.get("n_real_test") is not None and result["n_test"]:
+        share_ai = 1 - result["n_real_test"] / result["n_test"]
+        legend += (f"\nBaseline: answering \"AI\" for every image scores acc {share_ai:.3f} "
+                   f"({result['n_real_test']} of the {result['n_test']} test images are real), "
+                   "so read the AUC first; an AUC of 0.5 is chance.\n")
     return "\n".join(lines) + "\n" + legend
 
 

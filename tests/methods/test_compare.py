@@ -43,6 +43,7 @@ def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
     assert table[0].count("|") == len(COLUMNS) + 3 and "F1 zero-shot" in table[0]
     assert sum(line.startswith("| ") for line in table) == 4  # header + 3 rows
     assert any(line.startswith("| broken | failed") for line in table)
+    assert result["n_real_test"] == 4 and "scores acc 0.800 (4 of the 20 test images are real)" in "\n".join(table)
     for fig in ("compare.png", "explanations.png"):
         assert (out / fig).stat().st_size > 1000
 
