@@ -38,7 +38,9 @@ def _history(run: Path) -> dict[int, dict]:
 def _kill_one_worker_after_first_epoch(run: Path, session_dir: str, done: threading.Event, killed: list) -> None:
     import psutil
 
-    deadline = time.time() + 300
+    # Until the run ends (``done``); the deadline only bounds a hung run. On a loaded machine
+    # the first epoch alone has taken over 300 s.
+    deadline = time.time() + 1800
     while time.time() < deadline and not done.is_set():
         if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip():
             for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -77,17 +79,49 @@ def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, tex
     steps = hist[0]["epoch_steps"]
     assert sorted(hist) == [0, 1, 2]  # every epoch reported, none missing after the failure
     assert [hist[e]["step"] for e in (0, 1, 2)] == [steps, 2 * steps, 3 * steps]  # resumed, not restarted
-    assert hist[2]["train_loss"] < hist[0]["train_loss"]
-    # Each worker scores kNN on its half of a small validation split: noisy, so the bar is
-    # "well above chance (0.25)"; test_train_local checks learning more tightly.
-    assert hist[2]["val_knn_acc"] >= 0.45
+    # Learning, through the failure: the training loss falls well (1.7 -> 0.5 typically). The
+    # logged val_knn_acc is not asserted on: each worker scores leave-one-out kNN on its own
+    # ~25 validation images, which swings from 0.3 to 0.7 between identical runs (CI saw
+    # 0.28 once); test_train_local checks learning tightly on one process.
+    assert hist[2]["train_loss"] < 0.75 * hist[0]["train_loss"], [hist[e]["train_loss"] for e in (0, 1, 2)]
+    assert all(0 <= hist[e]["val_knn_acc"] <= 1 for e in (0, 1, 2))
     assert result["metrics"]["model_version"] == hist[2]["model_version"]
+    # The checkpoint the resumed run saved is a working encoder: an exact kNN over every
+    # training image attributes the whole validation split (an untrained resnet10t already
+    # gets 0.6-0.7 on these textures, chance is 0.25: this guards a broken restore, not learning).
+    assert _knn_accuracy(result["checkpoint"], texture_shards) >= 0.5
 
     # The same run started again with one more epoch continues at epoch 3, step 3*steps + steps.
     cfg.epochs = 4
     fit_ray(cfg)
     hist = _history(run)
     assert hist[3]["step"] == 4 * steps
+
+
+def _knn_accuracy(checkpoint: str, shards: Path) -> float:
+    """Validation images attributed by their 5 nearest training images (exact cosine kNN)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from synthray.attribution.embedder import Embedder
+    from synthray.attribution.knn import knn_classify
+    from synthray.data.shards import shard_paths
+
+    rows = pa.concat_tables([pq.read_table(p, columns=["image", "generator", "split"])
+                             for p in shard_paths(shards)]).to_pylist()
+    embedder = Embedder(checkpoint, device="cpu")
+    classes = sorted({r["generator"] for r in rows})
+
+    def embedded(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        part = [r for r in rows if r["split"] == split]
+        return (torch.as_tensor(embedder.embed_bytes([r["image"] for r in part])),
+                torch.tensor([classes.index(r["generator"]) for r in part]))
+
+    refs, ref_labels = embedded("train")
+    queries, truth = embedded("val")
+    pred = knn_classify(queries, refs, ref_labels, len(classes), k=5).predictions
+    return float((pred == truth).float().mean())
 
 
 def _free_port() -> int:
