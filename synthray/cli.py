@@ -219,7 +219,26 @@ def _client_call(fn: Callable[[], Any]) -> int:
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    return _client_call(lambda: _client(args).attribute(args.images))
+    kinds = [k.strip() for k in (args.explain or "").split(",") if k.strip()]
+
+    def run() -> dict[str, Any]:
+        from synthray.client import explanation_figure
+
+        answer = _client(args).attribute(args.images, explain=kinds, lime_samples=args.lime_samples)
+        if kinds:
+            # The maps go to PNG figures; the printed JSON names them instead of carrying base64.
+            out_dir = Path(args.explain_dir)
+            for image, result in zip(args.images, answer["results"]):
+                exp = result.get("explanation")
+                if exp:
+                    path = explanation_figure(Path(image).read_bytes(), result, out_dir / f"{Path(image).stem}.explain.png")
+                    exp["figure"] = str(path)
+                    exp.pop("saliency", None)
+                    if exp.get("lime"):
+                        exp["lime"].pop("map", None)
+        return answer
+
+    return _client_call(run)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -334,8 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    client_parser("attribute", "attribute images with a running service", cmd_attribute).add_argument(
-        "images", nargs="+", help="image files")
+    p = client_parser("attribute", "attribute images with a running service", cmd_attribute)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--explain", nargs="?", const="saliency,lime", metavar="KINDS",
+                   help="also explain each attribution (saliency,lime; default both) as <stem>.explain.png figures")
+    p.add_argument("--explain-dir", default=".", help="where the explanation figures go (default: here)")
+    p.add_argument("--lime-samples", type=int, help="LIME occluded views per image (default: the service's)")
     p = client_parser("enroll", "enroll a generator's images (a folder) into a running service", cmd_enroll)
     p.add_argument("name", help="generator name (new or existing)")
     p.add_argument("folder", help="folder of ~50 images of that generator")

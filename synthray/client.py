@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 #: Statuses worth retrying: the proxy or a replica is (re)starting.
 RETRY_STATUSES = (502, 503, 504)
+#: Images per request when explanations are asked for (the service's default ``max_explain``).
+EXPLAIN_CHUNK = 4
 
 
 class ClientError(RuntimeError):
@@ -74,15 +76,27 @@ class SynthrayClient:
         self.session = requests.Session()
 
     # -- endpoints ------------------------------------------------------------------------
-    def attribute(self, images: Sequence[ImageLike], chunk: int = 32) -> dict[str, Any]:
+    def attribute(self, images: Sequence[ImageLike], chunk: int = 32, explain: Sequence[str] = (),
+                  lime_samples: int | None = None) -> dict[str, Any]:
         """Attributes images (paths or encoded bytes), ``chunk`` per request.
 
+        Args:
+            images: paths or encoded bytes.
+            chunk: images per request (at most 4 when explaining: the service's default cap).
+            explain: "saliency" and/or "lime": add each image's explanation maps.
+            lime_samples: LIME's occluded views per image (None: the service's default).
         Returns:
             ``{"model_version", "results": [one per image, in order]}`` (see the API docs).
         """
+        params: dict[str, Any] = {}
+        if explain:
+            params["explain"] = ",".join(explain)
+            chunk = min(chunk, EXPLAIN_CHUNK)
+            if lime_samples is not None:
+                params["lime_samples"] = lime_samples
         out: dict[str, Any] = {"results": []}
         for part in _chunks(list(images), chunk):
-            answer = self._request("POST", "/v1/attribute", files=_files(part))
+            answer = self._request("POST", "/v1/attribute", files=_files(part), params=params)
             out["model_version"] = answer["model_version"]
             out["results"].extend(answer["results"])
         return out
@@ -153,6 +167,60 @@ class SynthrayClient:
             time.sleep(wait)
             wait *= 2
         raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def explanation_figure(image: bytes, result: dict[str, Any], path: str | Path) -> Path:
+    """One attributed image beside its saliency and LIME maps, as a PNG.
+
+    Args:
+        image: the encoded image that was sent.
+        result: its entry of ``attribute()["results"]`` (with an ``explanation``).
+        path: the PNG to write.
+    Returns:
+        the path written.
+    Raises:
+        ValueError: the result carries no explanation.
+    """
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    exp = result.get("explanation")
+    if not exp:
+        raise ValueError(f"{result.get('file')}: no explanation in the result (ask with explain=...)")
+    res = int(exp["resolution"])
+    # The maps are at the model's input resolution: show the image at that size, as the model saw it.
+    shown = np.asarray(Image.open(io.BytesIO(image)).convert("RGB").resize((res, res), Image.BILINEAR)) / 255.0
+
+    def decoded(b64: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))), dtype=np.float64) / 255.0
+
+    panels = [("image", None, None)]
+    if exp.get("saliency"):
+        panels.append(("saliency", decoded(exp["saliency"]), "inferno"))
+    if exp.get("lime"):
+        panels.append((f"LIME (R2 {exp['lime']['r2']:.2f})", decoded(exp["lime"]["map"]) * 2 - 1, "bwr"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
+    for ax, (title, values, cmap) in zip(axes[0], panels):
+        ax.imshow(shown)
+        if values is not None:
+            ax.imshow(values, cmap=cmap, alpha=0.6, **({"vmin": -1, "vmax": 1} if cmap == "bwr" else {}))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{result.get('file')}: {result['label']} (toward {exp['target']}, similarity {exp['score']:.2f})",
+                 fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def image_files(folder: str | Path) -> list[Path]:

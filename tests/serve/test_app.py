@@ -363,6 +363,15 @@ def test_client_and_cli_talk_to_the_service(app, index, tmp_path, capsys):
 
     assert main(["attribute", app.url, str(index.held_out[HELD_OUT][80])]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["file"] == index.held_out[HELD_OUT][80].name
+    # --explain: five images go in two requests (4 explained per request at most); each gets a figure.
+    shown = sorted(folder.glob("0*.png"))[:5]
+    assert main(["attribute", app.url, *map(str, shown), "--explain", "--lime-samples", "30",
+                 "--explain-dir", str(tmp_path / "why")]) == 0
+    printed = json.loads(capsys.readouterr().out)["results"]
+    for p, r in zip(shown, printed):
+        fig = tmp_path / "why" / f"{p.stem}.explain.png"
+        assert r["explanation"]["figure"] == str(fig) and fig.stat().st_size > 2000
+        assert "saliency" not in r["explanation"] and "map" not in r["explanation"]["lime"]  # no base64 printed
     assert main(["generators", app.url]) == 0
     assert {g["name"] for g in json.loads(capsys.readouterr().out)["generators"]} >= {"client-gen", "real"}
     assert main(["enroll", app.url, "client-gen", str(folder), "--api-key", KEY]) == 0
