@@ -192,6 +192,7 @@ class DemoConfig:
     eval_max_test_per_class: int | None = 200  # test images per class evaluated
     eval_degradations: tuple[str, ...] = ("jpeg:75", "downscale:0.5", "blur:1")  # robustness specs; () skips
     umap: bool = True  # UMAP figure of the latent space (~20 s)
+    explain_images: int = 4  # ES4 test attributions explained (saliency + LIME figure, seconds); 0 = off
     serve: bool = True  # start the Serve app, attribute over HTTP, enroll a held-out family
     enroll_family: str | None = None  # held-out family enrolled in the serve stage; None = the first held out
     enroll_count: int = 50  # images enrolled (the thesis: ~50 references per generator suffice)

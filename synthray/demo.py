@@ -110,7 +110,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
 
     from synthray.attribution.config import AttributionConfig
     from synthray.demo_service import service_story
-    from synthray.eval.config import EvalConfig, ProtocolConfig
+    from synthray.eval.config import EvalConfig, ExplainReportConfig, ProtocolConfig
     from synthray.eval.run import evaluate, summarize
     from synthray.index.build import build_index
     from synthray.index.config import IndexConfig, StoreConfig
@@ -160,7 +160,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
                     checkpoint=checkpoint, shards=str(out / "shards"), out=str(out / "eval" / name.lower()),
                     protocol=ProtocolConfig(name=name), per_class=cfg.index_per_class, store=store,
                     max_test_per_class=cfg.eval_max_test_per_class, degradations=tuple(cfg.eval_degradations),
-                    sweep_sizes=(10, 20, 50, "all"), umap=cfg.umap and name == "ES4", device="cpu", seed=cfg.seed)
+                    sweep_sizes=(10, 20, 50, "all"), umap=cfg.umap and name == "ES4", device="cpu", seed=cfg.seed,
+                    # ES4's test set has every role the figure shows (seen, wrong, zero-shot, real)
+                    explain=ExplainReportConfig(images=cfg.explain_images if name == "ES4" else 0))
                 summary["evaluate"][name] = summarize(evaluate(ecfg), ecfg.out)
         if cfg.serve:
             with stage("serve", timings):

@@ -160,3 +160,42 @@ def umap_plot(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: 
     ax.set_title(title)
     ax.legend(fontsize=7, markerscale=2, loc="best")
     return _save(fig, path)
+
+
+def explanation_grid(images: Sequence[np.ndarray], explanations: Sequence[Any], titles: Sequence[str],
+                     path: Path) -> Path:
+    """One column per explained image: the image, its saliency overlay, its LIME overlay.
+
+    Args:
+        images: (R, R, 3) float images in [0, 1] (the encoder's input pixels).
+        explanations: one :class:`~synthray.methods.explain.Explanation` per image (all of
+            the same kinds).
+        titles: one title per column.
+        path: the PNG to write.
+    """
+    from skimage.segmentation import mark_boundaries
+
+    plt = _plt()
+    kinds = [k for k in ("saliency", "lime") if getattr(explanations[0], k) is not None]
+    fig, axes = plt.subplots(1 + len(kinds), len(images), figsize=(2.6 * len(images), 2.5 * (1 + len(kinds))),
+                             squeeze=False)
+    for j, (img, exp, title) in enumerate(zip(images, explanations, titles)):
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, j].imshow(img, interpolation="nearest")
+        axes[0, j].set_title(title, fontsize=7)
+        for i, kind in enumerate(kinds, start=1):
+            ax = axes[i, j]
+            if kind == "saliency":
+                ax.imshow(img, interpolation="nearest")
+                ax.imshow(exp.saliency, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            else:  # superpixel weights, red = the score rests on it, blue = it pulls the score down
+                top = float(np.abs(exp.lime.weights).max()) or 1.0
+                ax.imshow(mark_boundaries(img, exp.lime.segments, color=(1, 1, 1)), interpolation="nearest")
+                ax.imshow(exp.lime.map, cmap="bwr", vmin=-top, vmax=top, alpha=0.55)
+                ax.set_xlabel(f"LIME R2 {exp.lime.r2:.2f}", fontsize=7)
+        if j == 0:
+            for i, kind in enumerate(("input", *kinds)):
+                axes[i, 0].set_ylabel(kind, fontsize=9)
+    return _save(fig, path)

@@ -117,8 +117,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                          r.get("closed_set_accuracy")])
         lines += _table(["degradation", "detection AUC", "detection acc.", "open-set acc.", "open-set seen F1",
                          "closed-set acc."], rows)
+    if report.get("explanations"):
+        lines += _explanations_md(report["explanations"], (report.get("figures") or {}).get("explanations"))
     if report.get("figures"):
-        lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in report["figures"].items()] + [""]
+        shown = {"explanations"} if report.get("explanations") else set()  # already beside its table
+        lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in report["figures"].items()
+                                       if name not in shown] + [""]
     idx = report.get("index", {})
     lines += ["## Index", "", f"- collection `{idx.get('collection')}`, "
               f"{'reused' if idx.get('reused') else 'built for this evaluation'}; references per class: "
@@ -127,14 +131,43 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _answer(fact: Mapping[str, Any]) -> str:
+    if fact["predicted"] == fact["explained_class"]:
+        return fact["predicted"]
+    return f"{fact['predicted']} (nearest {fact['explained_class']})"
+
+
+def _explanation_title(fact: Mapping[str, Any]) -> str:
+    return f"{fact['role']}\ntrue {fact['true']} -> {_answer(fact)}\ncos to {fact['explained_class']} {fact['score']:.2f}"
+
+
+def _explanations_md(facts: Sequence[Mapping[str, Any]], figure: str | None) -> list[str]:
+    lines = ["## Explanations", "",
+             "Why the service named a class, for a few test images: the score is the cosine similarity of the "
+             "image's embedding to the mean of that class's references in the index (the vote winner's when the "
+             "answer was \"unknown\"). Saliency: pixels the score is most sensitive to; LIME: superpixels whose "
+             "occlusion (blurred) lowers the score (red) or raises it (blue). Saliency top-10% share: the share of "
+             "the saliency mass in the 10% most salient pixels (0.1 = spread evenly).", ""]
+    lines += _table(["role", "image", "true", "answer", "score", "saliency top-10% share", "LIME R2"],
+                    [[f["role"], f"`{Path(f['source_path']).name}`", f["true"], _answer(f), f["score"],
+                      f.get("saliency_top10_share"), (f.get("lime") or {}).get("r2")] for f in facts])
+    if figure:
+        lines += [f"![explanations]({figure})", ""]
+    return lines
+
+
 def write_markdown(report: Mapping[str, Any], path: Path) -> Path:
     path.write_text(render_markdown(report), encoding="utf-8")
     return path
 
 
 def write_figures(report: Mapping[str, Any], embeddings: np.ndarray, truth: Sequence[str], out: Path,
-                  cfg: Any) -> dict[str, str]:
-    """Every figure the report has numbers for; returns {name: path relative to ``out``}."""
+                  cfg: Any, explained: Sequence[Any] = ()) -> dict[str, str]:
+    """Every figure the report has numbers for; returns {name: path relative to ``out``}.
+
+    ``explained``: the :class:`~synthray.eval.explain.Explained` images behind
+    ``report["explanations"]`` (same order), drawn into ``explanations.png``.
+    """
     from synthray.eval import figures
 
     name = report["protocol"]["name"]
@@ -155,4 +188,8 @@ def write_figures(report: Mapping[str, Any], embeddings: np.ndarray, truth: Sequ
     if cfg.umap:
         written["umap"] = figures.umap_plot(embeddings, truth, out / "umap.png", f"{name}: test embeddings (UMAP)",
                                             seed=cfg.seed, max_points=cfg.umap_max_points)
+    if explained:
+        written["explanations"] = figures.explanation_grid(
+            [e.image for e in explained], [e.explanation for e in explained],
+            [_explanation_title(f) for f in report["explanations"]], out / "explanations.png")
     return {k: str(p.relative_to(out)) for k, p in written.items() if p is not None}

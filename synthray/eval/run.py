@@ -10,8 +10,9 @@ Steps (each logged with its time):
    open-set and is-AI thresholds), or reuse one that already matches;
 4. attribute the test images through the store with the stored thresholds, exactly as the
    service does (:class:`synthray.attribution.Attributor`);
-5. metrics, the sample-size sweep, robustness, figures; ``report.json`` (every number and
-   every prediction), ``report.md``, ``config.yaml``.
+5. metrics, the sample-size sweep, robustness, explanations of a few attributions
+   (:mod:`synthray.eval.explain`), figures; ``report.json`` (every number and every
+   prediction), ``report.md``, ``config.yaml``.
 
 Zero-shot classes are scored two ways (see ``report.md``'s notes):
 
@@ -231,6 +232,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from synthray.attribution.attributor import Attributor
     from synthray.attribution.embedder import Embedder
     from synthray.config import to_dict
+    from synthray.eval.explain import explain_test_images, explanation_facts
     from synthray.eval.metrics import closed_set_metrics
     from synthray.eval.report import write_figures, write_markdown
     from synthray.eval.robustness import parse_degradation, run_robustness
@@ -310,13 +312,20 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         report["attribution_rule"] = to_dict(attributor.cfg)
         report["index"] = {**index_info, "counts": store.counts(), "collection": store.collection}
 
+    # Toward the explained class's references as the index holds them (closed_idx: the index's rows).
+    explained = explain_test_images(embedder, sel.files, test, attributions, protocol, ref_emb[closed_idx],
+                                    refs.generator[closed_idx], cfg.explain)
+    if explained:
+        report["explanations"] = explanation_facts(explained, test, attributions)
+        laps("explain")
+
     report = {
         "protocol": protocol.to_dict(), "checkpoint": embedder.describe(), "test_split": cfg.test_split,
         "test_counts": test.counts(), "reference_counts": refs.counts(), "notes": notes, **report,
         "predictions": _predictions(test, attributions, closed),
     }
     if cfg.figures:
-        report["figures"] = write_figures(report, test_emb, truth, out, cfg)
+        report["figures"] = write_figures(report, test_emb, truth, out, cfg, explained)
         laps("figures")
     report["timings"] = laps.total()
     resolved = {"eval": to_dict(cfg), "resolved_protocol": protocol.to_dict(), "store": to_dict(store_cfg)}

@@ -79,7 +79,8 @@ def _check_against_predictions(report):
 
 def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_model, tmp_path):
     out = tmp_path / "es2"
-    report = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, umap=True)))
+    report = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, umap=True,
+                                                      explain={"images": 0})))
 
     assert report["protocol"]["indexed"] == ["real", "checks", "diagonals", "rings", "stripes"]
     assert report["protocol"]["zero_shot"] == [] and report["protocol"]["ignored"] == ["dots"]
@@ -97,7 +98,9 @@ def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_mod
     assert report["robustness"]["jpeg:50"]["detection"]["overall"]["n_ai"] == 4 * 6
     for name in (*FIGURES, "umap"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
-    assert set(report["figures"]) == FIGURES | {"umap"}
+    assert set(report["figures"]) == FIGURES | {"umap"}  # explain.images 0: no explanations
+    assert "explanations" not in report and not (out / "explanations.png").exists()
+    assert "explain" not in report["timings"]
     stored = json.loads((out / "report.json").read_text())
     assert stored["open_set"] == json.loads(json.dumps(report["open_set"]))
     md = (out / "report.md").read_text()
@@ -107,7 +110,7 @@ def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_mod
 
     # Same index, nothing new to compute: reused as it is.
     again = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, sweep_sizes=[],
-                                                     degradations=[], figures=False)))
+                                                     degradations=[], figures=False, explain={"images": 0})))
     assert again["index"]["reused"] is True
     assert again["open_set"] == report["open_set"]
 
@@ -140,7 +143,42 @@ def test_es4_from_the_cli_scores_dots_as_zero_shot(tiny_model, tmp_path, capsys)
     assert report["detection"]["per_generator"]["dots"]["auc"] is not None
     assert all((out / f"{name}.png").exists() for name in FIGURES)
     assert not (out / "umap.png").exists()
-    assert "zero-shot classes (never trained on): dots" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "zero-shot classes (never trained on): dots" in md
+    _check_explanations(report, out, md)
+
+
+def _check_explanations(report, out, md):
+    """Four explained test images, one per role, each explained toward the class the service named."""
+    from PIL import Image
+
+    facts = report["explanations"]
+    by_hash = {p["content_hash"]: p for p in report["predictions"]}
+    assert len(facts) == 4 and len({f["content_hash"] for f in facts}) == 4
+    for f in facts:
+        p = by_hash[f["content_hash"]]
+        assert (f["true"], f["predicted"], f["source_path"]) == (p["true"], p["predicted"], p["source_path"])
+        # The answer's class, or the vote winner when the answer is "unknown" (always an indexed class).
+        assert f["explained_class"] == (p["nearest"] if p["predicted"] == "unknown" else p["predicted"])
+        assert f["explained_class"] in report["protocol"]["indexed"]
+        assert -1 <= f["score"] <= 1 and 0.1 <= f["saliency_top10_share"] <= 1
+        assert f["lime"]["superpixels"] >= 10 and len(f["lime"]["top"]) == 3
+    roles = {f["role"]: f for f in facts}
+    truth = {c: "unknown" for c in report["protocol"]["novel"]}
+    assert roles["seen, correct"]["predicted"] == roles["seen, correct"]["true"] not in ("real", "dots")
+    assert roles["zero-shot"]["true"] == "dots" and roles["real"]["true"] == "real"
+    wrong = roles.get("wrong")
+    if wrong is None:  # no wrong answer to show: the filler takes its place
+        assert all(truth.get(p["true"], p["true"]) == p["predicted"] for p in report["predictions"])
+    else:
+        assert wrong["predicted"] != truth.get(wrong["true"], wrong["true"])
+    assert report["figures"]["explanations"] == "explanations.png"
+    with Image.open(out / "explanations.png") as img:
+        img.verify()
+        assert img.format == "PNG" and img.size[0] > 4 * 150  # one column per explained image
+    assert "## Explanations" in md and "![explanations](explanations.png)" in md
+    assert md.count("explanations.png") == 1  # beside its table, not again under Figures
+    assert "explain" in report["timings"]
 
 
 def test_a_protocol_that_does_not_fit_fails_before_any_work(tiny_model, tmp_path):
