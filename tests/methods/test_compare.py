@@ -50,16 +50,21 @@ def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
     # Run again: unchanged methods keep their rows (same measured train seconds) and the
     # figure is redrawn from their saved maps; the failed one is tried again.
     (out / "explanations.png").unlink()
+    maps = out / "work" / "explanations"
+    saved = {n: (maps / f"{n}.npz").stat().st_mtime_ns for n in ("small_cnn", "supcon_centroid")}
     assert main(["compare", "--config", str(config), "--set", "seed=1"]) == 0
     again = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     for name in ("small_cnn", "supcon_centroid"):
         assert again[name] == rows[name]
     assert "unknown head" in again["broken"]["error"]
     assert (out / "explanations.png").stat().st_size > 1000
-    # Another seed is another experiment: nothing is reused.
+    for name, mtime in saved.items():  # reused, not re-run: their maps were not written again
+        assert (maps / f"{name}.npz").stat().st_mtime_ns == mtime
+    # Another seed is another experiment: nothing is reused, every method runs (and saves its maps) again.
+    for name in saved:
+        (maps / f"{name}.npz").unlink()
     assert main(["compare", "--config", str(config), "--set", "seed=2"]) == 0
-    third = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
-    assert third["small_cnn"]["train_s"] != rows["small_cnn"]["train_s"]
+    assert all((maps / f"{name}.npz").exists() for name in saved)
 
 
 def test_compare_config_is_checked_before_any_training(method_shards):
