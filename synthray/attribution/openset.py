@@ -26,6 +26,12 @@ from synthray.data.schema import REAL
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+# How far a threshold stays from a calibration value when there is no other value on the far
+# side to go halfway to. Re-embedding the same image in another batch moves its similarities
+# and vote shares by ~1e-8 (measured 7e-9 on an is-AI score); a threshold one float step away
+# flipped such an image at query time. 1e-6 is far above that jitter and far below any gap
+# that means something.
+MARGIN = 1e-6
 
 
 @dataclasses.dataclass
@@ -124,8 +130,8 @@ def quantile_threshold(values: np.ndarray, rate: float) -> float:
     Exact on the sample: of the thresholds that reject the most values within the rate,
     t lies halfway between the largest rejected value and the smallest kept one, so
     re-embedding the same images (float jitter ~1e-7 between batch sizes and devices)
-    does not flip the values next to it. When nothing may be rejected, t is the smallest
-    value (a new query below everything seen is still rejected).
+    does not flip the values next to it. When nothing may be rejected, t is ``MARGIN`` below
+    the smallest value (a new query clearly below everything seen is still rejected).
     """
     x = np.sort(np.asarray(values, dtype=np.float64))
     if len(x) == 0:
@@ -133,13 +139,14 @@ def quantile_threshold(values: np.ndarray, rate: float) -> float:
     allowed = int(np.floor(rate * len(x) + 1e-9))  # how many may fall below t
     kept = x[allowed] if allowed else x[0]  # the smallest value that must stay; ties with it stay too
     rejected = x[x < kept]
-    return float((rejected[-1] + kept) / 2) if len(rejected) else float(kept)
+    return float((rejected[-1] + kept) / 2) if len(rejected) else float(kept - MARGIN)
 
 
 def fpr_threshold(real_scores: np.ndarray, target_fpr: float) -> float:
     """The threshold t that flags (scores >= t) at most ``target_fpr`` of the real images,
     and of those the one flagging the most: halfway between the largest unflagged score and
-    the smallest flagged one (same decisions on the sample, a margin for float jitter)."""
+    the smallest flagged one (same decisions on the sample, a margin for float jitter). When
+    no real image may be flagged, t is ``MARGIN`` above the largest real score."""
     s = np.sort(np.asarray(real_scores, dtype=np.float64))
     if len(s) == 0:
         raise ValueError("no real validation images to calibrate the is-AI threshold on")
@@ -147,7 +154,7 @@ def fpr_threshold(real_scores: np.ndarray, target_fpr: float) -> float:
     flagged = (len(s) - np.searchsorted(s, levels, side="left")) / len(s)  # share >= each level
     ok = np.flatnonzero(flagged <= target_fpr + 1e-12)
     if len(ok) == 0:  # even the largest score is too common: flag no real image
-        return float(np.nextafter(levels[-1], np.inf))
+        return float(levels[-1] + MARGIN)
     i = int(ok[0])  # ascending: the first level that meets the target flags the most fakes
     return float(levels[i] if i == 0 else (levels[i - 1] + levels[i]) / 2)
 
