@@ -77,7 +77,7 @@ def _check_against_predictions(report):
     assert [p["is_ai"] for p in preds] == list(score >= det["threshold"])
 
 
-def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_model, tmp_path):
+def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_model, tmp_path, record_property):
     out = tmp_path / "es2"
     report = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, umap=True,
                                                       explain={"images": 0})))
@@ -89,6 +89,8 @@ def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_mod
     assert report["index"]["reused"] is False
     assert {c: n["trained"] for c, n in report["index"]["counts"].items()} == {c: 20 for c in report["test_counts"]}
     assert report["closed_set"]["references_per_class"] == {c: 20 for c in report["test_counts"]}
+    record_property("es2", {"auc": report["detection"]["overall"]["auc"],
+                            "seen_f1": report["closed_set"]["macro"]["seen"]["f1"]})
     # The trained encoder separates its own classes (a loose floor: the model is tiny).
     assert report["detection"]["overall"]["auc"] > 0.8
     assert report["closed_set"]["macro"]["seen"]["f1"] > 0.6

@@ -167,7 +167,7 @@ def test_trained_classes_are_attributed_and_the_held_out_class_is_not_called_rea
                    for c in [*tiny_model.classes, "dots"]}
     seen = [(c, a) for c in tiny_model.classes for a in results[c]]
     accuracy = np.mean([a.label == c for c, a in seen])
-    dots = results["dots"]
+    dots, real = results["dots"], results["real"]
     measured = {
         "seen_accuracy": round(float(accuracy), 3),
         "seen_unknown": round(float(np.mean([a.label == "unknown" for _, a in seen])), 3),
@@ -175,14 +175,22 @@ def test_trained_classes_are_attributed_and_the_held_out_class_is_not_called_rea
         "dots_unknown": round(float(np.mean([a.label == "unknown" for a in dots])), 3),
         "dots_mean_confidence": round(float(np.mean([a.confidence for a in dots])), 3),
         "dots_is_ai": round(float(np.mean([a.is_ai for a in dots])), 3),
+        "dots_called_real": round(float(np.mean([a.label == "real" for a in dots])), 3),
+        "real_is_ai": round(float(np.mean([a.is_ai for a in real])), 3),
+        "real_called_real": round(float(np.mean([a.label == "real" for a in real])), 3),
     }
     record_property("attribution", measured)
     log.info("tiny-model attribution on test images: %s", measured)
     assert accuracy >= 0.7, measured  # the tiny encoder reaches ~0.9 (unknown counts as wrong)
-    # Robust for a zero-shot generator: it is still flagged as AI, not taken for a real image.
-    # Whether it comes out "unknown" depends on how close the tiny encoder puts it to a seen
-    # class (dots land on rings, similarity ~0.99): measured above, not asserted.
-    assert measured["dots_is_ai"] >= 0.8 and measured["dots_labels"].get("real", 0) <= 0.2 * len(dots), measured
+    # Robust for a zero-shot generator: it is flagged as AI far more often than real images are,
+    # and taken for a real image far less often than real images are. Whether it comes out
+    # "unknown" depends on how close the tiny encoder puts it to a seen class (dots land on
+    # rings, similarity ~0.99): measured above, not asserted. Over five training seeds: dots
+    # flagged 0.76-0.91 (real images 0-0.06), dots called real 0.05-0.24 (real images 0.81-1).
+    # A random encoder calibrated to a 5% false-positive rate would flag ~5% of both and call
+    # ~1/5 of both real.
+    assert measured["dots_is_ai"] >= 0.6 and measured["dots_is_ai"] - measured["real_is_ai"] >= 0.5, measured
+    assert measured["dots_called_real"] <= 0.5 * measured["real_called_real"], measured
 
 
 def test_without_calibration_images_no_thresholds_are_stored(built, tiny_model, tmp_path, caplog):
