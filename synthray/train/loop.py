@@ -220,6 +220,9 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
             "lr": scheduler.get_last_lr()[0],
             "train_images_per_s": images_total / train_s if train_s > 0 else 0.0,
             "epoch_steps": n_steps,
+            # Which checkpoint this attempt started from (None: from scratch), so a history
+            # shows a resume apart from a restart that redid every epoch.
+            "resumed_from_epoch": start_epoch - 1 if restored is not None else None,
         }
         metrics.update(validate(ddp_model, loss_fn, rt.val_batches(epoch), cfg, len(classes), rt, amp_dtype))
         folder = None

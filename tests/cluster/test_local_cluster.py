@@ -21,7 +21,7 @@ import yaml
 
 from cluster.local_cluster import WORKER_RESOURCE, LocalCluster, netns_available
 from synthray.config import to_dict
-from tests.train.conftest import texture_shards, tiny_train_config  # noqa: F401 (a fixture)
+from tests.train.conftest import checkpoint_registered, texture_shards, tiny_train_config  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 2  # epoch 0, the node failure, epoch 1 resumed from its checkpoint
@@ -62,7 +62,8 @@ def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_sh
                             pipeline__samples_per_class=2)
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
-    metrics = tmp_path / "runs" / cfg.run_name / "metrics.jsonl"
+    run = tmp_path / "runs" / cfg.run_name
+    metrics = run / "metrics.jsonl"
 
     netns = netns_available()
     logging.getLogger(__name__).info("nodes in their own network namespaces: %s", netns)
@@ -80,12 +81,12 @@ def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_sh
         client = JobSubmissionClient(cluster.state.dashboard_url)
         job = _submit(client, f"python jobs/train_supcon.py --config {cfg_file}")
 
-        # A node failure mid-run: once epoch 0 is reported (and checkpointed), the worker
-        # node's whole process group dies; a fresh node joins so both workers fit again.
+        # A node failure mid-run: once epoch 0 is reported and its checkpoint registered,
+        # the worker node's whole process group dies; a fresh node joins so both fit again.
         deadline = time.time() + DEADLINE_S
-        while not _epochs(metrics):
+        while not (_epochs(metrics) and checkpoint_registered(run)):
             assert not client.get_job_status(job).is_terminal(), client.get_job_logs(job)[-4000:]
-            assert time.time() < deadline, "no epoch reported in time:\n" + client.get_job_logs(job)[-4000:]
+            assert time.time() < deadline, "no checkpoint registered in time:\n" + client.get_job_logs(job)[-4000:]
             time.sleep(0.5)
         train_nodes_before = {a["node_id"] for a in cluster.actors("RayTrainWorker")}
         cluster.kill_node(first.name)
@@ -107,9 +108,10 @@ def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_sh
         cluster.stop()
 
     # Resumed from the last checkpoint: Ray Train's restart found epoch >= 0 done.
-    assert "resumed from epoch" in logs, logs[-4000:]
+    assert "resumed from epoch 0" in logs, logs[-4000:]
     history = _epochs(metrics)
     assert [rec["epoch"] for rec in history] == list(range(EPOCHS))  # none lost, none repeated
+    assert [rec["resumed_from_epoch"] for rec in history] == [None, 0]
     steps = history[0]["epoch_steps"]
     assert [rec["step"] for rec in history] == [steps * (e + 1) for e in range(EPOCHS)]  # continued, not restarted
     assert history[-1]["train_loss"] < history[0]["train_loss"]

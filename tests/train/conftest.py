@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,19 @@ def tiny_train_config(shards: Path, run_dir: Path, **overrides) -> TrainConfig:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return from_dict(TrainConfig, data)
+
+
+def checkpoint_registered(run: Path) -> bool:
+    """Whether Ray Train's controller has taken a checkpoint in. A worker's
+    ``ray.train.report`` returns once the checkpoint is uploaded and queued; the controller
+    polls the queue later and only then records the checkpoint in this snapshot. A node
+    killed in between takes the queued report with it, and the restart rightly begins
+    from scratch (metrics.jsonl stays exact either way): a test of resuming kills only
+    after this. The file name is Ray Train's (v2 ``CHECKPOINT_MANAGER_SNAPSHOT_FILENAME``)."""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    snapshot = run / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+    try:
+        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or mid-write
+        return False

@@ -16,12 +16,14 @@ def _history(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_local_training_learns_checkpoints_and_resumes(texture_shards, tmp_path, caplog):
+def test_local_training_learns_checkpoints_and_resumes(texture_shards, tmp_path, caplog, record_property):
     cfg = tiny_train_config(texture_shards, tmp_path, epochs=3)
     out = fit_local(cfg)
     run = tmp_path / "supcon"
     hist = _history(run)
     assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert [h["resumed_from_epoch"] for h in hist] == [None, None, None]
+    record_property("val_knn_acc", [h["val_knn_acc"] for h in hist])
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert hist[-1]["val_knn_acc"] >= 0.6 and hist[-1]["val_knn_acc"] > 1 / 4 + 0.2  # chance is 0.25
     ckpt = load_checkpoint(out["checkpoint"])
@@ -35,6 +37,7 @@ def test_local_training_learns_checkpoints_and_resumes(texture_shards, tmp_path,
     hist = _history(run)
     assert [h["epoch"] for h in hist] == [0, 1, 2, 3]
     assert hist[3]["step"] == hist[2]["step"] + hist[3]["epoch_steps"]
+    assert hist[3]["resumed_from_epoch"] == 2
     assert "resumed from epoch 2" in caplog.text
 
     # A corrupt newest checkpoint: resume falls back to the previous good one and says so.

@@ -21,7 +21,7 @@ import yaml
 
 from synthray.config import to_dict
 from synthray.train.ray_trainer import fit_ray
-from tests.train.conftest import tiny_train_config
+from tests.train.conftest import checkpoint_registered, tiny_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def _kill_one_worker_after_first_epoch(run: Path, session_dir: str, done: thread
     # the first epoch alone has taken over 300 s.
     deadline = time.time() + 1800
     while time.time() < deadline and not done.is_set():
-        if (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip():
+        if checkpoint_registered(run):
             for proc in psutil.process_iter(["pid", "cmdline"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
                 # Only a Train worker of this test's own cluster (its log files live there).
@@ -78,7 +78,11 @@ def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, tex
     hist = _history(run)
     steps = hist[0]["epoch_steps"]
     assert sorted(hist) == [0, 1, 2]  # every epoch reported, none missing after the failure
-    assert [hist[e]["step"] for e in (0, 1, 2)] == [steps, 2 * steps, 3 * steps]  # resumed, not restarted
+    assert [hist[e]["step"] for e in (0, 1, 2)] == [steps, 2 * steps, 3 * steps]
+    # Resumed from a checkpoint, not restarted: the kill came after epoch 0's was registered
+    # (a later one may have been too by the time the worker died).
+    assert hist[0]["resumed_from_epoch"] is None
+    assert any(hist[e]["resumed_from_epoch"] is not None for e in (1, 2)), [hist[e] for e in (1, 2)]
     # Learning, through the failure: the training loss falls well (1.7 -> 0.5 typically). The
     # logged val_knn_acc is not asserted on: each worker scores leave-one-out kNN on its own
     # ~25 validation images, which swings from 0.3 to 0.7 between identical runs (CI saw
@@ -96,6 +100,7 @@ def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, tex
     fit_ray(cfg)
     hist = _history(run)
     assert hist[3]["step"] == 4 * steps
+    assert hist[3]["resumed_from_epoch"] == 2
 
 
 def _knn_accuracy(checkpoint: str, shards: Path) -> float:
