@@ -67,8 +67,15 @@ def _half_texture(label: str, rng: np.random.Generator, flat_left: bool) -> tupl
 
 
 def test_maps_of_a_half_textured_image_point_at_the_texture(tiny_model):
-    """The evidence for "checks" / "diagonals" is the texture: both maps must weigh the
-    textured half above the flat grey half, whichever side the texture is on."""
+    """The evidence for "checks" / "diagonals" is the texture: LIME must weigh the textured
+    half above the flat grey half, whichever side the texture is on.
+
+    Saliency is not held to that. It is sensitivity, not evidence: the encoder can be as
+    sensitive to the flat half (a texture painted there would change the score), and in flat
+    regions the gradient also depends on how max-pooling breaks ties between equal pixels.
+    Which half wins swung with the tiny encoder's training run (CI saw 146 vs 152), so the
+    saliency map is only checked for being a map; tests/methods/test_explain.py checks that
+    it finds planted evidence under a known score."""
     from synthray.attribution.embedder import Embedder
 
     embedder = Embedder(tiny_model.checkpoint, device="cpu")
@@ -86,7 +93,8 @@ def test_maps_of_a_half_textured_image_point_at_the_texture(tiny_model):
     for (label, flat_left, textured), (shown, exp) in zip(cases, results):
         assert shown.shape == (32, 32, 3) and np.allclose(shown[:, ~textured], 128 / 255, atol=1 / 255)
         sal, lime = exp.saliency, exp.lime.map
-        assert sal[:, textured].sum() > sal[:, ~textured].sum(), (label, flat_left)
+        assert sal.shape == (32, 32) and np.isfinite(sal).all() and sal.min() >= 0 and sal.max() == 1
+        assert sal[:, textured].sum() > 0 and sal.std() > 0
         # Occluding flat grey by its blur changes nothing; occluding the texture lowers the score.
         assert lime[:, textured].mean() > 2 * max(lime[:, ~textured].mean(), 0), (label, flat_left)
         assert exp.lime.r2 > 0.5
