@@ -178,6 +178,8 @@ def main() -> None:
     images = args.images or (300 if args.quick else 1200)
     sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000])
 
+    if args.store_dir:  # made up front, not after minutes of embedding
+        Path(args.store_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         emb = None if args.skip_embedding else bench_embedding(
