@@ -177,6 +177,9 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
         if rt.rank == 0:
             log.info("resumed from epoch %d (step %d, model %s)", start_epoch - 1, step, meta.get("model_version"))
 
+    # Which checkpoint this attempt started from (None: from scratch), in every epoch record,
+    # so a history shows a resume apart from a restart that redid every epoch.
+    resumed_from = start_epoch - 1 if restored is not None else None
     # A finished run that is started again reports what it ended with.
     metrics: dict[str, Any] = dict(restored["meta"].get("metrics", {})) if restored is not None else {}
     ddp_model = rt.prepare_model(model)
@@ -220,9 +223,7 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
             "lr": scheduler.get_last_lr()[0],
             "train_images_per_s": images_total / train_s if train_s > 0 else 0.0,
             "epoch_steps": n_steps,
-            # Which checkpoint this attempt started from (None: from scratch), so a history
-            # shows a resume apart from a restart that redid every epoch.
-            "resumed_from_epoch": start_epoch - 1 if restored is not None else None,
+            "resumed_from_epoch": resumed_from,
         }
         metrics.update(validate(ddp_model, loss_fn, rt.val_batches(epoch), cfg, len(classes), rt, amp_dtype))
         folder = None

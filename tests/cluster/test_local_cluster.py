@@ -84,7 +84,7 @@ def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_sh
         # A node failure mid-run: once epoch 0 is reported and its checkpoint registered,
         # the worker node's whole process group dies; a fresh node joins so both fit again.
         deadline = time.time() + DEADLINE_S
-        while not (_epochs(metrics) and checkpoint_registered(run)):
+        while not checkpoint_registered(run):  # registered implies reported
             assert not client.get_job_status(job).is_terminal(), client.get_job_logs(job)[-4000:]
             assert time.time() < deadline, "no checkpoint registered in time:\n" + client.get_job_logs(job)[-4000:]
             time.sleep(0.5)

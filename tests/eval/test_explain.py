@@ -73,7 +73,7 @@ def test_maps_of_a_half_textured_image_point_at_the_texture(tiny_model):
     Saliency is not held to that. It is sensitivity, not evidence: the encoder can be as
     sensitive to the flat half (a texture painted there would change the score), and in flat
     regions the gradient also depends on how max-pooling breaks ties between equal pixels.
-    Which half wins swung with the tiny encoder's training run (CI saw 146 vs 152), so the
+    Which half wins swung with the tiny encoder's training run (a full test run saw 146 vs 152), so the
     saliency map is only checked for being a map; tests/methods/test_explain.py checks that
     it finds planted evidence under a known score."""
     from synthray.attribution.embedder import Embedder
