@@ -38,13 +38,16 @@ TEST_FRACTION = 0.3
 HIST_BINS = 16
 
 
-def scan_labelled_tree(root: str | Path) -> tuple[list[Path], list[str]]:
-    """Image files of a plain ``<root>/<label>/<file>`` tree, sorted (hidden names skipped).
+def scan_labelled_tree(root: str | Path, max_per_class: int | None = None) -> tuple[list[Path], list[str]]:
+    """Image files of a plain ``<root>/<label>/**/<file>`` tree, sorted (hidden names skipped).
 
     Args:
-        root: the folder holding one sub-folder per label.
+        root: the folder holding one sub-folder per label (files may sit in sub-folders of it,
+            such as synthbench's split folders).
+        max_per_class: keep at most this many files of each label, evenly spaced over its
+            sorted files (so every split folder is represented); None keeps all.
     Returns:
-        ``(paths, labels)`` in label then file-name order.
+        ``(paths, labels)`` in label then path order.
     Raises:
         ValueError: if there are fewer than two labels with images.
     """
@@ -52,10 +55,15 @@ def scan_labelled_tree(root: str | Path) -> tuple[list[Path], list[str]]:
     paths: list[Path] = []
     labels: list[str] = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(label_dir.iterdir()):
-            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(path)
-                labels.append(label_dir.name)
+        files = sorted(
+            path for path in label_dir.rglob("*")
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in path.relative_to(label_dir).parts)
+        )
+        if max_per_class is not None and len(files) > max_per_class:
+            files = [files[i] for i in np.linspace(0, len(files) - 1, max_per_class).round().astype(int)]
+        paths += files
+        labels += [label_dir.name] * len(files)
     if len(set(labels)) < 2:
         raise ValueError(
             f"{root}: need images under at least two <label>/ folders, found {sorted(set(labels))}"
@@ -180,18 +188,21 @@ COLOUR_PROBE = Probe(
 )
 
 
-def probe_tree(root: str | Path, probes: Sequence[Probe], seed: int = 0) -> list[dict[str, object]]:
+def probe_tree(
+    root: str | Path, probes: Sequence[Probe], seed: int = 0, max_per_class: int | None = None
+) -> list[dict[str, object]]:
     """Runs several probes on a labelled tree, reading every image once.
 
     Args:
         root: ``<root>/<label>/<image>`` tree.
         probes: feature extractors with their probe settings.
         seed: split seed, shared by all probes.
+        max_per_class: images read per label at most (see :func:`scan_labelled_tree`).
     Returns:
         one :func:`linear_probe` result per probe, described, with ``n_images`` (used) and
         ``n_skipped`` (left out by the extractor).
     """
-    paths, labels = scan_labelled_tree(root)
+    paths, labels = scan_labelled_tree(root, max_per_class)
     rows: list[list[np.ndarray]] = [[] for _ in probes]
     kept: list[list[str]] = [[] for _ in probes]
     for path, label in zip(paths, labels):

@@ -1,4 +1,5 @@
-"""Builds the synthbench folder: ``<out>/<label>/<label>_NNNNN.png`` plus ``synthbench.json``.
+"""Builds the synthbench folder: ``<out>/<label>/<split>/<label>_NNNNN.png``, ``sources.csv``
+(which real image each fake was made from) and ``synthbench.json``.
 
 Class by class: ``real`` (crops of the shipped photographs) and every generator family (its
 network is initialised and fitted from the seed, then turns other crops of the same
@@ -34,27 +35,34 @@ from synthray.data.synthbench.classes import (
     FIT_POOL,
     GEN_BATCH,
     NAME_GLOB,
+    SPLITS,
     ClassJob,
     build_class,
     image_name,
+    image_relpath,
     single_thread_torch,
+    class_layout,
+    split_counts,
 )
+from synthray.data.synthbench.families.procedural import procedural_name
 from synthray.data.synthbench.crops import CropConfig, JitterConfig
-from synthray.data.synthbench.photos import Photo, find_photos
+from synthray.data.synthbench.photos import Photo, find_photos, split_photos
 from synthray.data.synthbench.probe import baseline_and_probe
-from synthray.data.synthbench.registry import get_family, list_families
+from synthray.data.synthbench.registry import check_family, list_families
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever a change alters the images; part of the identity a finished folder is
 #: matched against, so an old folder is never mistaken for a current one.
-SYNTHBENCH_VERSION = 1
+SYNTHBENCH_VERSION = 2
 #: Families held out for zero-shot evaluation when the config names none: one upsampling
 #: decoder, one latent (VQ) decoder and the diffusion-style denoiser.
 DEFAULT_HELD_OUT = ("pixel_shuffle", "vq_vae", "sdedit_unet")
 SUMMARY_NAME = "synthbench.json"
+SOURCES_NAME = "sources.csv"  # the plain-folder layout reads it: relpath,source of every paired fake
 STATE_NAME = ".synthbench_state.json"  # hidden: layout readers skip it
 MAX_PER_CLASS = 100_000  # file names carry 5 digits
+PROBE_PER_CLASS = 60  # images per class the colour baseline and the fingerprint probe read
 
 
 def resolve_config(cfg: SynthbenchConfig) -> SynthbenchConfig:
@@ -77,13 +85,23 @@ def resolve_config(cfg: SynthbenchConfig) -> SynthbenchConfig:
         raise ValueError(f"train_steps must be >= 0, got {cfg.train_steps}")
     if cfg.seed < 0:
         raise ValueError(f"seed must be >= 0, got {cfg.seed}")
-    families = tuple(list_families() if cfg.families is None else cfg.families)
+    if cfg.procedural < 0:
+        raise ValueError(f"procedural must be >= 0, got {cfg.procedural}")
+    if not (0 <= cfg.val_fraction < 1 and 0 <= cfg.test_fraction < 1 and cfg.val_fraction + cfg.test_fraction < 1):
+        raise ValueError(f"need val_fraction, test_fraction >= 0 summing below 1, got {cfg.val_fraction}, "
+                         f"{cfg.test_fraction}")
+    if cfg.fit_window < 8:
+        raise ValueError(f"fit_window must be >= 8, got {cfg.fit_window}")
+    families = tuple(
+        [*list_families(), *(procedural_name(i) for i in range(cfg.procedural))] if cfg.families is None
+        else cfg.families
+    )
     if not families:
         raise ValueError("families must name at least one generator family")
     if len(set(families)) != len(families):
         raise ValueError(f"duplicate families in {families}")
     for name in families:
-        get_family(name)  # KeyError with the known names
+        check_family(name)  # KeyError with the known names
     if REAL in families:
         raise ValueError(f"{REAL!r} is the real class, not a family")
     held_out = tuple(cfg.held_out)
@@ -100,10 +118,15 @@ def image_identity(cfg: SynthbenchConfig) -> str:
     keys = {
         "version": SYNTHBENCH_VERSION,
         "per_class": cfg.per_class,
+        "real_per_class": real_count(cfg),
         "resolution": cfg.resolution,
         "seed": cfg.seed,
         "train_steps": cfg.train_steps,
+        "fit_window": cfg.fit_window,
         "families": list(cfg.families or ()),
+        "splits": [cfg.val_fraction, cfg.test_fraction],
+        "pairs": cfg.pairs,
+        "photos": sorted(p.sha256 for p in find_photos()[0]),
         "crops": dataclasses.asdict(CropConfig()),
         "jitter": dataclasses.asdict(JitterConfig()),
     }
@@ -117,9 +140,19 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _class_complete(out: Path, label: str, per_class: int) -> bool:
-    folder = out / label
-    return all((folder / image_name(label, i)).is_file() for i in range(per_class))
+def real_count(cfg: SynthbenchConfig) -> int:
+    """Images of the real class: ``real_per_class``, or ``per_class`` when that is None."""
+    return max(cfg.per_class, cfg.real_per_class or cfg.per_class)
+
+
+def _layout(cfg: SynthbenchConfig, label: str) -> list[tuple[str, range]]:
+    total = real_count(cfg) if label == REAL else cfg.per_class
+    return class_layout(total, cfg.per_class, cfg.val_fraction, cfg.test_fraction)
+
+
+def _class_complete(out: Path, label: str, cfg: SynthbenchConfig) -> bool:
+    return all((out / image_relpath(label, split, i)).is_file()
+               for split, indices in _layout(cfg, label) for i in indices)
 
 
 def _remove_class_files(out: Path, label: str) -> None:
@@ -127,11 +160,30 @@ def _remove_class_files(out: Path, label: str) -> None:
     folder = out / label
     if not folder.is_dir():
         return
-    for path in folder.glob(label + NAME_GLOB):
-        path.unlink()
-    store.remove_temp_files(folder)
+    for sub in (folder, *(folder / split for split in SPLITS)):
+        for path in sub.glob(label + NAME_GLOB):
+            path.unlink()
+        store.remove_temp_files(sub)
+        if sub != folder:
+            with contextlib.suppress(OSError):
+                sub.rmdir()  # only when nothing else is left in it
     with contextlib.suppress(OSError):
-        folder.rmdir()  # only when nothing else is left in it
+        folder.rmdir()
+
+
+def _write_sources(out: Path, cfg: SynthbenchConfig) -> None:
+    """``sources.csv``: for every fake, the real image it was made from (pairs only)."""
+    path = out / SOURCES_NAME
+    if not cfg.pairs:
+        path.unlink(missing_ok=True)
+        return
+    lines = ["relpath,source"]
+    for split, indices in _layout(cfg, "family"):
+        for name in cfg.families or ():
+            lines += [f"{image_relpath(name, split, i)},{image_relpath(REAL, split, i)}" for i in indices]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _check_previous(out: Path, identity: str, overwrite: bool) -> dict[str, Any] | None:
@@ -163,7 +215,7 @@ def _check_previous(out: Path, identity: str, overwrite: bool) -> dict[str, Any]
     logger.info("synthbench: replacing the previous build in %s (%d classes)", out, len(old_labels))
     for label in old_labels:
         _remove_class_files(out, label)
-    for name in (STATE_NAME, SUMMARY_NAME):
+    for name in (STATE_NAME, SUMMARY_NAME, SOURCES_NAME):
         (out / name).unlink(missing_ok=True)
     return None
 
@@ -207,7 +259,14 @@ def _summary(
             {"name": name, **{k: v for k, v in classes[name].items() if k != "seconds"}}
             for name in cfg.families or ()
         ],
-        "counts": {label: cfg.per_class for label in labels},
+        "counts": {label: real_count(cfg) if label == REAL else cfg.per_class for label in labels},
+        "splits": {
+            "images_per_family": split_counts(cfg.per_class, cfg.val_fraction, cfg.test_fraction),
+            "real_images": {split: sum(len(r) for name, r in _layout(cfg, REAL) if name == split) for split in SPLITS},
+            "by": "source photograph: every split's images are crops of its own photographs",
+            "photos": {split: sum(p.split == split for p in photos) for split in SPLITS},
+            "pairs": cfg.pairs,
+        },
         "image": {"format": "PNG", "mode": "RGB", "size": [cfg.resolution, cfg.resolution]},
         "photos": [p.to_dict() for p in photos],
         "photos_skipped": skipped,
@@ -271,7 +330,7 @@ def build_synthbench(
         existing is not None
         and existing.get("identity") == identity
         and not (out / STATE_NAME).exists()
-        and all(_class_complete(out, label, cfg.per_class) for label in labels)
+        and all(_class_complete(out, label, cfg) for label in labels)
     ):
         if existing.get("held_out") != list(cfg.held_out):
             existing["held_out"] = list(cfg.held_out)
@@ -286,11 +345,13 @@ def build_synthbench(
     (out / SUMMARY_NAME).unlink(missing_ok=True)  # a summary only ever describes a finished folder
     store.write_json(out / STATE_NAME, state)
     total_start = time.perf_counter()
-    photos, skipped = find_photos()
+    found, skipped = find_photos()
+    photos = split_photos(found, cfg.val_fraction, cfg.test_fraction)
     todo = [
-        ClassJob(str(out), label, cfg.per_class, cfg.resolution, cfg.seed, cfg.train_steps)
+        ClassJob(str(out), label, cfg.per_class, cfg.resolution, cfg.seed, cfg.train_steps,
+                 cfg.val_fraction, cfg.test_fraction, cfg.pairs, cfg.fit_window, real_count(cfg))
         for label in labels
-        if not (label in state["classes"] and _class_complete(out, label, cfg.per_class))
+        if not (label in state["classes"] and _class_complete(out, label, cfg))
     ]
     if len(todo) < len(labels):
         logger.info(
@@ -309,9 +370,10 @@ def build_synthbench(
             done, len(todo), job.label, cfg.per_class, info["seconds"],
         )
     generation_seconds = time.perf_counter() - total_start
+    _write_sources(out, cfg)
 
     probe_start = time.perf_counter()
-    baseline, probe = baseline_and_probe(out, seed=cfg.seed, size=cfg.resolution)
+    baseline, probe = baseline_and_probe(out, seed=cfg.seed, size=cfg.resolution, max_per_class=PROBE_PER_CLASS)
     probe_seconds = time.perf_counter() - probe_start
     timings = {
         "generation_wall_s": round(generation_seconds, 3),

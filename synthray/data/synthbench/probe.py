@@ -77,13 +77,16 @@ def fingerprint_probe(root: str | Path, seed: int = 0, size: int = 64) -> dict[s
     return result
 
 
-def baseline_and_probe(root: str | Path, seed: int = 0, size: int = 64) -> tuple[dict, dict]:
-    """:func:`trivial_baseline` and :func:`fingerprint_probe` in one pass over the images.
+def baseline_and_probe(
+    root: str | Path, seed: int = 0, size: int = 64, max_per_class: int | None = None
+) -> tuple[dict, dict]:
+    """:func:`trivial_baseline` and :func:`fingerprint_probe` in one pass over the images
+    (at most ``max_per_class`` of each label, to bound the time on benchmarks of many families).
 
     Returns:
         ``(colour baseline, fingerprint probe)``, each exactly what the single function gives.
     """
-    colour, spectrum = probe_tree(root, [COLOUR_PROBE, spectrum_probe(size)], seed=seed)
+    colour, spectrum = probe_tree(root, [COLOUR_PROBE, spectrum_probe(size)], seed=seed, max_per_class=max_per_class)
     log_result("colour baseline", root, colour)
     log_result("fingerprint probe", root, spectrum)
     return colour, spectrum

@@ -57,9 +57,23 @@ def get_family(name: str) -> type[GeneratorFamily]:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise KeyError(f"unknown synthbench family {name!r}; known: {list_families()}") from None
+        raise KeyError(f"unknown synthbench family {name!r}; known: {list_families()} "
+                       "and procedural ones, proc_0000 ... proc_9999") from None
+
+
+def check_family(name: str) -> None:
+    """Raises ``KeyError`` unless ``name`` is a registered or a procedural family."""
+    from synthray.data.synthbench.families.procedural import procedural_index
+
+    if procedural_index(name) is None:
+        get_family(name)
 
 
 def create_family(name: str) -> GeneratorFamily:
-    """A freshly initialised network of family ``name`` (seed torch first for determinism)."""
+    """A freshly initialised network of family ``name``, registered or procedural
+    (``proc_NNNN``); seed torch first for determinism."""
+    from synthray.data.synthbench.families.procedural import create_procedural, procedural_index
+
+    if procedural_index(name) is not None:
+        return create_procedural(name)
     return get_family(name)()
