@@ -93,10 +93,7 @@ class BalancedBatcher:
         buffers: dict[int, collections.deque[Row]] = collections.defaultdict(collections.deque)
         held = 0
         for batch in batches:
-            for row in _rows(batch):
-                label = int(row[self.label_key])
-                if not 0 <= label < self.num_classes:
-                    raise ValueError(f"label {label} outside [0, {self.num_classes})")
+            for label, row in labelled_rows(batch, self.label_key, self.num_classes):
                 buffers[label].append(row)
                 held += 1
             while True:
@@ -155,6 +152,15 @@ class BalancedBatcher:
             del buffers[c]
         self.rng.shuffle(picked)  # type: ignore[arg-type]
         return picked
+
+
+def labelled_rows(batch: Mapping[str, Any], label_key: str, num_classes: int) -> Iterator[tuple[int, Row]]:
+    """``(label, row)`` for every row of a column batch; a label outside the classes is an error."""
+    for row in _rows(batch):
+        label = int(row[label_key])
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label {label} outside [0, {num_classes})")
+        yield label, row
 
 
 def _rows(batch: Mapping[str, Any]) -> Iterator[Row]:

@@ -77,11 +77,34 @@ def _row(record: SourceRecord, data: bytes, width: int, height: int, fmt: str) -
         "split": record.split,
         "dataset": record.dataset,
         "category": record.category,
+        "group": record.group,
         "width": width,
         "height": height,
         "format": fmt,
         "num_bytes": len(data),
     }
+
+
+def shuffle_groups(records: list[SourceRecord], seed: int) -> list[SourceRecord]:
+    """Shuffles records so every shard mixes classes, keeping each source group together.
+
+    Records of one group (a real image and the fakes made from it) stay next to each other,
+    in a random order of groups: the pair batcher then finds a pair within a few rows of the
+    stream instead of having to hold the whole data set. Records without a group are groups of
+    one. The input should be sorted, so the result depends on the file set alone.
+    """
+    groups: dict[str, list[SourceRecord]] = {}
+    for record in records:
+        groups.setdefault(record.group or "\0" + record.relpath, []).append(record)
+    keys = list(groups)
+    rng = random.Random(seed)
+    rng.shuffle(keys)
+    out: list[SourceRecord] = []
+    for key in keys:
+        members = groups[key]
+        rng.shuffle(members)
+        out.extend(members)
+    return out
 
 
 def write_chunk(task: ChunkTask) -> dict[str, Any]:
@@ -336,9 +359,8 @@ def ingest(
     }
     _check_compatible(receipts, meta)
     covered = {p for r in receipts.values() for p in [*r["good"], *(b["relpath"] for b in r["bad"])]}
-    todo = sorted((r for r in records if r.relpath not in covered), key=lambda r: r.relpath)
-    # Sorted first so the shuffle depends on the file set only, not on scan order.
-    random.Random(cfg.shuffle_seed).shuffle(todo)
+    todo = shuffle_groups(sorted((r for r in records if r.relpath not in covered), key=lambda r: r.relpath),
+                          cfg.shuffle_seed)
     ranges = plan_chunks([_file_size(r.path) for r in todo], cfg.shard_bytes, cfg.max_rows_per_shard)
     first = shards.next_index(out_path)
     tasks = [

@@ -16,13 +16,14 @@ import pyarrow.dataset as pads
 import torch
 
 from synthray.config import PipelineConfig, PreprocessConfig
-from synthray.data.balanced import BalancedBatcher
+from synthray.data.pairs import make_batcher
 from synthray.data.pipeline import (
-    PASSTHROUGH,
     PreprocessBatch,
     downsampling,
     finalize_batch,
     find_shards,
+    read_columns,
+    real_label_of,
     row_filter,
 )
 
@@ -53,7 +54,7 @@ def iter_preprocessed(
     fn = PreprocessBatch(preprocess, class_names, **downsampling(pipeline, files, split, class_names, seed or 0))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(files)) if seed is not None else np.arange(len(files))
-    columns = ["image", *PASSTHROUGH]
+    columns = read_columns(pipeline)
     flt = row_filter(split, class_names)
     for i in order:
         fragment = pads.dataset(files[i], format="parquet")
@@ -80,17 +81,10 @@ def iter_balanced_local(
     drop_last: bool = True,
     device: "torch.device | str" = "cpu",
 ) -> Iterator[dict[str, Any]]:
-    """:func:`iter_preprocessed` regrouped into class-balanced batches of ``batch_size``,
+    """:func:`iter_preprocessed` regrouped into class-balanced (or pair) batches of ``batch_size``,
     ``image`` converted to float on ``device`` as :func:`iter_balanced_batches` does."""
     pipeline = pipeline or PipelineConfig()
     preprocess = preprocess or PreprocessConfig()
-    batcher = BalancedBatcher(
-        batch_size=batch_size,
-        num_classes=len(class_names),
-        samples_per_class=pipeline.samples_per_class,
-        classes_per_batch=pipeline.classes_per_batch,
-        drop_last=drop_last,
-        seed=seed,
-    )
+    batcher = make_batcher(pipeline, len(class_names), batch_size, real_label_of(class_names), drop_last, seed)
     for batch in batcher(iter_preprocessed(shards, class_names, preprocess, pipeline, split, seed)):
         yield finalize_batch(batch, preprocess, device)

@@ -20,7 +20,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from synthray.config import PipelineConfig, PreprocessConfig
-from synthray.data.balanced import BalancedBatcher
+from synthray.data.pairs import make_batcher
+from synthray.data.schema import REAL
 from synthray.data.preprocess import Preprocessor, finalize_pixels
 from synthray.data.shards import shard_paths
 
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 
 #: Columns carried through preprocessing next to the pixels.
 PASSTHROUGH = ("generator", "content_hash", "is_real", "split", "source_path")
+#: The source-group column, read only when pair batches ask for it (older shards lack it).
+GROUP = "group"
+
+
+def read_columns(pipeline: PipelineConfig) -> list[str]:
+    """The shard columns a pipeline reads."""
+    return ["image", *PASSTHROUGH, *((GROUP,) if pipeline.pairs else ())]
+
+
+def real_label_of(class_names: Sequence[str]) -> int | None:
+    """The label index of the real class, or None when it is not among the classes."""
+    return list(class_names).index(REAL) if REAL in class_names else None
 
 
 def find_shards(shards: str | Path | Sequence[str | Path]) -> list[str]:
@@ -130,7 +143,7 @@ class PreprocessBatch:
             out["label"] = np.fromiter((self.class_index[g] for g in gens), dtype=np.int64, count=len(gens))
         except KeyError as exc:
             raise ValueError(f"row with generator {exc.args[0]!r} not in class list {list(self.class_index)}") from exc
-        for key in PASSTHROUGH:
+        for key in (*PASSTHROUGH, GROUP):
             if key in batch:
                 out[key] = batch[key]
         return out
@@ -159,7 +172,7 @@ def downsampling(
     pipeline: PipelineConfig, files: Sequence[str], split: str | None, class_names: Sequence[str], seed: int | None
 ) -> dict[str, Any]:
     """The :class:`PreprocessBatch` keywords that ``pipeline.balance`` asks for."""
-    if pipeline.balance == "none":
+    if pipeline.balance == "none" or pipeline.pairs:  # pair batches are balanced by construction
         return {}
     if pipeline.balance != "downsample":
         raise ValueError(f"unknown pipeline.balance {pipeline.balance!r}; use 'downsample' or 'none'")
@@ -223,7 +236,7 @@ def build_dataset(
     if len(class_names) != len(set(class_names)):
         raise ValueError(f"duplicate names in class list {list(class_names)}")
     files = find_shards(shards)
-    columns = ["image", *PASSTHROUGH]
+    columns = read_columns(pipeline)
     # One read task per shard: blocks stream into preprocessing as each shard is read
     # (Ray would otherwise merge small shard lists into a few big read tasks).
     ds = ray.data.read_parquet(files, filesystem=pafs.LocalFileSystem(), override_num_blocks=len(files))
@@ -296,8 +309,10 @@ def iter_balanced_batches(
     drop_last: bool = True,
     preprocess: PreprocessConfig | None = None,
     device: "torch.device | str" = "cpu",
+    real_label: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Streams a preprocessed dataset (or a Ray Train dataset shard) as balanced batches.
+    """Streams a preprocessed dataset (or a Ray Train dataset shard) as balanced batches
+    (pair batches when ``pipeline.pairs``).
 
     Args:
         ds: a ``ray.data.Dataset`` or ``DataIterator`` from :func:`build_dataset`.
@@ -309,20 +324,14 @@ def iter_balanced_batches(
         preprocess: the config the dataset was built with (scaling/normalisation);
             None = defaults.
         device: where ``image`` is converted to float (the training device).
+        real_label: the real class's label (pair batches group around it); None = not trained.
     Yields:
         dicts of ``batch_size`` rows: ``image`` a float32 torch tensor on ``device``,
         ``label`` int64 numpy, and the passthrough columns.
     """
     preprocess = preprocess or PreprocessConfig()
     pipeline = pipeline or PipelineConfig()
-    batcher = BalancedBatcher(
-        batch_size=batch_size,
-        num_classes=num_classes,
-        samples_per_class=pipeline.samples_per_class,
-        classes_per_batch=pipeline.classes_per_batch,
-        drop_last=drop_last,
-        seed=seed,
-    )
+    batcher = make_batcher(pipeline, num_classes, batch_size, real_label, drop_last, seed)
     stream = ds.iter_batches(
         batch_size=pipeline.batch_size,
         batch_format="numpy",
@@ -376,7 +385,7 @@ def stream_summary(
     shape: tuple[int, ...] = ()
     dtype = ""
     for batch in iter_balanced_batches(ds, len(names), batch_size, pipeline, seed=seed, drop_last=False,
-                                       preprocess=preprocess):
+                                       preprocess=preprocess, real_label=real_label_of(names)):
         img = batch["image"]
         shape, dtype = tuple(img.shape[1:]), str(img.dtype).replace("torch.", "")
         lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))

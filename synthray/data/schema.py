@@ -25,6 +25,9 @@ class SourceRecord:
     split: str  # train | val | test
     dataset: str  # genimage | forensynths | cifake | folder | synthbench ...
     category: str = ""  # object class where the layout has one (ForenSynths "car"), else ""
+    # Images made from one source share a group: a generated image names the relpath of the
+    # real image it was made from, that real image names itself (DRCT-style pairs); "" = none.
+    group: str = ""
 
     @property
     def is_real(self) -> bool:
@@ -42,6 +45,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("split", pa.string()),
         pa.field("dataset", pa.string()),
         pa.field("category", pa.string()),
+        pa.field("group", pa.string()),  # source-image group (pairs of a real image and its fakes), or ""
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),  # PIL format name: JPEG, PNG, ...
