@@ -98,7 +98,7 @@ class Encoder:
         pixels, errors = [], []
         for data in images:  # one by one, so a file that fails to decode fails alone
             try:
-                pixels.append(self.embedder.pixels([data])[0])
+                pixels.append(self.embedder.views([data])[0])
                 errors.append(None)
             except Exception as exc:  # noqa: BLE001 - the decoder's verdict on one file
                 errors.append(f"{type(exc).__name__}: {exc}")

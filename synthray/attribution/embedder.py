@@ -50,10 +50,13 @@ class Embedder:
         checkpoint: checkpoint or run folder (see :func:`resolve_checkpoint`).
         device: "auto" (CUDA when present) | "cpu" | "cuda".
         batch_size: images per forward pass (bounds memory for large requests).
+        views: native-scale crops averaged per image (crop modes); None = the training config's.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 64) -> None:
-        from synthray.data.preprocess import Preprocessor, resolve_device
+    def __init__(
+        self, checkpoint: str | Path, device: str = "auto", batch_size: int = 64, views: int | None = None
+    ) -> None:
+        from synthray.data.preprocess import Preprocessor, eval_preprocess, resolve_device
         from synthray.models import build_encoder
 
         self.checkpoint = resolve_checkpoint(checkpoint)
@@ -63,11 +66,16 @@ class Embedder:
         self.classes: list[str] = list(meta["classes"])
         self.model_version: str = meta["model_version"]
         self.device = resolve_device(device)
-        # Validation-time preprocessing of the training run: same size and scaling, no augmentation.
+        # Validation-time preprocessing of the training run: same size and scaling, no augmentation,
+        # a deterministic crop; ``views`` crops of a large image are embedded and averaged.
         self.preprocess: PreprocessConfig = dataclasses.replace(
-            self.train_config.preprocess, augment=[], device=self.device.type, seed=None)
+            eval_preprocess(self.train_config.preprocess), device=self.device.type, seed=None,
+            views=views if views is not None else self.train_config.preprocess.views)
         self.preprocessor = Preprocessor(self.preprocess)
-        model = build_encoder(self.train_config.encoder)
+        # The checkpoint holds every weight (and the input normalisation): the pretrained start
+        # it was trained from is not read again.
+        model = build_encoder(dataclasses.replace(self.train_config.encoder, weights=None, weights_path=None,
+                                                  pretrained=False))
         model.load_state_dict(loaded["model"])
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda" and self.preprocess.channels_last:
@@ -82,26 +90,35 @@ class Embedder:
         return list(self.train_config.experiment.held_out)
 
     def pixels(self, images: Sequence[bytes]) -> torch.Tensor:
-        """Encoded images -> uint8 (N, 3, R, R) as the encoder expects them (raises on undecodable bytes)."""
+        """Encoded images -> uint8 (N, 3, R, R), the first (center) view, as explanations show it
+        (raises on undecodable bytes)."""
         return self.preprocessor.prepare(images)
+
+    def views(self, images: Sequence[bytes]) -> torch.Tensor:
+        """Encoded images -> uint8 (N, V, 3, R, R): every view that :meth:`embed_pixels` averages."""
+        return self.preprocessor.views(images)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor | np.ndarray) -> np.ndarray:
-        """uint8 (N, 3, R, R) -> float32 (N, D) unit vectors."""
+        """uint8 (N, 3, R, R), or views (N, V, 3, R, R) -> float32 (N, D) unit vectors (the
+        normalised mean of an image's view embeddings)."""
         from synthray.data.preprocess import finalize_pixels
 
         pixels = torch.as_tensor(pixels)
+        n, v = len(pixels), (pixels.shape[1] if pixels.ndim == 5 else 1)
+        flat = pixels.reshape(n * v, *pixels.shape[-3:])
         out = []
-        for s in range(0, len(pixels), self.batch_size):
-            x = finalize_pixels(pixels[s:s + self.batch_size], self.preprocess, self.device)
+        for s in range(0, len(flat), self.batch_size):
+            x = finalize_pixels(flat[s:s + self.batch_size], self.preprocess, self.device)
             out.append(self.model(x).float().cpu())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return torch.cat(out).numpy()
+        z = torch.cat(out).reshape(n, v, -1).mean(dim=1)
+        return torch.nn.functional.normalize(z, dim=1).numpy()
 
     def embed_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """Encoded images -> float32 (N, D) unit vectors."""
-        return self.embed_pixels(self.pixels(images))
+        return self.embed_pixels(self.views(images) if self.preprocess.views > 1 else self.pixels(images))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Ray Data ``map_batches`` form: adds an ``embedding`` column, drops the image bytes."""

@@ -12,6 +12,7 @@ and resize there too; anything the GPU decoder refuses falls back to the CPU pat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from typing import Sequence
@@ -76,7 +77,36 @@ def decode_rgb(data: bytes) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def resize_square(img: torch.Tensor, resolution: int, mode: str = "resize") -> torch.Tensor:
+#: Crop modes: the image keeps its pixel scale when it is large enough.
+CROP_MODES = ("center_crop", "random_crop")
+#: At most this many views per image (center, 4 corners, 4 edge middles).
+MAX_VIEWS = 9
+
+
+def eval_preprocess(cfg: PreprocessConfig) -> PreprocessConfig:
+    """What validation, indexing and queries use: no augmentation, a deterministic crop."""
+    mode = "center_crop" if cfg.resize_mode == "random_crop" else cfg.resize_mode
+    return dataclasses.replace(cfg, augment=[], resize_mode=mode)
+
+
+def view_offsets(height: int, width: int, resolution: int, views: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of up to ``views`` crops: center, the four corners, the edge middles.
+
+    Averaging the embeddings of several native-scale crops uses more of a large image's pixels
+    than one crop does, without resampling them.
+    """
+    if not 1 <= views <= MAX_VIEWS:
+        raise ValueError(f"views must be in [1, {MAX_VIEWS}], got {views}")
+    bottom, right = height - resolution, width - resolution
+    cy, cx = bottom // 2, right // 2
+    spots = [(cy, cx), (0, 0), (0, right), (bottom, 0), (bottom, right), (0, cx), (bottom, cx), (cy, 0), (cy, right)]
+    return spots[:views]
+
+
+def resize_square(
+    img: torch.Tensor, resolution: int, mode: str = "resize", generator: torch.Generator | None = None,
+    offset: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Brings one image to ``resolution`` x ``resolution``.
 
     Args:
@@ -84,22 +114,31 @@ def resize_square(img: torch.Tensor, resolution: int, mode: str = "resize") -> t
         resolution: output side.
         mode: "resize" stretches the whole image (the thesis's choice); "center_crop" takes
             the central square without resampling when the image is large enough, which
-            keeps a generator's pixel-level fingerprint, and resizes only smaller images.
+            keeps a generator's pixel-level fingerprint, and resizes only smaller images;
+            "random_crop" does the same at a random position (training).
+        generator: the random crop's RNG (None = torch's global one).
+        offset: ``(top, left)`` of the crop, instead of the center (crop modes, large images).
     Returns:
         (3, resolution, resolution) tensor of the input's dtype.
     """
     if img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(img.shape)}")
     h, w = img.shape[-2:]
-    if mode == "center_crop":
+    if mode in CROP_MODES:
         if h >= resolution and w >= resolution:
-            top, left = (h - resolution) // 2, (w - resolution) // 2
+            if offset is not None:
+                top, left = offset
+            elif mode == "random_crop":
+                top = int(torch.randint(0, h - resolution + 1, (), generator=generator))
+                left = int(torch.randint(0, w - resolution + 1, (), generator=generator))
+            else:
+                top, left = (h - resolution) // 2, (w - resolution) // 2
             return img[:, top : top + resolution, left : left + resolution]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         img = img[:, top : top + side, left : left + side]
     elif mode != "resize":
-        raise ValueError(f"unknown resize_mode {mode!r}; use 'resize' or 'center_crop'")
+        raise ValueError(f"unknown resize_mode {mode!r}; use 'resize', 'center_crop' or 'random_crop'")
     if img.shape[-2:] == (resolution, resolution):
         return img
     # Antialiased bilinear: downscaling without it aliases and invents high-frequency
@@ -177,6 +216,33 @@ class Preprocessor:
         assert batch.shape[-2:] == (r, r)
         return batch
 
+    def views(self, images: Sequence[bytes], views: int | None = None) -> torch.Tensor:
+        """Several native-scale crops of every image (see :func:`view_offsets`).
+
+        Args:
+            images: N encoded images.
+            views: crops per image; None = ``cfg.views``. An image too small for a crop, or a
+                ``resize`` config, gives its one view repeated (their mean is that view).
+        Returns:
+            uint8 tensor (N, V, 3, R, R) on ``self.device``.
+        """
+        v = self.cfg.views if views is None else views
+        r = self.cfg.resolution
+        if len(images) == 0:
+            return torch.empty((0, v, 3, r, r), dtype=torch.uint8, device=self.device)
+        out = []
+        for img in self.decode_batch(images):
+            for step in self.augment.before_resize:
+                img = step(img)
+            h, w = img.shape[-2:]
+            if self.cfg.resize_mode in CROP_MODES and h >= r and w >= r:
+                crops = [resize_square(img, r, self.cfg.resize_mode, offset=o) for o in view_offsets(h, w, r, v)]
+                out.append(torch.stack([self._after_resize(c) for c in crops]))
+            else:
+                one = self._after_resize(resize_square(img, r, self.cfg.resize_mode, self.generator))
+                out.append(one.unsqueeze(0).expand(v, -1, -1, -1))
+        return torch.stack(out)
+
     def finalize(self, batch: torch.Tensor | np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
         """:func:`finalize_pixels` with this preprocessor's config (default device: its own)."""
         return finalize_pixels(batch, self.cfg, self.device if device is None else device)
@@ -186,7 +252,10 @@ class Preprocessor:
         # pixels, so they run before the resize; photometric ones run on the resized image.
         for step in self.augment.before_resize:
             img = step(img)
-        img = resize_square(img, self.cfg.resolution, self.cfg.resize_mode)
+        img = resize_square(img, self.cfg.resolution, self.cfg.resize_mode, self.generator)
+        return self._after_resize(img)
+
+    def _after_resize(self, img: torch.Tensor) -> torch.Tensor:
         if self.augment.after_resize:
             img = img.float()
             for step in self.augment.after_resize:

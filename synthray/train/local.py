@@ -18,6 +18,7 @@ import torch
 
 from synthray.config import TrainConfig, to_dict
 from synthray.data.loader import iter_balanced_local
+from synthray.data.preprocess import eval_preprocess
 from synthray.train.checkpoint import latest_good
 from synthray.train.loop import Runtime, train_loop
 from synthray.train.plan import make_plan, run_path
@@ -48,7 +49,7 @@ def fit_local(cfg: TrainConfig, device: str | torch.device | None = None) -> dic
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"config": to_dict(cfg), "classes": plan.classes,
                                                   "held_out": plan.held_out}, indent=2))
-    val_pre = dataclasses.replace(cfg.preprocess, augment=[])  # validation sees clean images
+    val_pre = eval_preprocess(cfg.preprocess)  # validation sees clean images
     val_pipe = dataclasses.replace(cfg.pipeline, balance="none")  # every val row; kNN caps per class
 
     def train_batches(epoch: int):

@@ -49,7 +49,8 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     val_rows = class_counts(cfg.shards, "val")
     classes, held = select_classes(train_rows, cfg.experiment)
     # SupCon learns from positive pairs inside a batch: each class in a batch needs >= 2 rows.
-    fit = min(len(classes), cfg.pipeline.classes_per_batch or len(classes))
+    # As the batchers choose: classes_per_batch, or as many classes as fit samples_per_class rows each.
+    fit = min(len(classes), cfg.pipeline.classes_per_batch or max(1, cfg.batch_size // cfg.pipeline.samples_per_class))
     per_class = cfg.batch_size // fit
     if per_class < 2:
         raise ValueError(
@@ -62,10 +63,11 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     if missing_val:
         log.warning("no validation rows for %s: validation kNN accuracy will not cover them", missing_val)
     counts = [train_rows[c] for c in classes]
-    rows = min(counts) * len(classes) if cfg.pipeline.balance == "downsample" else sum(counts)
+    downsample = cfg.pipeline.balance == "downsample" and not cfg.pipeline.pairs
+    rows = min(counts) * len(classes) if downsample else sum(counts)
     steps = rows // (cfg.batch_size * cfg.num_workers)
     # Per-epoch downsampling is a random draw: take 10% off so every worker reaches the count.
-    steps = int(steps * 0.9) if cfg.pipeline.balance == "downsample" else steps
+    steps = int(steps * 0.9) if downsample else steps
     if cfg.steps_per_epoch is not None:
         steps = min(steps, cfg.steps_per_epoch)
     if steps < 1:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from synthray.config import TrainConfig, from_dict, to_dict
+from synthray.data.preprocess import eval_preprocess
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
 from synthray.train.loop import Runtime, train_loop
 from synthray.train.plan import make_plan, run_path
@@ -75,7 +76,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from synthray.data.pipeline import iter_balanced_batches
+    from synthray.data.pipeline import iter_balanced_batches, real_label_of
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = from_dict(TrainConfig, config["cfg"])
@@ -83,20 +84,21 @@ def _train_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # Ray sets OMP_NUM_THREADS=1 for actors; give torch the CPUs this worker reserved.
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.set_num_threads(cfg.torch_threads or max(1, int(cfg.cpus_per_worker)))
     device = ray.train.torch.get_device()
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    val_pre = dataclasses.replace(cfg.preprocess, augment=[])
+    val_pre = eval_preprocess(cfg.preprocess)
 
     def train_batches(epoch: int):
         return iter_balanced_batches(train_shard, len(classes), cfg.batch_size, cfg.pipeline,
                                      seed=cfg.seed * 1000 + epoch * 16 + rank, drop_last=True,
-                                     preprocess=cfg.preprocess, device=device)
+                                     preprocess=cfg.preprocess, device=device, real_label=real_label_of(classes))
 
     def val_batches(epoch: int):
         return iter_balanced_batches(val_shard, len(classes), cfg.batch_size, cfg.pipeline,
-                                     seed=cfg.seed, drop_last=False, preprocess=val_pre, device=device)
+                                     seed=cfg.seed, drop_last=False, preprocess=val_pre, device=device,
+                                     real_label=real_label_of(classes))
 
     # Ray's result keeps metrics of retained checkpoints only; metrics.jsonl is the full
     # history, every epoch exactly once: each checkpoint carries the history up to it, and
@@ -160,7 +162,7 @@ def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
             f"{cluster_cpus:g} CPUs for Ray Data preprocessing; lower cpus_per_worker or set data_cpus"
         )
     pipeline = dataclasses.replace(cfg.pipeline, cpu_budget=data_cpus, num_cpus_per_task=min(1.0, data_cpus))
-    val_pre = dataclasses.replace(cfg.preprocess, augment=[])
+    val_pre = eval_preprocess(cfg.preprocess)
     datasets = {
         # sample_seed None: each epoch's pass draws a fresh downsampled subset of big classes.
         "train": build_dataset(cfg.shards, plan.classes, cfg.preprocess, pipeline, split="train",
