@@ -353,7 +353,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         counts = result["counts"]
         return EnrollResponse(generator=generator, enrolled=result["enrolled"], unchanged=result["unchanged"],
                               rejected=rejected, total=counts["trained"] + counts["enrolled"], counts=counts,
-                              model_version=settings.model_version, timing_ms=(time.perf_counter() - start) * 1000)
+                              calibration=result.get("calibration"), model_version=settings.model_version, timing_ms=(time.perf_counter() - start) * 1000)
 
     @app.get("/v1/generators", response_model=GeneratorList, responses=_ERRORS, dependencies=[Security(may_read)],
              summary="Generators in the index")
@@ -401,7 +401,8 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
             return JSONResponse(Ready(status="not_ready", reason=f"encoder {enc['model_version']} and index "
                                       f"{idx['model_version']} disagree").model_dump(), status_code=503)
         return Ready(status="ready", model_version=idx["model_version"], references=idx["references"],
-                     store=idx["store"], calibrated=idx["calibrated"], writes_enabled=auth.writes_enabled)
+                     store=idx["store"], calibrated=idx["calibrated"], writes_enabled=auth.writes_enabled,
+                     warning=idx.get("calibration_warning"))
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -25,8 +25,10 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from serve.errors import ApiError
-from synthray.attribution.attributor import stored_rule
+from synthray.attribution.attributor import THRESHOLDS_KEY, stored_rule
 from synthray.attribution.config import AttributionConfig
+from synthray.attribution.rule import EnrollmentRefused, Thresholds, check_enrollment, class_scores, decide
+from synthray.data.schema import REAL
 from synthray.index.config import StoreConfig
 from synthray.index.store import QdrantStore, Reference, StoreError, open_store, point_id
 
@@ -51,8 +53,9 @@ class IndexService:
         self.store = store
         self.cfg, self.thresholds = stored_rule(store.metadata(), attribution)
         if self.thresholds is None:
-            log.warning("index %s has no calibrated thresholds: closed-set answers only (no 'unknown')",
+            log.warning("index %s has no calibrated thresholds: is-AI threshold 0, no 'unknown' answers",
                         store.collection)
+        self._calibration: np.ndarray | None = None  # the real calibration photographs, read on first need
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
         self._write_lock = asyncio.Lock()
         self._closed = False
@@ -66,14 +69,20 @@ class IndexService:
         count = await self._run(self.store.count)
         return {"model_version": self.store.model_version, "collection": self.store.collection,
                 "store": "embedded" if self.store.embedded else "server", "references": count,
-                "calibrated": self.thresholds is not None, "k": self.cfg.k, "vote": self.cfg.vote}
+                "calibrated": self.thresholds is not None, "k": self.cfg.k,
+                "calibration_warning": (self.thresholds.calibration.get("warning") if self.thresholds else
+                                        "the index has no calibrated thresholds")}
 
     async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
-        """Attributions of (N, D) query embeddings (see ``synthray.attribution.attribute``)."""
-        from synthray.attribution.openset import attribute
+        """Attributions of (N, D) query embeddings (see ``synthray.attribution.rule.attribute``)."""
+        return await self._run(self._attribute, np.asarray(vectors, dtype=np.float32))
 
-        neighbours = await self._run(self.store.search, np.asarray(vectors, dtype=np.float32), self.cfg.k)
-        return [a.to_dict() for a in attribute(neighbours, self.cfg, self.thresholds)]
+    def _attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
+        from synthray.attribution.rule import attribute
+
+        hits = self.store.class_hits(vectors, self.cfg.k)
+        neighbours = self.store.search(vectors, self.cfg.k)
+        return [a.to_dict() for a in attribute(hits, neighbours, self.thresholds, self.cfg.k, self.cfg.open_set)]
 
     async def generators(self) -> dict[str, dict[str, int]]:
         """References per generator and origin: ``{name: {"trained": n, "enrolled": m}}``."""
@@ -104,12 +113,18 @@ class IndexService:
             vectors: (N, D) embeddings of the images.
             hashes: their sha256 content hashes (the point ids derive from them).
             names: their file names (reported back, kept as ``source_path``).
+        Before anything is written the set is checked against the index: one that mostly
+        answers "real" is refused, and a new generator's acceptance (leave-one-out over its
+        samples) and is-AI threshold (raised until the stored real calibration photographs
+        are flagged no more often than before) are calibrated and stored with the points.
+
         Returns:
             ``{"enrolled": new points, "unchanged": already there, "rejected": [...],
-            "counts": {"trained", "enrolled"}}``.
+            "counts": {"trained", "enrolled"}, "calibration": the check (or None)}``.
         Raises:
-            ApiError: 500 ``enrollment_failed`` when the store refused the write (the
-                points this call added are deleted again first).
+            ApiError: 409 ``looks_real`` when the samples sit inside the real photographs;
+                500 ``enrollment_failed`` when the store refused the write (the points this
+                call added are deleted again first).
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if not (len(vectors) == len(hashes) == len(names)):
@@ -135,20 +150,66 @@ class IndexService:
                 rejected.append({"file": name, "reason": "indexed_elsewhere",
                                  "message": f"this image is already in the index as {stored[pid][0]!r} "
                                             f"({stored[pid][1]}); an image can belong to one generator only"})
+        check = None
         if new:
+            check, thresholds = self._check(generator, vectors[new])
             now = time.time()
             refs = [Reference(generator=generator, is_real=False, content_hash=hashes[i], split=ENROLLED,
                               dataset=ENROLLED, source_path=names[i], origin="enrolled", added_at=now) for i in new]
             try:
                 self.store.upsert(vectors[new], refs)
+                if thresholds is not None:
+                    self.store.set_metadata({THRESHOLDS_KEY: thresholds.to_dict()})
             except Exception as exc:
                 self._roll_back([ids[i] for i in new], exc)
                 raise ApiError(500, "enrollment_failed", f"the index refused the write ({type(exc).__name__}: "
                                f"{exc}); nothing was enrolled, try again") from exc
+            self.thresholds = thresholds if thresholds is not None else self.thresholds
         counts = self.store.counts().get(generator, {"trained": 0, "enrolled": 0})
         log.info("enrolled %d new images of %s (%d unchanged, %d rejected)", len(new), generator, unchanged,
                  len(rejected))
-        return {"enrolled": len(new), "unchanged": unchanged, "rejected": rejected, "counts": counts}
+        return {"enrolled": len(new), "unchanged": unchanged, "rejected": rejected, "counts": counts,
+                "calibration": check.to_dict() if check is not None else None}
+
+    def _check(self, generator: str, new_vectors: np.ndarray) -> tuple[Any, Thresholds | None]:
+        """The enrollment check of ``generator`` with ``new_vectors`` added, and the thresholds
+        to store with it (None when the index is uncalibrated or the generator is a trained one,
+        whose thresholds come from its validation images)."""
+        if self.thresholds is None:
+            # Nothing calibrated to judge "looks real" or a threshold against (readyz says so).
+            log.warning("enrolling %s into an uncalibrated index: no check against real photographs", generator)
+            return None, None
+        k = self.cfg.k
+        t = self.thresholds
+        sample_scores = class_scores(self.store.class_hits(new_vectors, k))
+        existing, payloads = self.store.vectors(generator)
+        if any(p.get("origin") == "trained" for p in payloads):
+            # More images of a trained generator: no new calibration, but still never "real" ones.
+            if np.mean([lab == REAL for lab in decide(sample_scores, t).labels]) > self.cfg.max_looks_real:
+                raise ApiError(409, "looks_real", f"most samples of {generator!r} are answered 'real' by the index; "
+                                                  "nothing was enrolled")
+            return None, None
+        samples = np.concatenate([existing, new_vectors]) if len(existing) else new_vectors
+        if self._calibration is None:
+            self._calibration = self.store.calibration_vectors()
+        real = self._calibration
+        real_scores = class_scores(self.store.class_hits(real, k)) if len(real) else None
+        try:
+            check = check_enrollment(
+                generator, samples, sample_scores, real_scores,
+                (real.astype(np.float64) @ samples.astype(np.float64).T) if len(real) else None,
+                t, k, self.cfg.unknown_rate, self.cfg.max_fpr_increase, self.cfg.max_looks_real)
+        except EnrollmentRefused as exc:
+            raise ApiError(409, "looks_real", str(exc)) from exc
+        updated = Thresholds.from_dict(self.thresholds.to_dict())
+        updated.acceptance[generator] = check.acceptance
+        if check.threshold > updated.ai_threshold:
+            updated.class_thresholds[generator] = check.threshold
+        else:
+            updated.class_thresholds.pop(generator, None)
+        for warning in check.warnings:
+            log.warning("enrolling %s: %s", generator, warning)
+        return check, updated
 
     def _roll_back(self, new_ids: list[str], cause: BaseException) -> None:
         """Deletes the points a failed write may have added (they did not exist before it)."""
@@ -190,6 +251,12 @@ class IndexService:
                            "index build: rebuild the index without it to remove them; only enrolled samples "
                            "can be deleted through the API", counts=counts)
         deleted = self.store.delete_generator(generator, origin="enrolled")
+        if self.thresholds is not None and counts["trained"] == 0:
+            updated = Thresholds.from_dict(self.thresholds.to_dict())
+            updated.acceptance.pop(generator, None)
+            updated.class_thresholds.pop(generator, None)
+            self.store.set_metadata({THRESHOLDS_KEY: updated.to_dict()})
+            self.thresholds = updated
         log.info("deleted %d enrolled references of %s", deleted, generator)
         return {"deleted": deleted, "counts": {"trained": counts["trained"], "enrolled": 0}}
 

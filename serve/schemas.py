@@ -42,13 +42,16 @@ class ExplanationOut(BaseModel):
 class ImageResult(BaseModel):
     file: str = Field(description="the file name sent, or image-<i>")
     label: str = Field(description="'real', a generator name, or 'unknown'")
-    is_ai: bool = Field(description="is_ai_score >= the index's calibrated threshold")
-    is_ai_score: float = Field(description="share of the neighbours' vote on generators, in [0, 1]")
-    confidence: float = Field(description="the winning class's share of the vote")
-    nearest_class: str = Field(description="the vote winner, also when the label is 'unknown'")
-    mean_similarity: float
-    unknown_reason: str | None = Field(description="far | split | empty_index, when the label is 'unknown'")
-    votes: dict[str, float] = Field(description="vote mass per class (classes with votes)")
+    is_ai: bool = Field(description="the image is flagged as generated; always the same as label != 'real'")
+    is_ai_score: float = Field(description="the is-AI margin: the best generator's class score minus real's (minus "
+                                           "that generator's extra threshold); flagged at or above the index's "
+                                           "calibrated threshold")
+    confidence: float = Field(description="the best class score minus the runner-up's (0 = a tie)")
+    nearest_class: str = Field(description="the best-scoring generator, also when the label is real or 'unknown'")
+    mean_similarity: float = Field(description="the class score of the label (for 'unknown': of the nearest generator)")
+    unknown_reason: str | None = Field(description="far | empty_index, when the label is 'unknown'")
+    votes: dict[str, float] = Field(description="class score per class: mean cosine similarity of the image's k "
+                                                "nearest references of that class")
     neighbours: list[NeighbourOut] = Field(description="nearest references, most similar first")
     model_version: str
     encoder_batch_size: int = Field(description="images in the encoder batch this one was embedded with")
@@ -80,6 +83,10 @@ class EnrollResponse(BaseModel):
     rejected: list[Rejected] = Field(description="files that were not enrolled, with the reason")
     total: int = Field(description="the generator's references after this request")
     counts: Counts
+    calibration: dict[str, Any] | None = Field(None, description="what enrolling did to the rule: the generator's "
+                                               "acceptance and is-AI threshold, the share of the samples that looked "
+                                               "real before, and the real calibration false-positive rate before/"
+                                               "after; None when nothing new was enrolled")
     model_version: str
     timing_ms: float
 
@@ -126,4 +133,6 @@ class Ready(BaseModel):
     store: str | None = Field(default=None, description="embedded | server")
     calibrated: bool | None = Field(default=None, description="the index carries open-set thresholds")
     writes_enabled: bool | None = Field(default=None, description="an API key is configured")
+    warning: str | None = Field(default=None, description="the index's calibration warning, e.g. an is-AI threshold "
+                                "that flags nothing at the target false-positive rate")
     reason: str | None = None

@@ -15,21 +15,24 @@ if TYPE_CHECKING:
     from synthray.attribution.config import AttributionConfig
     from synthray.attribution.embedder import Embedder, resolve_checkpoint
     from synthray.attribution.knn import KnnResult, knn_classify, knn_search
-    from synthray.attribution.openset import (
-        UNKNOWN,
+    from synthray.attribution.openset import UNKNOWN, Votes, fpr_threshold, quantile_threshold, vote
+    from synthray.attribution.rule import (
         Attribution,
+        ClassScores,
+        Decision,
+        EnrollmentCheck,
+        EnrollmentRefused,
         Thresholds,
-        Votes,
         attribute,
         calibrate,
-        fpr_threshold,
-        quantile_threshold,
-        unknown_reasons,
-        vote,
+        check_enrollment,
+        class_scores,
+        decide,
     )
 
-_OPENSET = ("UNKNOWN", "Attribution", "Thresholds", "Votes", "attribute", "calibrate", "fpr_threshold",
-            "quantile_threshold", "unknown_reasons", "vote")
+_OPENSET = ("UNKNOWN", "Votes", "fpr_threshold", "quantile_threshold", "vote")
+_RULE = ("Attribution", "ClassScores", "Decision", "EnrollmentCheck", "EnrollmentRefused", "Thresholds", "attribute",
+         "calibrate", "check_enrollment", "class_scores", "decide")
 _EXPORTS = {
     "Attributor": "synthray.attribution.attributor",
     "AttributionConfig": "synthray.attribution.config",
@@ -39,6 +42,7 @@ _EXPORTS = {
     "knn_classify": "synthray.attribution.knn",
     "knn_search": "synthray.attribution.knn",
     **{name: "synthray.attribution.openset" for name in _OPENSET},
+    **{name: "synthray.attribution.rule" for name in _RULE},
 }
 __all__ = sorted(_EXPORTS)
 

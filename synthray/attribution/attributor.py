@@ -12,7 +12,7 @@ import numpy as np
 
 from synthray.attribution.config import AttributionConfig
 from synthray.attribution.embedder import Embedder
-from synthray.attribution.openset import Attribution, Thresholds, attribute
+from synthray.attribution.rule import Attribution, Thresholds, attribute
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,15 @@ class Attributor:
         self.store = store
         self.cfg, self.thresholds = stored_rule(store.metadata(), cfg)
         if self.thresholds is None:
-            log.warning("index has no calibrated thresholds: closed-set answers only (no 'unknown')")
+            log.warning("index has no calibrated thresholds: is-AI threshold 0, no 'unknown' answers")
 
     def reload_rule(self) -> None:
         """Re-reads the thresholds (after a recalibration by another process)."""
         self.cfg, self.thresholds = stored_rule(self.store.metadata(), self.cfg)
 
     def attribute_vectors(self, vectors: np.ndarray) -> list[Attribution]:
-        return attribute(self.store.search(vectors, self.cfg.k), self.cfg, self.thresholds)
+        return attribute(self.store.class_hits(vectors, self.cfg.k), self.store.search(vectors, self.cfg.k),
+                         self.thresholds, self.cfg.k, self.cfg.open_set)
 
     def attribute_bytes(self, images: Sequence[bytes]) -> list[Attribution]:
         return self.attribute_vectors(self.embedder.embed_bytes(images))

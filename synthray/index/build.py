@@ -30,8 +30,9 @@ import pyarrow as pa
 
 from synthray.attribution.config import AttributionConfig
 from synthray.index.config import IndexConfig
-from synthray.index.selection import Choice, check_classes, choose_rows, parse_cap, row_predicate
-from synthray.index.store import QdrantStore, open_store, point_id, references_from_rows
+from synthray.index.selection import Choice, check_classes, choose_rows, parse_cap, reference_caps, row_predicate
+from synthray.data.schema import REAL
+from synthray.index.store import CALIBRATION, QdrantStore, open_store, point_id, references_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class _Sink:
         self.write_s = 0.0
         self.cal_vectors: list[np.ndarray] = []
         self.cal_labels: list[str] = []
+        self.cal_hashes: list[str] = []
         self.start = time.perf_counter()
         self._last_log = self.start
 
@@ -91,6 +93,7 @@ class _Sink:
         for i in cal_rows:
             self.cal_vectors.append(emb[i])
             self.cal_labels.append(str(batch["generator"][i]))
+            self.cal_hashes.append(hashes[i])
         self.rows += len(ref_rows) + len(cal_rows)
         now = time.perf_counter()
         if now - self._last_log >= PROGRESS_EVERY_S or self.rows == self.total:
@@ -219,23 +222,22 @@ def stream_ray(files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexCo
 
 def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
                     attribution: AttributionConfig) -> Any:
-    """Open-set and is-AI thresholds from queries of known classes, searched in ``store``.
+    """The rule's thresholds from queries of known classes, scored against ``store``.
 
     Args:
         store: the reference store (already holding the references).
         vectors: (N, D) query embeddings.
         true_labels: N true classes (each indexed).
-        attribution: k, vote mode, unknown rate and target FPR.
+        attribution: k, unknown rate and target FPR.
     Returns:
-        :class:`~synthray.attribution.openset.Thresholds`.
+        :class:`~synthray.attribution.rule.Thresholds`.
     """
-    from synthray.attribution.openset import calibrate, vote
+    from synthray.attribution.rule import calibrate, class_scores
 
-    neighbours = store.search(np.asarray(vectors, dtype=np.float32), attribution.k)
-    k = min(len(n) for n in neighbours)
-    labels = np.array([[nb.generator for nb in n[:k]] for n in neighbours], dtype=object)
-    sims = np.array([[nb.similarity for nb in n[:k]] for n in neighbours], dtype=np.float64)
-    return calibrate(vote(labels, sims, weighted=attribution.vote == "weighted"), true_labels, attribution)
+    hits = store.class_hits(np.asarray(vectors, dtype=np.float32), attribution.k)
+    classes = sorted(store.counts())
+    return calibrate(class_scores(hits, classes), true_labels, attribution.target_fpr, attribution.unknown_rate,
+                     attribution.k)
 
 
 def _warn_short(choice: Choice, cap: int | None) -> None:
@@ -283,11 +285,12 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
     t0 = time.perf_counter()
     files = find_shards(cfg.shards)
     labels = read_labels(files)
-    refs = choose_rows(labels, cfg.split, classes, cap)
+    refs = choose_rows(labels, cfg.split, classes, reference_caps(classes, cfg.per_class, cfg.real_per_class))
     check_classes(classes, refs, labels)
     _warn_short(refs, cap)
     # A validation image whose bytes are also a reference would find itself at similarity 1.
-    cal = choose_rows(labels, cfg.calibration_split, classes, cfg.calibration_per_class,
+    cal = choose_rows(labels, cfg.calibration_split, classes,
+                      {**{c: cfg.calibration_per_class for c in classes}, REAL: cfg.calibration_real},
                       exclude=refs.all_hashes())
     timings["select_s"] = time.perf_counter() - t0
     extra = sorted(set(classes) & set(embedder.held_out))
@@ -322,8 +325,10 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
         t0 = time.perf_counter()
         thresholds, calibration = None, _calibration_gap(cal, cfg)
         if sink.cal_labels:
-            thresholds = calibrate_store(store, np.stack(sink.cal_vectors), sink.cal_labels, attribution)
+            cal_vectors = np.stack(sink.cal_vectors)
+            thresholds = calibrate_store(store, cal_vectors, sink.cal_labels, attribution)
             calibration = {**thresholds.calibration, **calibration}
+            _keep_real_calibration(store, cal_vectors, sink)
         store.set_metadata({
             "thresholds": thresholds.to_dict() if thresholds is not None else None,  # None removes stale ones
             "attribution": to_dict(attribution),
@@ -358,6 +363,17 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
     summary["images_per_s"] = round(sink.rows / stream_s, 2) if sink.rows and stream_s > 0 else None
     log.info("index built: %s", json.dumps(summary, default=str))
     return summary
+
+
+def _keep_real_calibration(store: QdrantStore, vectors: np.ndarray, sink: _Sink) -> None:
+    """Stores the real calibration photographs (origin ``calibration``, never searched as
+    references): enrollment checks against them that a new generator flags no more of them."""
+    from synthray.index.store import Reference
+
+    real = [i for i, lab in enumerate(sink.cal_labels) if lab == REAL]
+    if real:
+        store.upsert(vectors[real], [Reference(REAL, True, sink.cal_hashes[i], split=sink.cal_split,
+                                               origin=CALIBRATION) for i in real])
 
 
 def _calibration_gap(cal: Choice, cfg: IndexConfig) -> dict[str, Any]:

@@ -28,10 +28,15 @@ class IndexConfig:
     # References per class: the thesis found ~50 per generator within 3.6 points of all 162k.
     # An int caps each class (the same rows every run: smallest content hashes); "all" keeps every row.
     per_class: int | str = 50
+    # References of the real class, the most varied one: an int, "all", or None = 4 x per_class.
+    real_per_class: int | str | None = None
     classes: tuple[str, ...] = ()  # classes indexed; () = the checkpoint's training classes
     batch_size: int = 64  # images per embedding batch
     num_actors: int | None = None  # embedding actors; None = one per GPU, or CPUs - 1 (>= 1) on CPU
     device: str = "auto"  # auto | cpu | cuda
     calibration_split: str = "val"  # split the open-set thresholds are calibrated on
-    calibration_per_class: int = 50  # queries per class for calibration
+    calibration_per_class: int = 50  # generator queries per class for calibration
+    # Real calibration photographs: they set the is-AI threshold's false-positive rate and are kept
+    # in the store (not as references) so an enrollment can check it does not flag them.
+    calibration_real: int = 200
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)

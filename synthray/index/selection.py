@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from synthray.data.schema import REAL
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,27 @@ def parse_cap(per_class: int | str | None) -> int | None:
     return per_class
 
 
-def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int | None,
+def reference_caps(classes: Sequence[str], per_class: int | str | None,
+                   real_per_class: int | str | None = None) -> dict[str, int | None]:
+    """References per class: ``per_class`` each, real ``real_per_class`` (None = 4 x per_class:
+    real is the most varied class, and its references must cover photographs, not one scene).
+
+    Raises:
+        ValueError: a malformed cap (see :func:`parse_cap`).
+    """
+    cap = parse_cap(per_class)
+    if real_per_class is None:
+        real = None if cap is None else REAL_FACTOR * cap
+    else:
+        real = parse_cap(real_per_class)
+    return {c: (real if c == REAL else cap) for c in classes}
+
+
+#: Real references per generator reference when ``real_per_class`` is not given.
+REAL_FACTOR = 4
+
+
+def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int | None | Mapping[str, int | None],
                 exclude: Iterable[str] = ()) -> Choice:
     """The rows of ``classes`` in ``split`` to use, at most ``cap`` per class.
 
@@ -64,7 +86,7 @@ def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int |
         labels: shard label columns (``generator``, ``split``, ``content_hash``).
         split: the split chosen from.
         classes: the classes wanted.
-        cap: images per class; None = all.
+        cap: images per class; None = all; a mapping gives a class its own cap (missing = all).
         exclude: content hashes never chosen (e.g. references, when choosing queries).
     Returns:
         the :class:`Choice`; classes with no rows get an empty list (callers decide
@@ -95,7 +117,8 @@ def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int |
     for c in classes:
         found = sorted(pairs.filter(pc.equal(gens, c)).column("content_hash").to_pylist())
         available[c] = len(found)
-        hashes[c] = found if cap is None else found[:cap]
+        c_cap = cap.get(c) if isinstance(cap, Mapping) else cap
+        hashes[c] = found if c_cap is None else found[:c_cap]
     return Choice(split=split, hashes=hashes, available=available, ambiguous=ambiguous, excluded=excluded)
 
 

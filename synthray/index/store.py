@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Where a reference came from: the training data (``trained``) or few-shot enrollment.
 ORIGINS = ("trained", "enrolled")
+#: Points that are no references: the real validation photographs the is-AI threshold was
+#: calibrated on, kept so that an enrollment can check it does not flag them.
+CALIBRATION = "calibration"
 #: Payload fields that are filtered on (indexed in server mode).
 INDEXED_FIELDS = {"generator": "keyword", "is_real": "bool", "origin": "keyword", "split": "keyword",
                   "content_hash": "keyword"}
@@ -52,7 +55,7 @@ class Reference:
     split: str = ""
     dataset: str = ""
     source_path: str = ""
-    origin: str = "trained"  # trained | enrolled
+    origin: str = "trained"  # trained | enrolled | calibration
     added_at: float = 0.0  # unix time; 0 = now
 
     def payload(self) -> dict[str, Any]:
@@ -90,6 +93,7 @@ class VectorStore(Protocol):
 
     def upsert(self, vectors: np.ndarray, refs: Sequence[Reference]) -> list[str]: ...
     def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]: ...
+    def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]: ...
     def counts(self) -> dict[str, dict[str, int]]: ...
     def delete(self, ids: Sequence[str]) -> None: ...
     def delete_generator(self, generator: str, origin: str | None = None) -> int: ...
@@ -132,6 +136,7 @@ class QdrantStore:
                     "process may own an embedded store: stop it, or use a Qdrant server (store.url)"
                 ) from exc
             self.embedded = True
+        self._matrix: tuple[np.ndarray, np.ndarray, list[Neighbour]] | None = None  # embedded: exact scoring
         try:
             self._open(create)
         except Exception:
@@ -186,9 +191,12 @@ class QdrantStore:
         if not np.isfinite(vectors).all():
             raise ValueError("non-finite embedding values")
         for r in refs:
-            if r.origin not in ORIGINS:
-                raise ValueError(f"origin must be one of {ORIGINS}, got {r.origin!r}")
-        ids = [point_id(self.model_version, r.content_hash) for r in refs]
+            if r.origin not in (*ORIGINS, CALIBRATION):
+                raise ValueError(f"origin must be one of {(*ORIGINS, CALIBRATION)}, got {r.origin!r}")
+        # A calibration photograph never shares a point with a reference of the same bytes.
+        self._matrix = None
+        ids = [point_id(self.model_version, f"{CALIBRATION}:{r.content_hash}" if r.origin == CALIBRATION
+                        else r.content_hash) for r in refs]
         step = self.cfg.upsert_batch
         for s in range(0, len(ids), step):
             points = [qm.PointStruct(id=i, vector=v.tolist(), payload=r.payload())
@@ -199,12 +207,15 @@ class QdrantStore:
     def delete(self, ids: Sequence[str]) -> None:
         from qdrant_client import models as qm
 
+        self._matrix = None
         if ids:
             self.client.delete(self.collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
 
     def delete_generator(self, generator: str, origin: str | None = None) -> int:
         """Deletes a generator's references (only one origin's when given); returns how many."""
-        flt = self._filter(generator=generator, origin=origin)
+        self._matrix = None
+        flt = self._filter(generator=generator, origin=origin) if origin else self._filter(generator=generator,
+                                                                                          origin_in=ORIGINS)
         n = self.client.count(self.collection, count_filter=flt, exact=True).count
         if n:
             from qdrant_client import models as qm
@@ -253,8 +264,11 @@ class QdrantStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (N, {self.dim}) query vectors, got {vectors.shape}")
+        if self.embedded:
+            return self._search_exact(vectors, k)
         fields = ["generator", "is_real", "origin", "source_path"]
-        requests = [qm.QueryRequest(query=v.tolist(), limit=k, with_payload=fields) for v in vectors]
+        requests = [qm.QueryRequest(query=v.tolist(), limit=k, with_payload=fields, filter=self._references_only())
+                    for v in vectors]
         out = []
         for s in range(0, len(requests), 256):
             for resp in self.client.query_batch_points(self.collection, requests=requests[s:s + 256]):
@@ -262,6 +276,85 @@ class QdrantStore:
                                       is_real=bool(p.payload["is_real"]), origin=p.payload.get("origin", "trained"),
                                       source_path=p.payload.get("source_path", "")) for p in resp.points])
         return out
+
+    def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
+        """Each query's similarities to the ``k`` nearest references of every class.
+
+        The per-class scores of :mod:`synthray.attribution.rule` need each class's own
+        neighbours, not the k nearest overall (one tight class would crowd out the rest):
+        one grouped query per image (Qdrant's group_by on ``generator``).
+
+        Args:
+            vectors: (N, D) query embeddings.
+            k: references per class.
+        Returns:
+            per query ``{generator: similarities, most similar first}``.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected (N, {self.dim}) query vectors, got {vectors.shape}")
+        if self.embedded:
+            return self._class_hits_exact(vectors, k)
+        groups = max(1, len(self.counts()))
+        out = []
+        for v in vectors:
+            resp = self.client.query_points_groups(self.collection, query=v.tolist(), group_by="generator",
+                                                   group_size=k, limit=groups, with_payload=False,
+                                                   query_filter=self._references_only())
+            out.append({str(g.id): [float(p.score) for p in g.hits] for g in resp.groups})
+        return out
+
+    def _references(self) -> tuple[np.ndarray, np.ndarray, list[Neighbour]]:
+        """Unit reference vectors, their generators, and each as a neighbour record (cached)."""
+        # Embedded qdrant-client searches by brute force in Python (about 0.1 s per grouped query
+        # at a few thousand points): exact numpy over the cached reference matrix gives the same
+        # neighbours in microseconds. The cache is dropped by every write.
+        if self._matrix is None:
+            refs, payloads, ids = self._scroll(self._references_only())
+            norms = np.linalg.norm(refs, axis=1, keepdims=True)
+            labels = np.asarray([str(p["generator"]) for p in payloads], dtype=object)
+            records = [Neighbour(id=i, similarity=0.0, generator=str(p["generator"]), is_real=bool(p["is_real"]),
+                                 origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
+                       for i, p in zip(ids, payloads)]
+            self._matrix = (refs / np.maximum(norms, 1e-12), labels, records)
+        return self._matrix
+
+    def _similarities(self, vectors: np.ndarray) -> np.ndarray:
+        refs = self._references()[0]
+        q = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return q.astype(np.float64) @ refs.T.astype(np.float64)
+
+    def _search_exact(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        records = self._references()[2]
+        if not records:
+            return [[] for _ in range(len(vectors))]
+        sims = self._similarities(vectors)
+        kk = min(k, sims.shape[1])
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        out = []
+        for i, row in enumerate(top):
+            order = row[np.argsort(-sims[i, row], kind="stable")]
+            out.append([dataclasses.replace(records[j], similarity=float(sims[i, j])) for j in order])
+        return out
+
+    def _class_hits_exact(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
+        refs, labels, _ = self._references()
+        if not len(refs):
+            return [{} for _ in range(len(vectors))]
+        sims = self._similarities(vectors)
+        out: list[dict[str, list[float]]] = [{} for _ in range(len(sims))]
+        for name in sorted(set(labels)):
+            cols = np.flatnonzero(labels == name)
+            kk = min(k, len(cols))
+            part = sims[:, cols]
+            top = -np.sort(-np.partition(part, len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
+            for i in range(len(sims)):
+                out[i][name] = top[i].tolist()
+        return out
+
+    def calibration_vectors(self) -> np.ndarray:
+        """The real calibration photographs' embeddings stored with the index, (R, D)."""
+        return self.vectors(origin=CALIBRATION)[0]
 
     def nearest_vectors(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
         """The vectors of ``generator``'s ``k`` references most similar to one query, (<=k, D).
@@ -273,21 +366,30 @@ class QdrantStore:
         if vector.shape[0] != self.dim:
             raise ValueError(f"expected a {self.dim}-d query vector, got {vector.shape[0]}-d")
         points = self.client.query_points(self.collection, query=vector.tolist(), limit=k, with_vectors=True,
-                                          with_payload=False, query_filter=self._filter(generator=generator)).points
+                                          with_payload=False,
+                                          query_filter=self._filter(generator=generator, origin_in=ORIGINS)).points
         return np.asarray([p.vector for p in points], dtype=np.float32).reshape(-1, self.dim)
 
-    def vectors(self, generator: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Every stored vector (of one generator) with its payload: for exact checks and plots."""
-        vecs, payloads, offset = [], [], None
+    def vectors(self, generator: str | None = None, origin: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Every stored reference vector (of one generator) with its payload: for exact checks
+        and plots; ``origin="calibration"`` gives the calibration photographs instead."""
+        flt = self._filter(generator=generator, origin=origin) if origin else self._filter(generator=generator,
+                                                                                          origin_in=ORIGINS)
+        vecs, payloads, _ = self._scroll(flt)
+        return vecs, payloads
+
+    def _scroll(self, flt: Any) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+        vecs, payloads, ids, offset = [], [], [], None
         while True:
-            points, offset = self.client.scroll(self.collection, scroll_filter=self._filter(generator=generator),
+            points, offset = self.client.scroll(self.collection, scroll_filter=flt,
                                                 limit=1024, offset=offset, with_vectors=True, with_payload=True)
             for p in points:
                 vecs.append(p.vector)
                 payloads.append(p.payload)
+                ids.append(str(p.id))
             if offset is None:
                 break
-        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim), payloads
+        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim), payloads, ids
 
     def close(self) -> None:
         self.client.close()
@@ -299,11 +401,16 @@ class QdrantStore:
         self.close()
 
     @staticmethod
-    def _filter(**fields: Any):
+    def _filter(origin_in: Sequence[str] | None = None, **fields: Any):
         from qdrant_client import models as qm
 
         must = [qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in fields.items() if v is not None]
+        if origin_in is not None:
+            must.append(qm.FieldCondition(key="origin", match=qm.MatchAny(any=list(origin_in))))
         return qm.Filter(must=must) if must else None
+
+    def _references_only(self):
+        return self._filter(origin_in=ORIGINS)
 
 
 def open_store(cfg: StoreConfig, model_version: str, dim: int, create: bool = True) -> QdrantStore:
