@@ -267,6 +267,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_family_curve(args: argparse.Namespace) -> int:
+    from synthray.eval.family_curve import FamilyCurveConfig, family_curve
+    from synthray.train.overrides import apply_overrides
+
+    data = apply_overrides(_yaml_section(args.config, "curve"), args.set)
+    curve = family_curve(from_dict(FamilyCurveConfig, data))
+    _emit({"out": data.get("out", FamilyCurveConfig.out), "points": [
+        {k: p[k] for k in ("families", "auroc", "tpr_at_5pct_fpr", "real_specificity")} for p in curve["points"]]})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthray",
@@ -372,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (compare.md, compare.json, figures)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("family-curve", help="zero-shot detection vs the number of generator families trained on")
+    p.add_argument("--config", help="YAML with FamilyCurveConfig fields (or a curve: section); "
+                                    "see configs/family_curve.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
+    p.set_defaults(func=cmd_family_curve)
     return parser
 
 

@@ -66,7 +66,12 @@ class EvalConfig:
     # References per indexed class (int, or "all"); the closed-set kNN uses the same rows
     # (smallest content hashes), so both see one reference set.
     per_class: int | str = 50
-    calibration_per_class: int = 50  # validation queries per class for the open-set thresholds
+    real_per_class: int | str | None = None  # real references in the index; None = 4 x per_class
+    calibration_per_class: int = 50  # validation queries per generator for the open-set thresholds
+    calibration_real: int = 200  # real validation photographs the is-AI threshold is calibrated on
+    # Held-out generators enrolled (in memory, as the service enrolls) with this many of their
+    # validation images before the test images are answered again; 0 skips.
+    enroll_per_class: int = 50
     calibration_split: str = "val"  # split the index build calibrates on
     max_test_per_class: int | None = 500  # test images per class (smallest content hashes); None = all
     reference_max_per_class: int | None = 5000  # reference embeddings held in memory per class ("all" of the sweep)
@@ -103,6 +108,8 @@ class EvalConfig:
         for size in self.sweep_sizes:
             if not (size == "all" or (isinstance(size, int) and size >= 1)):
                 raise ValueError(f"sweep_sizes entries must be ints >= 1 or 'all', got {size!r}")
+        if self.enroll_per_class < 0:
+            raise ValueError(f"enroll_per_class must be >= 0, got {self.enroll_per_class}")
         if self.sweep_repeats < 1:
             raise ValueError(f"sweep_repeats must be >= 1, got {self.sweep_repeats}")
         for name in ("max_test_per_class", "reference_max_per_class", "robustness_max_per_class"):

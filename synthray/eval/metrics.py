@@ -48,12 +48,48 @@ def binary_detection(is_ai: np.ndarray, scores: np.ndarray, threshold: float) ->
     both = is_ai.any() and (~is_ai).any()
     return {
         "auc": _round(roc_auc_score(is_ai, scores)) if both else None,
+        # The operating points the field reports: the share of AI images caught while at most
+        # 1% / 5% of the real ones are flagged (thresholds set on these very images).
+        "tpr_at_1pct_fpr": _round(tpr_at_fpr(scores[~is_ai], scores[is_ai], 0.01)) if both else None,
+        "tpr_at_5pct_fpr": _round(tpr_at_fpr(scores[~is_ai], scores[is_ai], 0.05)) if both else None,
         "accuracy": _round(accuracy_score(is_ai, flagged)) if len(is_ai) else None,
         "tpr": _round(flagged[is_ai].mean()) if is_ai.any() else None,
         "fpr": _round(flagged[~is_ai].mean()) if (~is_ai).any() else None,
         "n_real": int((~is_ai).sum()),
         "n_ai": int(is_ai.sum()),
     }
+
+
+def tpr_at_fpr(real_scores: np.ndarray, ai_scores: np.ndarray, fpr: float) -> float:
+    """Share of AI scores at or above the lowest threshold that flags at most ``fpr`` of the real ones."""
+    real = np.sort(np.asarray(real_scores, dtype=np.float64))[::-1]
+    allowed = int(np.floor(fpr * len(real) + 1e-9))  # real images that may be flagged
+    # Flag everything strictly above the (allowed+1)-th highest real score.
+    bar = real[allowed] if allowed < len(real) else -np.inf
+    return float(np.mean(np.asarray(ai_scores, dtype=np.float64) > bar))
+
+
+def oscr(known_correct: np.ndarray, known_scores: np.ndarray, unknown_scores: np.ndarray) -> float | None:
+    """Open-Set Classification Rate (Dhamija et al. 2018; reported by POSE, CVPR 2023): the area
+    under correct-classification rate of known-class images vs false-positive rate of novel ones,
+    as the acceptance threshold on the score sweeps.
+
+    Args:
+        known_correct: (N,) whether each known-class image's closed-set answer is right.
+        known_scores: (N,) their acceptance scores (higher = more confidently known).
+        unknown_scores: (M,) the novel images' scores.
+    Returns:
+        the area in [0, 1]; None when either side is empty.
+    """
+    kc = np.asarray(known_correct, dtype=bool)
+    ks = np.asarray(known_scores, dtype=np.float64)
+    us = np.asarray(unknown_scores, dtype=np.float64)
+    if not len(ks) or not len(us):
+        return None
+    thresholds = np.unique(np.concatenate([ks, us, [np.inf]]))[::-1]
+    ccr = np.array([np.mean(kc & (ks >= t)) for t in thresholds])
+    fpr = np.array([np.mean(us >= t) for t in thresholds])
+    return float(np.trapezoid(ccr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(ccr, fpr))
 
 
 def detection_metrics(y_true: Sequence[str], scores: Sequence[float], threshold: float,

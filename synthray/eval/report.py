@@ -52,6 +52,35 @@ def _macro_row(name: str, m: Mapping[str, Any]) -> list[Any]:
             zs.get("f1"), m.get("accuracy")]
 
 
+def _service_md(service: Mapping[str, Any]) -> list[str]:
+    """What the service answers on images it never saw, and what enrolling the held-out generators does."""
+    at = service.get("at_threshold")
+    if not at:
+        return []
+    lines = ["## Unseen photographs and held-out generators (the service's answers)", "",
+             f"Real test photographs (no training step saw them) answered `real`: {_f(at['real_specificity_label'])} "
+             f"(`is_ai` false: {_f(at['real_specificity_is_ai'])}; label and is_ai disagree on "
+             f"{at['label_is_ai_disagree']} images).", ""]
+    o = service.get("open_set") or {}
+    lines += [f"Open set: AUROC known vs novel {_f(o.get('known_vs_novel_auroc'))}, OSCR {_f(o.get('oscr'))} "
+              "(score: the best class score).", ""]
+    enr = service.get("enrollment") or {}
+    before, after = enr.get("before") or at, enr.get("after") or {}
+    families = sorted(at.get("flagged_ai") or {})
+    if families:
+        rows = [[f, at["flagged_ai"].get(f), at.get("answered_unknown", {}).get(f), (after.get("named") or {}).get(f),
+                 (enr.get("checks") or {}).get(f, {}).get("threshold"), (enr.get("refused") or {}).get(f) and "refused"]
+                for f in families]
+        lines += _table(["held-out generator", "flagged AI", "answered unknown", "named after enrollment",
+                         "its is-AI threshold", "enrollment"], rows)
+    if enr:
+        lines += [f"Each held-out generator enrolled with {', '.join(f'{f} {n}' for f, n in enr['enrolled_per_family'].items())} "
+                  f"validation images, in turn, as the service enrolls. Real specificity before "
+                  f"{_f(before.get('real_specificity_label'))}, after {_f(after.get('real_specificity_label'))} "
+                  f"(change {_f(enr.get('real_specificity_change'))}).", ""]
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``'s text."""
     p, ck = report["protocol"], report["checkpoint"]
@@ -63,21 +92,29 @@ def render_markdown(report: Mapping[str, Any]) -> str:
               f"- not indexed (open-set truth \"unknown\"): {', '.join(p['novel']) or 'none'}",
               f"- test images ({report['test_split']} split): "
               + ", ".join(f"{c} {n}" for c, n in report["test_counts"].items()),
-              f"- kNN rule: k={report['attribution_rule']['k']}, vote={report['attribution_rule']['vote']}; "
-              f"is-AI threshold {_f((report.get('thresholds') or {}).get('ai_threshold'))}", ""]
+              f"- service rule: the {report['attribution_rule']['k']} nearest references of each class; "
+              f"is-AI threshold {_f((report.get('thresholds') or {}).get('ai_threshold'))}; the thesis's closed-set "
+              f"kNN: vote={report['attribution_rule']['vote']}", ""]
     for note in report.get("notes", []):
         lines.append(f"> {note}")
+    service = report.get("service") or {}
+    if service.get("calibration_warning"):
+        lines += ["", f"> **Warning:** {service['calibration_warning']}"]
     lines += ["", "## Detection: real vs each generator", ""]
     det = report.get("detection") or {}
     if det:
-        rows = [[g, d["auc"], d["accuracy"], d["n_real"], d["n_ai"]] for g, d in det["per_generator"].items()]
+        rows = [[g, d["auc"], d.get("tpr_at_1pct_fpr"), d.get("tpr_at_5pct_fpr"), d["accuracy"], d["n_real"], d["n_ai"]]
+                for g, d in det["per_generator"].items()]
         o = det["overall"]
-        rows.append(["**all AI**", o["auc"], o["accuracy"], o["n_real"], o["n_ai"]])
-        lines += _table(["generator", "AUC", "accuracy", "real", "AI"], rows)
-        lines += [f"AUC of the is-AI score; accuracy at the calibrated threshold {_f(det['threshold'])} "
+        rows.append(["**all AI**", o["auc"], o.get("tpr_at_1pct_fpr"), o.get("tpr_at_5pct_fpr"), o["accuracy"],
+                     o["n_real"], o["n_ai"]])
+        lines += _table(["generator", "AUROC", "TPR @1% FPR", "TPR @5% FPR", "accuracy", "real", "AI"], rows)
+        lines += [f"AUROC of the is-AI score; TPR at 1% / 5% FPR with thresholds set on these test images; accuracy "
+                  f"at the threshold calibrated on validation photographs, {_f(det['threshold'])} "
                   f"(TPR {_f(o['tpr'])}, FPR {_f(o['fpr'])}).", ""]
     else:
         lines += ["No real test images: no detection metrics.", ""]
+    lines += _service_md(service)
 
     lines += ["## Attribution", "", ZERO_SHOT_NOTE, ""]
     header = ["mode", "seen P", "seen R", "seen F1", "zero-shot P", "zero-shot R", "zero-shot F1", "accuracy"]

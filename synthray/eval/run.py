@@ -121,9 +121,10 @@ def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: 
         return {"reused": True, "store": store_cfg.url or str(Path(store_cfg.path).resolve())}
     log.info("building the index (%s)", build_reason)
     icfg = IndexConfig(checkpoint=str(embedder.checkpoint), shards=cfg.shards, split=cfg.reference_split,
-                       per_class=cfg.per_class, classes=tuple(protocol.indexed), batch_size=cfg.batch_size,
-                       device=cfg.device, calibration_split=cfg.calibration_split,
-                       calibration_per_class=cfg.calibration_per_class, store=store_cfg)
+                       per_class=cfg.per_class, real_per_class=cfg.real_per_class, classes=tuple(protocol.indexed),
+                       batch_size=cfg.batch_size, device=cfg.device, calibration_split=cfg.calibration_split,
+                       calibration_per_class=cfg.calibration_per_class, calibration_real=cfg.calibration_real,
+                       store=store_cfg)
     ray_was_up = _ray_initialized()
     try:
         summary = build_index(icfg, attribution=cfg.attribution, use_ray=cfg.use_ray)
@@ -133,6 +134,32 @@ def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: 
 
             ray.shutdown()  # build_index started it for this evaluation: stop what was started here
     return {"reused": False, "reason": build_reason, **summary}
+
+
+def _service_figures(cfg: EvalConfig, sel: "_Selection", embedder: Any, store: Any, attributor: Any,
+                     test_emb: np.ndarray, test_hits: list, truth: list[str], attributions: list) -> dict[str, Any]:
+    """Specificity, held-out generators flagged, open-set AUROC/OSCR, and the enrollment effect
+    (:mod:`synthray.eval.openset`)."""
+    from synthray.attribution.rule import Thresholds
+    from synthray.eval.openset import enrollment_effect, open_set_scores, specificity_and_flags
+
+    protocol = sel.protocol
+    novel = list(protocol.novel)
+    t = attributor.thresholds or Thresholds()
+    out: dict[str, Any] = {
+        "at_threshold": specificity_and_flags([a.label for a in attributions],
+                                              np.asarray([a.is_ai for a in attributions]), truth, novel),
+        "open_set": open_set_scores(test_hits, truth, protocol.indexed, t),
+        "calibration_warning": t.calibration.get("warning") if attributor.thresholds else "no calibrated thresholds",
+    }
+    if sel.enroll is not None and len(sel.enroll):
+        emb = embed_rows(embedder, sel.files, sel.enroll, cfg.batch_size, what="enrollment")
+        groups = {f: emb[sel.enroll.generator == f] for f in novel if (sel.enroll.generator == f).sum() >= 2}
+        real = store.calibration_vectors()
+        out["enrollment"] = enrollment_effect(
+            test_hits, test_emb, truth, groups, real, store.class_hits(real, attributor.cfg.k) if len(real) else [],
+            t, attributor.cfg, {f: store.class_hits(v, attributor.cfg.k) for f, v in groups.items()})
+    return out
 
 
 def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> list[dict[str, Any]]:
@@ -167,11 +194,13 @@ class _Selection:
     refs: RowSet  # reference rows of every test class that has some (in-memory kNN, sweep)
     index_counts: dict[str, int]  # references per indexed class the index build chooses
     missing_refs: list[str]  # test classes without reference rows (no closed set, no sweep)
+    enroll: RowSet | None  # validation images of the novel generators, enrolled in memory
 
 
 def _select(cfg: EvalConfig, embedder: Any) -> _Selection:
     from synthray.data.pipeline import find_shards
     from synthray.data.shards import read_labels
+    from synthray.index.selection import choose_rows, reference_caps
 
     files = find_shards(cfg.shards)
     labels = read_labels(files)
@@ -188,8 +217,12 @@ def _select(cfg: EvalConfig, embedder: Any) -> _Selection:
         # No test image may be its own reference (the same bytes in both splits).
         test=select_rows(labels, cfg.test_split, classes, cfg.max_test_per_class, exclude=every_ref),
         refs=select_rows(labels, cfg.reference_split, with_refs, _reference_cap(cfg)),
-        index_counts=select_rows(labels, cfg.reference_split, protocol.indexed, cfg.per_class).counts(),
+        index_counts={c: len(h) for c, h in choose_rows(
+            labels, cfg.reference_split, protocol.indexed,
+            reference_caps(protocol.indexed, cfg.per_class, cfg.real_per_class)).hashes.items()},
         missing_refs=[c for c in classes if c not in with_refs],
+        enroll=select_rows(labels, cfg.calibration_split, list(protocol.novel), cfg.enroll_per_class)
+        if cfg.enroll_per_class and protocol.novel else None,
     )
 
 
@@ -231,6 +264,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """
     from synthray.attribution.attributor import Attributor
     from synthray.attribution.embedder import Embedder
+    from synthray.attribution.rule import attribute
     from synthray.config import to_dict
     from synthray.eval.explain import explain_test_images, explanation_facts
     from synthray.eval.metrics import closed_set_metrics
@@ -264,10 +298,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     store_cfg, _ = store_config(cfg)
     with open_store(store_cfg, embedder.model_version, embedder.dim, create=False) as store:
         attributor = Attributor(embedder, store)
-        threshold = attributor.thresholds.ai_threshold if attributor.thresholds else 0.5
-        attributions = attributor.attribute_vectors(test_emb)
+        threshold = attributor.thresholds.ai_threshold if attributor.thresholds else 0.0
+        test_hits = store.class_hits(test_emb, attributor.cfg.k)
+        attributions = attribute(test_hits, store.search(test_emb, attributor.cfg.k), attributor.thresholds,
+                                 attributor.cfg.k, attributor.cfg.open_set)
         report.update(_score_open_set(protocol, truth, attributions, threshold))
-        laps("attribute")
+        report["service"] = _service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth,
+                                             attributions)
+        laps("attribute and enroll")
 
         # The closed set's references are the index's rows (the smallest content hashes),
         # plus as many of every class the index lacks.
@@ -353,5 +391,23 @@ def summarize(report: dict[str, Any], out: str | Path) -> dict[str, Any]:
         "closed_set_f1": macro("closed_set"),
         "open_set_f1": macro("open_set"),
         "novel_unknown_rate": (report.get("open_set") or {}).get("novel_unknown_rate_macro"),
+        "detection_tpr_at_5pct_fpr": det.get("tpr_at_5pct_fpr"),
+        "detection_tpr_at_1pct_fpr": det.get("tpr_at_1pct_fpr"),
+        "service": _service_summary(report.get("service") or {}),
         "timings": report.get("timings"),
+    }
+
+
+def _service_summary(service: dict[str, Any]) -> dict[str, Any]:
+    at = service.get("at_threshold") or {}
+    enr = service.get("enrollment") or {}
+    return {
+        "real_specificity": at.get("real_specificity_label"),
+        "held_out_flagged_ai": at.get("flagged_ai"),
+        "named_after_enrollment": (enr.get("after") or {}).get("named"),
+        "real_specificity_after_enrollment": (enr.get("after") or {}).get("real_specificity_label"),
+        "known_vs_novel_auroc": (service.get("open_set") or {}).get("known_vs_novel_auroc"),
+        "oscr": (service.get("open_set") or {}).get("oscr"),
+        "calibration_warning": service.get("calibration_warning"),
+        "enrollment_refused": enr.get("refused"),
     }
