@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from synthray.data.schema import REAL
+
 log = logging.getLogger(__name__)
 
 
@@ -105,11 +107,15 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
             log.info("removing %r's earlier enrollment so 'before' is measured without it", family)
             client.delete(family)
         queries = class_images(shards, "test", family, query_count)
+        # Real test photographs: an enrollment must not make them look generated.
+        reals = [b for _, b in class_images(shards, "test", REAL, 3 * query_count)]
         before = client.attribute([b for _, b in queries])["results"]
+        real_before = client.attribute(reals)["results"]
         t1 = time.perf_counter()
         enrolled = client.enroll(family, [b for _, b in class_images(shards, "train", family, enroll_count)])
         enroll_s = time.perf_counter() - t1
         after = client.attribute([b for _, b in queries])["results"]
+        real_after = client.attribute(reals)["results"]
         generators = client.generators()
         # Leave the index as the index stage built it (a re-run, or an evaluation against
         # it, then starts from the same state); DELETE is part of the API tour anyway.
@@ -127,6 +133,9 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
                 "seconds": round(enroll_s, 2),
                 "before": _tally(before, family),
                 "after": _tally(after, family),
+                "real_before": _tally(real_before, REAL),
+                "real_after": _tally(real_after, REAL),
+                "calibration": enrolled.get("calibration"),
             },
             "generators": {g["name"]: g["counts"] for g in generators["generators"]},
             "deleted_after": deleted,
