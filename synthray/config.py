@@ -251,6 +251,9 @@ class TrainConfig:
     channels_last: bool | None = None  # None = on for CUDA
     grad_clip: float | None = 5.0  # max grad norm; None disables
     steps_per_epoch: int | None = None  # cap steps per epoch (quick runs); None = one pass
+    # With steps_per_epoch: pass over the data again when it runs out before the epoch's steps (a
+    # fixed step budget whatever the data size, as comparisons between data sets need).
+    repeat_data: bool = False
     val_batches: int | None = 20  # validation batches per epoch for the val SupCon loss
     knn_k: int = 11  # k of the validation kNN accuracy (the thesis's k)
     knn_ref_per_class: int = 50  # train references per class for validation kNN (thesis: ~50 is enough)

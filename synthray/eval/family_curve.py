@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,6 @@ def family_curve(cfg: FamilyCurveConfig) -> dict[str, Any]:
     """Trains and scores one encoder per count (see the module docstring); returns the curve."""
     from synthray.data.pipeline import class_counts
     from synthray.train.local import fit_local
-    from synthray.train.plan import make_plan
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,14 +110,13 @@ def family_curve(cfg: FamilyCurveConfig) -> dict[str, Any]:
         train = dataclasses.replace(
             cfg.train, shards=cfg.shards, run_dir=str(run_dir), run_name="train", seed=cfg.seed,
             experiment=ExperimentConfig(setting="custom", classes=(REAL, *families)))
-        # The same number of steps at every count: a few families are a small epoch, so more epochs.
-        per_epoch = make_plan(dataclasses.replace(train, steps_per_epoch=None)).steps_per_epoch
-        train = dataclasses.replace(train, steps_per_epoch=min(per_epoch, cfg.steps),
-                                    epochs=max(1, math.ceil(cfg.steps / max(1, min(per_epoch, cfg.steps)))))
+        # The same number of steps at every count: one "epoch" of exactly that many steps, the
+        # data passed over again as often as a count's smaller data set needs.
+        train = dataclasses.replace(train, epochs=1, steps_per_epoch=cfg.steps, repeat_data=True)
         log.info("family curve: N=%d, training on %s", count, families)
         result = fit_local(train, device="cpu")
         scores = _score(result["checkpoint"], cfg, run_dir / "index")
-        point = {"families": count, "trained_on": families, **scores,
+        point = {"families": count, "trained_on": families, "steps": int(result["metrics"]["step"]), **scores,
                  "seconds": round(time.perf_counter() - t0, 1)}
         done.write_text(json.dumps(point, indent=1))
         log.info("family curve: N=%d: AUROC %.3f, TPR@5%%FPR %.3f", count, scores["auroc"], scores["tpr_at_5pct_fpr"])

@@ -240,7 +240,8 @@ class QdrantStore:
         return found
 
     def count(self) -> int:
-        return self.client.count(self.collection, exact=True).count
+        """References stored (trained and enrolled; calibration photographs are not references)."""
+        return self.client.count(self.collection, count_filter=self._references_only(), exact=True).count
 
     def counts(self) -> dict[str, dict[str, int]]:
         """References per generator, split by origin: {generator: {"trained": n, "enrolled": m}}."""

@@ -189,8 +189,13 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
         t0 = time.perf_counter()
         loss_sum, n_steps, n_images = 0.0, 0, 0
         batches = rt.train_batches(epoch)
+        passes = 0
         while n_steps < steps_per_epoch:
             batch = next(batches, None)
+            if batch is None and cfg.repeat_data and n_steps > 0:
+                passes += 1  # another pass, in another order (the seed of a later epoch)
+                batches = rt.train_batches(epoch + 1000 * passes)
+                batch = next(batches, None)
             if not _everyone_has_batch(batch is not None, device, rt.world_size):
                 break
             assert batch is not None

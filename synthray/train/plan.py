@@ -68,13 +68,14 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     steps = rows // (cfg.batch_size * cfg.num_workers)
     # Per-epoch downsampling is a random draw: take 10% off so every worker reaches the count.
     steps = int(steps * 0.9) if downsample else steps
-    if cfg.steps_per_epoch is not None:
-        steps = min(steps, cfg.steps_per_epoch)
     if steps < 1:
         raise ValueError(
             f"{rows} training rows per epoch cannot fill one batch of {cfg.batch_size} on each of "
             f"{cfg.num_workers} worker(s); lower batch_size or add data"
         )
+    if cfg.steps_per_epoch is not None:
+        # repeat_data passes over the data again, so an epoch may be longer than one pass
+        steps = cfg.steps_per_epoch if cfg.repeat_data else min(steps, cfg.steps_per_epoch)
     return TrainPlan(classes, held, steps, {c: train_rows[c] for c in classes}, {c: val_rows.get(c, 0) for c in classes})
 
 
