@@ -181,15 +181,20 @@ class IndexService:
             return None, None
         k = self.cfg.k
         t = self.thresholds
-        sample_scores = class_scores(self.store.class_hits(new_vectors, k))
         existing, payloads = self.store.vectors(generator)
         if any(p.get("origin") == "trained" for p in payloads):
             # More images of a trained generator: no new calibration, but still never "real" ones.
+            sample_scores = class_scores(self.store.class_hits(new_vectors, k))
             if np.mean([lab == REAL for lab in decide(sample_scores, t).labels]) > self.cfg.max_looks_real:
                 raise ApiError(409, "looks_real", f"most samples of {generator!r} are answered 'real' by the index; "
                                                   "nothing was enrolled")
             return None, None
+        # Every sample of the generator (earlier enrollments too), scored against the index without it.
         samples = np.concatenate([existing, new_vectors]) if len(existing) else new_vectors
+        hits = self.store.class_hits(samples, k)
+        for h in hits:
+            h.pop(generator, None)
+        sample_scores = class_scores(hits)
         if self._calibration is None:
             self._calibration = self.store.calibration_vectors()
         real = self._calibration

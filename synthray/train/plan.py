@@ -48,14 +48,17 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     train_rows = class_counts(cfg.shards, "train")
     val_rows = class_counts(cfg.shards, "val")
     classes, held = select_classes(train_rows, cfg.experiment)
-    # SupCon learns from positive pairs inside a batch: each class in a batch needs >= 2 rows.
-    # As the batchers choose: classes_per_batch, or as many classes as fit samples_per_class rows each.
+    # SupCon learns from positive pairs inside a batch (each class >= 2 rows) and needs another
+    # class beside them. As the batchers choose: classes_per_batch, or as many classes as fit
+    # samples_per_class rows each.
     fit = min(len(classes), cfg.pipeline.classes_per_batch or max(1, cfg.batch_size // cfg.pipeline.samples_per_class))
     per_class = cfg.batch_size // fit
-    if per_class < 2:
+    if per_class < 2 or fit < 2:
+        need = 2 * max(2, cfg.pipeline.samples_per_class if not cfg.pipeline.classes_per_batch else 1)
         raise ValueError(
-            f"batch_size {cfg.batch_size} over {fit} classes gives {per_class} row(s) per class: no positive pairs. "
-            f"Use batch_size >= {2 * fit} or set pipeline.classes_per_batch lower"
+            f"batch_size {cfg.batch_size} holds {fit} class(es) of {per_class} row(s) per batch: no positive pairs "
+            f"beside another class. Use batch_size >= {max(need, 2 * fit)}, or set pipeline.samples_per_class / "
+            "classes_per_batch lower"
         )
     if cfg.pipeline.samples_per_class < 2:
         raise ValueError("pipeline.samples_per_class must be >= 2 (SupCon needs positives)")

@@ -37,8 +37,16 @@ from synthray.data.synthbench import (
 from synthray.data.synthbench import build as build_module
 from synthray.data.synthbench.base import GeneratorFamily
 from synthray.data.synthbench.classes import new_family, single_thread_torch
+from synthray.data.synthbench.classes import class_layout, image_relpath
 from synthray.data.synthbench.crops import CropConfig, CropSampler, draw_jitter, jitter, to_uint8
-from synthray.data.synthbench.photos import PHOTO_FOLDERS, _package_dir
+from synthray.data.synthbench.families.procedural import (
+    ProceduralFamily,
+    create_procedural,
+    procedural_index,
+    procedural_name,
+    sample_spec,
+)
+from synthray.data.synthbench.photos import PHOTO_FOLDERS, _package_dir, split_photos
 from synthray.data.synthbench.seeding import stream
 
 RES = 32
@@ -58,8 +66,15 @@ def _digests(root: Path, labels: list[str] | None = None) -> dict[str, str]:
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for folder in folders
-        for path in sorted(folder.glob("*.png"))
+        for path in sorted(folder.rglob("*.png"))
     }
+
+
+def _path(root: Path, label: str, index: int) -> Path:
+    """Where image ``index`` of ``label`` is in a SMALL build (its split from the layout)."""
+    layout = class_layout(PER_CLASS, PER_CLASS, SMALL.val_fraction, SMALL.test_fraction)
+    split = next(name for name, r in layout if index in r)
+    return root / image_relpath(label, split, index)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -166,25 +181,62 @@ def test_real_photos_are_shipped_colour_photographs() -> None:
 # --- the built folder ------------------------------------------------------------------------
 
 
-def test_real_images_are_crops_of_the_shipped_photos(built: tuple[Path, dict]) -> None:
+def test_real_images_are_crops_of_their_splits_photos(built: tuple[Path, dict]) -> None:
     out, _ = built
-    photos, _ = find_photos()
-    sampler = CropSampler([p.load() for p in photos], RES, CropConfig())
-    for index in (0, 7):
-        rng = stream(SMALL.seed, REAL, index)
-        expected = to_uint8(jitter(sampler.sample(rng), draw_jitter(rng)))
-        with Image.open(out / REAL / image_name(REAL, index)) as img:
-            np.testing.assert_array_equal(np.asarray(img), expected)
+    photos = split_photos(find_photos()[0], SMALL.val_fraction, SMALL.test_fraction)
+    layout = class_layout(PER_CLASS, PER_CLASS, SMALL.val_fraction, SMALL.test_fraction)
+    for split, indices in layout:
+        sampler = CropSampler([p.load() for p in photos if p.split == split], RES, CropConfig())
+        for index in (indices[0], indices[-1]):
+            rng = stream(SMALL.seed, REAL, index)
+            expected = to_uint8(jitter(sampler.sample(rng), draw_jitter(rng)))
+            with Image.open(out / image_relpath(REAL, split, index)) as img:
+                np.testing.assert_array_equal(np.asarray(img), expected)
+
+
+def test_photographs_are_split_by_scene_never_shared() -> None:
+    photos = split_photos(find_photos()[0], 0.2, 0.2)
+    splits = {p.relpath: p.split for p in photos}
+    assert set(splits.values()) == {"train", "val", "test"}
+    counts = {s: sum(v == s for v in splits.values()) for s in ("train", "val", "test")}
+    assert counts["test"] >= 5 and counts["val"] >= 5 and counts["train"] > counts["test"], counts
+    # a stereo pair is one scene: both of its views land in the same split
+    assert splits["data/motorcycle_left.png"] == splits["data/motorcycle_right.png"]
+    assert split_photos(find_photos()[0], 0.2, 0.2) == photos  # deterministic
+    # bundled photographs: each with its licence and origin recorded
+    bundled = [p for p in photos if p.package == "synthray"]
+    assert len(bundled) >= 20 and all(p.licence and p.origin for p in bundled)
+
+
+def test_fakes_are_made_from_the_real_image_of_the_same_index(built: tuple[Path, dict]) -> None:
+    """Pairs: fake i shows the content of real i (its source, in the same split), not another crop."""
+    out, _ = built
+    sources = (out / "sources.csv").read_text().splitlines()
+    assert sources[0] == "relpath,source" and len(sources) == 1 + PER_CLASS * len(list_families())
+
+    def small(path: Path) -> np.ndarray:  # content, not traces: a coarse luminance map
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float64).ravel()
+
+    paired, unpaired = [], []
+    for family in ("tconv", "kl_vae"):
+        for i in range(0, PER_CLASS, 3):
+            fake = small(_path(out, family, i))
+            paired.append(np.corrcoef(fake, small(_path(out, REAL, i)))[0, 1])
+            unpaired.append(np.corrcoef(fake, small(_path(out, REAL, (i + 5) % PER_CLASS)))[0, 1])
+    # (10 fitting steps: the fakes are rough copies; measured medians 0.45 paired, about 0 unpaired)
+    assert np.median(paired) > np.median(unpaired) + 0.3, (np.median(paired), np.median(unpaired))
 
 
 def test_layout_counts_and_image_format(built: tuple[Path, dict]) -> None:
     out, summary = built
     labels = [REAL, *list_families()]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(labels)
+    layout = class_layout(PER_CLASS, PER_CLASS, SMALL.val_fraction, SMALL.test_fraction)
     for label in labels:
-        files = sorted((out / label).iterdir())
-        assert [f.name for f in files] == [image_name(label, i) for i in range(PER_CLASS)]
-        for path in files[:3]:
+        files = sorted(p.relative_to(out).as_posix() for p in (out / label).rglob("*.png"))
+        assert files == sorted(image_relpath(label, split, i) for split, r in layout for i in r)
+        for path in sorted((out / label).rglob("*.png"))[:3]:
             with Image.open(path) as img:
                 assert (img.format, img.mode, img.size) == ("PNG", "RGB", (RES, RES))
     assert not list(out.rglob("*.tmp")) and not (out / build_module.STATE_NAME).exists()
@@ -242,7 +294,7 @@ def test_damaged_complete_folder_rebuilds_only_what_is_missing(
     out, summary = built
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    (copy / REAL / image_name(REAL, 3)).unlink()
+    _path(copy, REAL, 3).unlink()
     rebuilt: list[str] = []
     real_build_class = build_module.build_class
 
@@ -267,11 +319,12 @@ def test_interrupted_run_is_resumed_to_identical_bytes(
 
     def dies_on_second_family(job):  # the run is killed while building the second family
         if job.label == RESUME[1]:
-            (target / job.label).mkdir(parents=True, exist_ok=True)
+            first = _path(target, job.label, 0)
+            first.parent.mkdir(parents=True, exist_ok=True)
             # What a kill mid-class leaves: some finished images (here, wrong ones: they
             # must be overwritten) and a temporary file of the image being written.
-            Image.new("RGB", (RES, RES)).save(target / job.label / image_name(job.label, 0))
-            (target / job.label / f".{image_name(job.label, 1)}.999.tmp").write_bytes(b"half")
+            Image.new("RGB", (RES, RES)).save(first)
+            (first.parent / f".{image_name(job.label, 1)}.999.tmp").write_bytes(b"half")
             raise KeyboardInterrupt
         return real_build_class(job)
 
@@ -284,7 +337,7 @@ def test_interrupted_run_is_resumed_to_identical_bytes(
     assert finished == {REAL, RESUME[0]}
 
     # A class cut off half-way: some of its files are gone.
-    (target / RESUME[0] / image_name(RESUME[0], 5)).unlink()
+    _path(target, RESUME[0], 5).unlink()
     built_now: list[str] = []
 
     def recording(job):
@@ -312,7 +365,7 @@ def test_different_config_needs_overwrite(built: tuple[Path, dict], tmp_path: Pa
     assert summary["counts"] == {REAL: 4, "vq_vae": 4}
     assert not (target / "tconv").exists()
     assert (target / "notes.txt").exists()  # only the files synthbench wrote are removed
-    assert len(list((target / REAL).glob("*.png"))) == 4
+    assert len(list((target / REAL).rglob("*.png"))) == 4
 
 
 @pytest.mark.parametrize(
@@ -322,12 +375,57 @@ def test_different_config_needs_overwrite(built: tuple[Path, dict], tmp_path: Pa
         ({"per_class": 0}, "per_class"),
         ({"families": ("no_such_family",)}, "unknown"),
         ({"families": ("tconv", "kl_vae", "vq_vae"), "held_out": ("pixel_shuffle",)}, "held_out"),
+        ({"procedural": -1}, "procedural"),
+        ({"families": ("proc_12",)}, "unknown"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "fraction"),
     ],
 )
 def test_invalid_configs_are_rejected(change: dict, match: str) -> None:
     cfg = SynthbenchConfig(**{"per_class": 2, "resolution": RES, **change})
     with pytest.raises((ValueError, KeyError), match=match):
         resolve_config(cfg)
+
+
+def test_procedural_families_are_drawn_from_a_space_of_architectures() -> None:
+    specs = [sample_spec(i) for i in range(60)]
+    assert sample_spec(7) == specs[7]  # a name is one architecture, always
+    assert procedural_index(procedural_name(42)) == 42 and procedural_index("tconv") is None
+    # the space is explored: every upsampler, mode and depth occurs, and few specs repeat
+    assert {s.upsample for s in specs} >= {"tconv4", "nearest", "bilinear", "pixel_shuffle"}
+    assert {s.mode for s in specs} == {"reconstruct", "latent_noise", "denoise"}
+    assert {s.depth for s in specs} == {1, 2, 3}
+    assert len({s.describe() for s in specs}) == len(specs)
+    # the cost bound: wide full-resolution stages only where the decoder is shallow
+    assert all(s.width <= (12 if s.depth == 3 or s.kernel == 5 else 16) for s in specs)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5])
+def test_procedural_family_builds_fits_and_generates(index: int) -> None:
+    name = procedural_name(index)
+    model = new_family(name, seed=0)
+    assert isinstance(model, ProceduralFamily) and model.name == name
+    assert model.architecture == sample_spec(index).describe()
+    x = torch.rand(4, 3, RES, RES, generator=torch.Generator().manual_seed(1))
+    noise = torch.Generator().manual_seed(2)
+    loss = model.fit_loss(x, noise)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    out = model.generate(x, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    again = new_family(name, seed=0).generate(x, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)  # seeded: the same network, the same fakes
+    assert not torch.equal(create_procedural(name).state_dict()[next(iter(model.state_dict()))],
+                           new_family(name, seed=1).state_dict()[next(iter(model.state_dict()))])
+
+
+def test_a_build_with_procedural_families_and_more_real_images(tmp_path: Path) -> None:
+    cfg = SynthbenchConfig(per_class=10, real_per_class=25, resolution=RES, train_steps=2, families=None,
+                           procedural=2, held_out=("tconv", procedural_name(1)))
+    summary = build_synthbench(tmp_path / "b", cfg, num_workers=2)
+    assert {procedural_name(0), procedural_name(1)} <= set(summary["labels"])
+    assert summary["counts"][REAL] == 25 and summary["counts"][procedural_name(0)] == 10
+    assert len(list((tmp_path / "b" / REAL).rglob("*.png"))) == 25
+    assert summary["splits"]["real_images"] == {"train": 15, "val": 5, "test": 5}
 
 
 def test_default_held_out_is_filled_in() -> None:

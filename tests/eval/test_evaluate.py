@@ -25,7 +25,8 @@ FIGURES = {"confusion_closed_set", "confusion_open_set", "roc", "sweep", "robust
 def _settings(tiny_model, out, **kw):
     base = {
         "checkpoint": str(tiny_model.checkpoint), "shards": str(tiny_model.shards), "out": str(out),
-        "per_class": 20, "calibration_per_class": 20, "max_test_per_class": 16, "batch_size": 64,
+        "per_class": 20, "real_per_class": 20, "calibration_per_class": 20, "max_test_per_class": 16,
+        "batch_size": 64, "enroll_per_class": 12,
         "device": "cpu", "use_ray": False, "reference_max_per_class": 30, "sweep_sizes": [5, 10, "all"],
         "sweep_repeats": 2,
         "degradations": ["jpeg:50"], "robustness_max_per_class": 6, "umap": False,
@@ -68,13 +69,14 @@ def _check_against_predictions(report):
 
     det = report["detection"]
     score = np.array([p["is_ai_score"] for p in preds])
+    threshold = report["thresholds"]["ai_threshold"]  # det["threshold"] is rounded for reading
     for gen, d in det["per_generator"].items():
         keep = (y == "real") | (y == gen)
         assert d["auc"] == pytest.approx(roc_auc_score(y[keep] != "real", score[keep]), abs=1e-6)
-        assert d["accuracy"] == pytest.approx(accuracy_score(y[keep] != "real", score[keep] >= det["threshold"]),
+        assert d["accuracy"] == pytest.approx(accuracy_score(y[keep] != "real", score[keep] >= threshold),
                                               abs=1e-6)
-    assert det["threshold"] == pytest.approx(report["thresholds"]["ai_threshold"])
-    assert [p["is_ai"] for p in preds] == list(score >= det["threshold"])
+    assert det["threshold"] == pytest.approx(report["thresholds"]["ai_threshold"], abs=1e-6)  # rounded to 6 places
+    assert [p["is_ai"] for p in preds] == list(score >= threshold)
 
 
 def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_model, tmp_path, record_property):
@@ -143,11 +145,37 @@ def test_es4_from_the_cli_scores_dots_as_zero_shot(tiny_model, tmp_path, capsys)
     assert report["closed_set"]["macro"]["zero_shot"]["classes"] == ["dots"]
     assert "dots" not in report["index"]["counts"]  # never in the service's index
     assert report["detection"]["per_generator"]["dots"]["auc"] is not None
+    _check_service_figures(report)
     assert all((out / f"{name}.png").exists() for name in FIGURES)
     assert not (out / "umap.png").exists()
     md = (out / "report.md").read_text()
     assert "zero-shot classes (never trained on): dots" in md
     _check_explanations(report, out, md)
+
+
+def _check_service_figures(report):
+    """The unseen-image figures agree with the predictions, and enrollment was as the service does it."""
+    preds = report["predictions"]
+    service = report["service"]
+    at = service["at_threshold"]
+    real = [p for p in preds if p["true"] == "real"]
+    dots = [p for p in preds if p["true"] == "dots"]
+    assert at["real_specificity_label"] == pytest.approx(np.mean([p["predicted"] == "real" for p in real]))
+    assert at["real_specificity_is_ai"] == pytest.approx(np.mean([not p["is_ai"] for p in real]))
+    assert at["label_is_ai_disagree"] == 0  # real exactly when not flagged
+    assert at["flagged_ai"]["dots"] == pytest.approx(np.mean([p["is_ai"] for p in dots]))
+    det = report["detection"]["overall"]
+    assert 0 <= det["tpr_at_1pct_fpr"] <= det["tpr_at_5pct_fpr"] <= 1
+    o = service["open_set"]
+    assert 0 <= o["known_vs_novel_auroc"] <= 1 and 0 <= o["oscr"] <= 1
+    enr = service["enrollment"]
+    assert enr["enrolled_per_family"] == {"dots": 12}
+    assert set(enr["checks"]) | set(enr["refused"]) == {"dots"}
+    if "dots" in enr["checks"]:
+        check = enr["checks"]["dots"]
+        # enrollment never lets real calibration photographs be flagged more than allowed
+        assert check["real_fpr_after"] <= check["real_fpr_before"] + report["attribution_rule"]["max_fpr_increase"] + 1e-9
+        assert enr["after"]["named"]["dots"] > enr["before"]["named"]["dots"] == 0
 
 
 def _check_explanations(report, out, md):

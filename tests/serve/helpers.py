@@ -23,6 +23,7 @@ class TestIndex:
     classes: list[str]  # indexed classes (the model's trained ones)
     queries: dict[str, list[bytes]]  # test-split images per trained class, never indexed
     held_out: dict[str, list[Path]]  # held-out class -> its image files (never seen by the model)
+    references: int  # references the build stored (real gets more than each generator)
 
 
 def build_test_index(tiny_model: Any, store_path: Path) -> TestIndex:
@@ -44,7 +45,8 @@ def build_test_index(tiny_model: Any, store_path: Path) -> TestIndex:
     rows = table.to_pylist()
     queries = {c: [r["image"] for r in rows if r["split"] == "test" and r["generator"] == c][:10] for c in classes}
     held_out = {c: sorted((Path(tiny_model.root) / c).glob("*.png")) for c in tiny_model.held_out}
-    return TestIndex(store_path, summary["model_version"], classes, queries, held_out)
+    references = sum(c["trained"] for c in summary["counts"].values())
+    return TestIndex(store_path, summary["model_version"], classes, queries, held_out, references)
 
 
 def free_port() -> int:

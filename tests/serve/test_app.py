@@ -93,7 +93,7 @@ def test_health_ready_and_docs(app, index):
     assert requests.get(f"{app.url}/healthz", timeout=30).json() == {"status": "ok"}
     ready = requests.get(f"{app.url}/readyz", timeout=30).json()
     assert ready["status"] == "ready" and ready["model_version"] == index.model_version
-    assert (ready["references"], ready["store"], ready["calibrated"], ready["writes_enabled"]) == (150, "embedded",
+    assert (ready["references"], ready["store"], ready["calibrated"], ready["writes_enabled"]) == (index.references, "embedded",
                                                                                                 True, True)
     spec = requests.get(f"{app.url}/openapi.json", timeout=30).json()
     assert {"/v1/attribute", "/v1/generators/{name}/samples", "/v1/generators", "/v1/generators/{name}",
@@ -321,7 +321,7 @@ def test_concurrent_enrollments_and_queries_never_corrupt_the_index(app, index):
     assert sorted(a.json()["enrolled"] for a in answers[:2]) == [0, 20]
     listed = counts(app)
     assert (listed["conc-a"]["count"], listed["conc-b"]["count"]) == (20, 20)
-    assert sum(g["count"] for g in listed.values()) == 150 + 40
+    assert sum(g["count"] for g in listed.values()) == index.references + 40
     assert delete(app, "conc-a").status_code == delete(app, "conc-b").status_code == 200
 
 

@@ -144,3 +144,50 @@ def test_close_releases_the_embedded_folder(tmp_path):
     reopened = open_store(tmp_path / "q")
     assert reopened.count() == 0
     reopened.close()
+
+
+def _calibrated(tmp_path):
+    """Trained clusters, thresholds calibrated on held-back members, real calibration points kept."""
+    from synthray.attribution.rule import calibrate, class_scores
+    from synthray.index.store import CALIBRATION
+
+    store = open_store(tmp_path / "cal")
+    for i, g in enumerate(TRAINED):
+        store.upsert(cluster(i, 30, 0.3)[:20], [Reference(g, g == "real", h) for h in hashes(g, 20)])
+    val = {g: cluster(i, 30, 0.3)[20:] for i, g in enumerate(TRAINED)}
+    q = np.concatenate(list(val.values()))
+    truth = [g for g, v in val.items() for _ in v]
+    t = calibrate(class_scores(store.class_hits(q, 5)), truth, 0.1, 0.1, 5)
+    store.set_metadata({"thresholds": t.to_dict(), "attribution": {"k": 5}})
+    store.upsert(val["real"], [Reference("real", True, h, origin=CALIBRATION) for h in hashes("cal", 10)])
+    return store
+
+
+def test_enrollment_is_calibrated_refuses_real_looking_sets_and_delete_undoes_it(tmp_path):
+    svc = IndexService(_calibrated(tmp_path))
+    try:
+        assert len(svc.store.calibration_vectors()) == 10
+        # "samples" that are real photographs: refused, nothing written
+        with pytest.raises(ApiError) as info:
+            run(svc.enroll("fake-gan", cluster(0, 8, 0.3), hashes("realish", 8), list("abcdefgh")))
+        assert (info.value.status, info.value.code) == (409, "looks_real")
+        assert "fake-gan" not in run(svc.generators())
+        # a new generator: calibrated from its own samples, stored with the index
+        out = run(svc.enroll("gan-new", cluster(40, 12, 0.3), hashes("new", 12), [f"{i}" for i in range(12)]))
+        cal = out["calibration"]
+        assert out["enrolled"] == 12 and cal["samples"] == 12 and cal["looks_real"] <= 0.5
+        assert cal["real_fpr_after"] <= cal["real_fpr_before"] + svc.cfg.max_fpr_increase + 1e-9
+        stored = svc.store.metadata()["thresholds"]
+        assert stored["acceptance"]["gan-new"] == pytest.approx(cal["acceptance"])
+        labels = [a["label"] for a in run(svc.attribute(cluster(40, 6, 0.3)))]
+        assert labels.count("gan-new") >= 5, labels
+        real_labels = [a["label"] for a in run(svc.attribute(cluster(0, 20, 0.3)))]
+        assert real_labels.count("real") >= 15, real_labels  # the enrollment did not take real images
+        # the calibration points are never neighbours, never counted as references
+        assert all(n["origin"] != "calibration" for a in run(svc.attribute(cluster(0, 5, 0.3)))
+                   for n in a["neighbours"])
+        assert run(svc.generators())["real"] == {"trained": 20, "enrolled": 0}
+        run(svc.delete_generator("gan-new"))
+        assert "gan-new" not in svc.store.metadata()["thresholds"]["acceptance"]
+    finally:
+        svc.close()

@@ -90,10 +90,16 @@ def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, tex
     assert hist[2]["train_loss"] < 0.75 * hist[0]["train_loss"], [hist[e]["train_loss"] for e in (0, 1, 2)]
     assert all(0 <= hist[e]["val_knn_acc"] <= 1 for e in (0, 1, 2))
     assert result["metrics"]["model_version"] == hist[2]["model_version"]
-    # The checkpoint the resumed run saved is a working encoder: an exact kNN over every
-    # training image attributes the whole validation split (an untrained resnet10t already
-    # gets 0.6-0.7 on these textures, chance is 0.25: this guards a broken restore, not learning).
-    assert _knn_accuracy(result["checkpoint"], texture_shards) >= 0.5
+    # The checkpoint the resumed run saved is a working, trained encoder: an exact kNN over every
+    # training image attributes the whole validation split better than the same encoder untrained
+    # (measured in this test: untrained 0.80, trained 0.88 after these 24 steps; chance 0.25).
+    # This guards a broken restore (which lands at or below the start), the tight learning bar
+    # is test_train_local's.
+    from tests.conftest import untrained_checkpoint
+
+    start = untrained_checkpoint(cfg, result["classes"], tmp_path / "untrained")
+    trained_acc, start_acc = _knn_accuracy(result["checkpoint"], texture_shards), _knn_accuracy(start, texture_shards)
+    assert trained_acc > start_acc and trained_acc >= 0.8, (trained_acc, start_acc)
 
     # The same run started again with one more epoch continues at epoch 3, step 3*steps + steps.
     cfg.epochs = 4
