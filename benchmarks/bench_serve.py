@@ -55,11 +55,11 @@ def build_index(checkpoint: Path, store_path: Path, refs: list[Path]) -> None:
     import hashlib
 
     from synthray.attribution import Embedder
-    from synthray.index import QdrantStore, Reference, StoreConfig
+    from synthray.index import Reference, StoreConfig, open_store
 
     embedder = Embedder(checkpoint, device="cpu")
     data = [p.read_bytes() for p in refs]
-    with QdrantStore(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
+    with open_store(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
         store.upsert(embedder.embed_bytes(data), [Reference(p.parent.name, p.parent.name == "real",
                                                             hashlib.sha256(d).hexdigest()) for p, d in zip(refs, data)])
 
@@ -76,12 +76,12 @@ def plain_baseline(checkpoint: Path, store_path: Path, queries: list[bytes], enr
     import torch
 
     from synthray.attribution import AttributionConfig, Embedder, attribute
-    from synthray.index import QdrantStore, Reference, StoreConfig
+    from synthray.index import Reference, StoreConfig, open_store
 
     torch.set_num_threads(1)
     embedder = Embedder(checkpoint, device="cpu")
     cfg = AttributionConfig()
-    with QdrantStore(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
+    with open_store(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
         attribute(store.search(embedder.embed_bytes(queries[:1]), cfg.k), cfg)  # warm-up
         ms = []
         start = time.perf_counter()

@@ -25,6 +25,7 @@ Everything here is numpy: no Ray, no torch, no store.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
@@ -51,7 +52,7 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Thresholds":
-        d = dict(d or {})
+        d = copy.deepcopy(dict(d or {}))  # never share nested dicts with a cached metadata read
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"Thresholds: unknown keys {sorted(unknown)} (an index calibrated by an older "

@@ -1,9 +1,9 @@
-"""The reference index: embeddings tagged by generator, in Qdrant (embedded or server)."""
+"""The reference index: embeddings tagged by generator, in Qdrant (Qdrant Edge embedded, or a server)."""
 
 from synthray.index.config import IndexConfig, StoreConfig
 from synthray.index.store import (
+    BaseStore,
     Neighbour,
-    QdrantStore,
     Reference,
     StoreError,
     VectorStore,
@@ -12,5 +12,5 @@ from synthray.index.store import (
     references_from_rows,
 )
 
-__all__ = ["IndexConfig", "Neighbour", "QdrantStore", "Reference", "StoreConfig", "StoreError", "VectorStore",
+__all__ = ["BaseStore", "IndexConfig", "Neighbour", "Reference", "StoreConfig", "StoreError", "VectorStore",
            "open_store", "point_id", "references_from_rows"]

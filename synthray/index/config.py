@@ -7,15 +7,34 @@ import dataclasses
 
 @dataclasses.dataclass
 class StoreConfig:
-    """Where reference embeddings live: a Qdrant server, or embedded Qdrant in a folder."""
+    """Where reference embeddings live: embedded Qdrant Edge in a folder, or a Qdrant server."""
 
-    url: str | None = None  # Qdrant server (http://qdrant:6333); None = embedded local mode at ``path``
+    url: str | None = None  # Qdrant server (http://qdrant:6333); None = embedded at ``path``
     api_key_env: str = "SYNTHRAY_QDRANT_API_KEY"  # env var holding the server's API key (never the key itself)
-    path: str = "runs/index/qdrant"  # embedded mode: storage folder (ONE process may open it at a time)
+    path: str = "runs/index/qdrant"  # embedded: storage folder (ONE process may open it at a time)
+    # Embedded engine: "edge" = Qdrant Edge (Qdrant's Rust engine in-process, the default);
+    # "client-local" = qdrant-client's local mode (numpy in Python; the tests' stand-in for a server).
+    engine: str = "edge"
     collection_prefix: str = "synthray"  # collection = <prefix>-<model version>
     collection: str | None = None  # explicit collection name; its model version is still checked
+    alias: str | None = None  # the alias naming the active collection; None = <prefix>-active
     timeout_s: int = 30  # server requests
     upsert_batch: int = 256  # points per upsert request
+    # Exact search (numpy over a cached matrix) up to this many references, the engine's HNSW
+    # above: at 20k references exact scoring of one query costs ~1 ms, the index is 50 per class.
+    exact_max: int = 20_000
+    hnsw_m: int = 16  # HNSW graph degree
+    hnsw_ef_construct: int = 200  # HNSW build beam (higher: better graph, slower build)
+    hnsw_ef: int = 256  # HNSW search beam (measured in benchmarks/bench_index.py for recall)
+    # Every enrolled image, content-addressed, so an index for a new model re-embeds them;
+    # None = <path>/../enrolled (beside the store). A shared volume in a cluster.
+    enrolled_dir: str | None = None
+
+    def enrolled_root(self) -> str:
+        """The enrollment archive folder."""
+        import os
+
+        return self.enrolled_dir or os.path.join(os.path.dirname(os.path.abspath(self.path)), "enrolled")
 
 
 @dataclasses.dataclass
@@ -39,4 +58,10 @@ class IndexConfig:
     # Real calibration photographs: they set the is-AI threshold's false-positive rate and are kept
     # in the store (not as references) so an enrollment can check it does not flag them.
     calibration_real: int = 200
+    # Re-embed every image users enrolled (the archive, store.enrolled_dir) into this
+    # collection, with the same checks as the service: enrollments survive a new model.
+    include_enrolled: bool = True
+    # Point the active alias (store.alias) at this collection once it is complete: queries of
+    # the alias move from the old version to the new in one step (roll back: synthray index activate).
+    activate: bool = True
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)

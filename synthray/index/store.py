@@ -1,44 +1,48 @@
-"""Reference embeddings in Qdrant, behind a small typed interface.
+"""Reference embeddings behind one small typed interface, on two Qdrant engines.
 
-One collection per model version (cosine distance): embeddings from different weights
-live in different spaces and must never be compared, so a collection records the model
-version that filled it and refuses queries from any other.
+- :class:`~synthray.index.edge_store.EdgeStore` (the embedded default): Qdrant Edge, Qdrant's
+  own engine in this process (``qdrant-edge-py``), one shard directory per collection.
+- :class:`~synthray.index.client_store.QdrantStore`: a Qdrant server through qdrant-client
+  (``store.url``; Kubernetes), or qdrant-client's local mode (``store.engine: client-local``,
+  which the tests use as the server's stand-in).
 
-Point ids are derived from (model version, content hash): indexing the same image twice
-writes the same point, so re-running or resuming a build never duplicates, and
-re-enrolling the same files changes nothing.
+One collection per model version (cosine distance): embeddings from different weights live in
+different spaces and must never be compared, so a collection records the model version that
+filled it and refuses queries from any other. Point ids are derived from (model version,
+content hash): indexing the same image twice writes the same point, so re-running or resuming
+a build never duplicates, and re-enrolling the same files changes nothing.
 
-Embedded mode (``QdrantClient(path=...)``) lets ONE process open a storage folder. In a
-Ray program exactly one process owns a :class:`QdrantStore` on that folder: the driver
-of ``build_index`` (embedding actors only return vectors), and the index-owner
-deployment of the Serve app (one replica when embedded). Everything else asks that owner.
+Searches are exact below ``store.exact_max`` references (numpy over a cached matrix: the
+reference index is small by design, 50 per class) and the engine's HNSW above it. The cache
+follows the collection's revision, which every write bumps, so a reader sees a write from its
+next query on.
+
+An embedded store lets ONE process open its folder. In a Ray program exactly one process owns
+it: the driver of ``build_index`` (embedding actors only return vectors), and the index-owner
+deployment of the Serve app. Everything else asks that owner.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from synthray.index.config import StoreConfig
 
-log = logging.getLogger(__name__)
-
 #: Where a reference came from: the training data (``trained``) or few-shot enrollment.
 ORIGINS = ("trained", "enrolled")
 #: Points that are no references: the real validation photographs the is-AI threshold was
 #: calibrated on, kept so that an enrollment can check it does not flag them.
 CALIBRATION = "calibration"
-#: Payload fields that are filtered on (indexed in server mode).
-INDEXED_FIELDS = {"generator": "keyword", "is_real": "bool", "origin": "keyword", "split": "keyword",
-                  "content_hash": "keyword"}
+#: Payload fields that are filtered on (indexed where the engine supports it).
+INDEXED_FIELDS = ("generator", "origin", "split", "content_hash")
 _ID_NAMESPACE = uuid.UUID("5f0b7e9c-61d5-4a8e-9a57-7d2f8c0e4b11")
+#: Metadata key of the write counter that tells readers their cached references are stale.
+REVISION = "revision"
 
 
 class StoreError(RuntimeError):
@@ -76,6 +80,19 @@ class Neighbour:
     source_path: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """A payload filter every engine translates: one generator, one origin, or a set of origins."""
+
+    generator: str | None = None
+    origin: str | None = None
+    origins: tuple[str, ...] | None = None
+
+
+#: References only (calibration photographs are never neighbours nor counted as references).
+REFERENCES = Where(origins=ORIGINS)
+
+
 def point_id(model_version: str, content_hash: str) -> str:
     """The deterministic point id of an image under a model version (a UUID, as Qdrant wants)."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{model_version}:{content_hash}"))
@@ -85,11 +102,17 @@ def collection_name(cfg: StoreConfig, model_version: str) -> str:
     return cfg.collection or f"{cfg.collection_prefix}-{model_version}"
 
 
+def alias_name(cfg: StoreConfig) -> str:
+    """The alias that names the active collection (moved by ``synthray index activate``)."""
+    return cfg.alias or f"{cfg.collection_prefix}-active"
+
+
 class VectorStore(Protocol):
     """What the attribution service needs from a vector store."""
 
     model_version: str
     dim: int
+    collection: str
 
     def upsert(self, vectors: np.ndarray, refs: Sequence[Reference]) -> list[str]: ...
     def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]: ...
@@ -101,68 +124,71 @@ class VectorStore(Protocol):
     def set_metadata(self, values: Mapping[str, Any]) -> None: ...
 
 
-class QdrantStore:
-    """:class:`VectorStore` on qdrant-client: a server when ``cfg.url`` is set, else embedded.
+class BaseStore:
+    """What both engines share: validation, ids, exact scoring over a cached matrix, the
+    revision counter. An engine implements the primitives (``_upsert`` ... ``_native_search``).
 
     Args:
-        cfg: where the store is.
-        model_version: the version of the encoder whose embeddings go in / are queried.
+        cfg: where the store is and how it searches.
+        model_version: the encoder version whose embeddings go in / are queried.
         dim: embedding size D.
-        create: create the collection when it does not exist (index builds, enrollment);
-            False raises :class:`StoreError` instead (query-only users).
-    Raises:
-        StoreError: the collection was built by another model version or with another
-            embedding size, or does not exist and ``create`` is False.
     """
 
-    def __init__(self, cfg: StoreConfig, model_version: str, dim: int, create: bool = True) -> None:
-        from qdrant_client import QdrantClient
+    embedded: bool = True
 
+    def __init__(self, cfg: StoreConfig, model_version: str, dim: int) -> None:
         self.cfg = cfg
         self.model_version = model_version
         self.dim = dim
         self.collection = collection_name(cfg, model_version)
-        if cfg.url:
-            self.client = QdrantClient(url=cfg.url, api_key=os.environ.get(cfg.api_key_env) or None,
-                                       timeout=cfg.timeout_s)
-            self.embedded = False
-        else:
-            Path(cfg.path).mkdir(parents=True, exist_ok=True)
-            try:
-                self.client = QdrantClient(path=cfg.path)
-            except RuntimeError as exc:  # portalocker: another process holds the folder
-                raise StoreError(
-                    f"embedded Qdrant at {cfg.path} is open in another process ({exc}); only one "
-                    "process may own an embedded store: stop it, or use a Qdrant server (store.url)"
-                ) from exc
-            self.embedded = True
-        self._matrix: tuple[np.ndarray, np.ndarray, list[Neighbour]] | None = None  # embedded: exact scoring
-        try:
-            self._open(create)
-        except Exception:
-            self.client.close()  # release the embedded folder's lock for whoever comes next
-            raise
+        self._matrix: tuple[int, np.ndarray, np.ndarray, list[Neighbour]] | None = None
+        self._size: tuple[int, int] | None = None  # (revision, references)
 
-    def where(self) -> str:
-        return self.cfg.url or str(Path(self.cfg.path).resolve())
+    # -- engine primitives ------------------------------------------------------------------
+    def where(self) -> str: ...
+    def metadata(self) -> dict[str, Any]: ...
+    def _write_metadata(self, values: Mapping[str, Any]) -> None: ...
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None: ...
+    def _delete_ids(self, ids: Sequence[str]) -> None: ...
+    def _delete_where(self, where: Where) -> None: ...
+    def _count(self, where: Where | None) -> int: ...
+    def _generator_counts(self, where: Where) -> dict[str, int]: ...
+    def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]: ...
+    def _retrieve_page(self, ids: list[str]) -> dict[str, dict[str, Any]]: ...
+    def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]: ...
+    def close(self) -> None: ...
 
-    def _open(self, create: bool) -> None:
-        from qdrant_client import models as qm
+    # -- paging over the primitives ---------------------------------------------------------
+    def _scroll(self, where: Where) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+        """Every point matching ``where``: (vectors (N, D), payloads, ids)."""
+        vecs, payloads, ids, offset = [], [], [], None
+        while True:
+            page, offset = self._scroll_page(where, offset, 1024)
+            for i, v, p in page:
+                ids.append(i)
+                vecs.append(v)
+                payloads.append(p)
+            if offset is None:
+                break
+        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim), payloads, ids
 
-        if not self.client.collection_exists(self.collection):
+    def _retrieve(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``{id: payload}`` of the ids that are stored."""
+        ids, out = list(ids), {}
+        for s in range(0, len(ids), 1024):
+            out.update(self._retrieve_page(ids[s:s + 1024]))
+        return out
+
+    # -- the interface ----------------------------------------------------------------------
+    def _check_open(self, create: bool, exists: bool, create_fn: Any) -> None:
+        """Creates the collection, or checks that the existing one is this model version's."""
+        if not exists:
             if not create:
                 raise StoreError(f"no collection {self.collection!r} at {self.where()}: build the index for "
                                  f"model version {self.model_version} first (synthray index)")
-            self.client.create_collection(
-                self.collection,
-                vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
-                metadata={"model_version": self.model_version, "dim": self.dim, "created_at": time.time()},
-            )
-            if not self.embedded:  # payload indexes only exist on a server
-                kinds = {"keyword": qm.PayloadSchemaType.KEYWORD, "bool": qm.PayloadSchemaType.BOOL}
-                for field, kind in INDEXED_FIELDS.items():
-                    self.client.create_payload_index(self.collection, field, kinds[kind])
-            log.info("created collection %s at %s", self.collection, self.where())
+            create_fn()
+            self._write_metadata({"model_version": self.model_version, "dim": self.dim, "collection": self.collection,
+                                  "created_at": time.time(), REVISION: 0})
             return
         meta = self.metadata()
         stored = meta.get("model_version")
@@ -170,12 +196,20 @@ class QdrantStore:
             raise StoreError(
                 f"collection {self.collection!r} at {self.where()} holds embeddings of model version "
                 f"{stored!r}, not {self.model_version!r}: embeddings of different weights cannot be "
-                "compared; rebuild the index with this checkpoint or query with the matching one"
-            )
+                "compared; rebuild the index with this checkpoint or query with the matching one")
         if int(meta.get("dim", self.dim)) != self.dim:
             raise StoreError(f"collection {self.collection!r} has dimension {meta.get('dim')}, encoder gives {self.dim}")
 
-    # -- writes ---------------------------------------------------------------------------
+    def set_metadata(self, values: Mapping[str, Any]) -> None:
+        """Merges ``values`` into the collection's metadata (calibrated thresholds live here)."""
+        self._write_metadata(dict(values))
+        self._bump()
+
+    def _bump(self) -> None:
+        self._matrix = None
+        meta = self.metadata()
+        self._write_metadata({REVISION: int(meta.get(REVISION, 0)) + 1})
+
     def upsert(self, vectors: np.ndarray, refs: Sequence[Reference]) -> list[str]:
         """Writes (or overwrites) one point per reference; returns their ids.
 
@@ -183,8 +217,6 @@ class QdrantStore:
             vectors: (N, D) float embeddings.
             refs: N payloads.
         """
-        from qdrant_client import models as qm
-
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(refs):
             raise ValueError(f"expected ({len(refs)}, {self.dim}) vectors, got {vectors.shape}")
@@ -194,138 +226,121 @@ class QdrantStore:
             if r.origin not in (*ORIGINS, CALIBRATION):
                 raise ValueError(f"origin must be one of {(*ORIGINS, CALIBRATION)}, got {r.origin!r}")
         # A calibration photograph never shares a point with a reference of the same bytes.
-        self._matrix = None
         ids = [point_id(self.model_version, f"{CALIBRATION}:{r.content_hash}" if r.origin == CALIBRATION
                         else r.content_hash) for r in refs]
         step = self.cfg.upsert_batch
-        for s in range(0, len(ids), step):
-            points = [qm.PointStruct(id=i, vector=v.tolist(), payload=r.payload())
-                      for i, v, r in zip(ids[s:s + step], vectors[s:s + step], refs[s:s + step])]
-            self.client.upsert(self.collection, points=points, wait=True)
+        try:
+            for s in range(0, len(ids), step):
+                self._upsert(ids[s:s + step], vectors[s:s + step], [r.payload() for r in refs[s:s + step]])
+        finally:
+            self._bump()
         return ids
 
     def delete(self, ids: Sequence[str]) -> None:
-        from qdrant_client import models as qm
-
-        self._matrix = None
         if ids:
-            self.client.delete(self.collection, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
+            try:
+                self._delete_ids(list(ids))
+            finally:
+                self._bump()
 
     def delete_generator(self, generator: str, origin: str | None = None) -> int:
         """Deletes a generator's references (only one origin's when given); returns how many."""
-        self._matrix = None
-        flt = self._filter(generator=generator, origin=origin) if origin else self._filter(generator=generator,
-                                                                                          origin_in=ORIGINS)
-        n = self.client.count(self.collection, count_filter=flt, exact=True).count
+        where = Where(generator=generator, origin=origin) if origin else Where(generator=generator, origins=ORIGINS)
+        n = self._count(where)
         if n:
-            from qdrant_client import models as qm
-
-            self.client.delete(self.collection, points_selector=qm.FilterSelector(filter=flt), wait=True)
+            try:
+                self._delete_where(where)
+            finally:
+                self._bump()
         return n
-
-    def set_metadata(self, values: Mapping[str, Any]) -> None:
-        """Merges ``values`` into the collection's metadata (calibrated thresholds live here)."""
-        self.client.update_collection(self.collection, metadata=dict(values))
-
-    # -- reads ----------------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
-        return dict(self.client.get_collection(self.collection).config.metadata or {})
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored."""
-        found: set[str] = set()
-        for s in range(0, len(ids), 1024):
-            found.update(str(p.id) for p in self.client.retrieve(self.collection, ids=list(ids[s:s + 1024]),
-                                                                 with_payload=False, with_vectors=False))
-        return found
+        return set(self._retrieve(ids))
+
+    def stored_labels(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{id: (generator, origin)}`` of the ids already stored."""
+        return {i: (str(p.get("generator")), str(p.get("origin", "trained"))) for i, p in self._retrieve(ids).items()}
 
     def count(self) -> int:
         """References stored (trained and enrolled; calibration photographs are not references)."""
-        return self.client.count(self.collection, count_filter=self._references_only(), exact=True).count
+        return self._count(REFERENCES)
+
+    def total_points(self) -> int:
+        return self._count(None)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """References per generator, split by origin: {generator: {"trained": n, "enrolled": m}}."""
         out: dict[str, dict[str, int]] = {}
         for origin in ORIGINS:
-            hits = self.client.facet(self.collection, key="generator", facet_filter=self._filter(origin=origin),
-                                     limit=100_000, exact=True).hits
-            for h in hits:
-                out.setdefault(str(h.value), {o: 0 for o in ORIGINS})[origin] = h.count
+            for name, n in self._generator_counts(Where(origin=origin)).items():
+                if n:
+                    out.setdefault(name, {o: 0 for o in ORIGINS})[origin] = n
         return dict(sorted(out.items()))
 
-    def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
-        """The k most similar references of each query, most similar first.
+    def vectors(self, generator: str | None = None, origin: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Every stored reference vector (of one generator) with its payload, for exact checks
+        and plots; ``origin="calibration"`` gives the calibration photographs instead."""
+        where = Where(generator=generator, origin=origin) if origin else Where(generator=generator, origins=ORIGINS)
+        vecs, payloads, _ = self._scroll(where)
+        return vecs, payloads
 
-        Args:
-            vectors: (N, D) query embeddings.
-            k: neighbours per query.
-        """
-        from qdrant_client import models as qm
+    def calibration_vectors(self) -> np.ndarray:
+        """The real calibration photographs' embeddings stored with the index, (R, D)."""
+        return self.vectors(origin=CALIBRATION)[0]
 
+    def nearest_vectors(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
+        """The vectors of ``generator``'s ``k`` references most similar to one query, (<=k, D):
+        what an explanation of "why this generator" looks toward."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise ValueError(f"expected a {self.dim}-d query vector, got {vector.shape[0]}-d")
+        refs, _ = self.vectors(generator)
+        if not len(refs):
+            return refs
+        sims = refs @ vector
+        return refs[np.argsort(-sims, kind="stable")[:k]]
+
+    # -- searches ---------------------------------------------------------------------------
+    def _exact(self) -> bool:
+        # The reference count is read once per revision, not per query (a count is a scan).
+        revision = int(self.metadata().get(REVISION, 0))
+        if self._size is None or self._size[0] != revision:
+            self._size = (revision, self.count())
+        return self._size[1] <= self.cfg.exact_max
+
+    def _check_queries(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (N, {self.dim}) query vectors, got {vectors.shape}")
-        if self.embedded:
-            return self._search_exact(vectors, k)
-        fields = ["generator", "is_real", "origin", "source_path"]
-        requests = [qm.QueryRequest(query=v.tolist(), limit=k, with_payload=fields, filter=self._references_only())
-                    for v in vectors]
-        out = []
-        for s in range(0, len(requests), 256):
-            for resp in self.client.query_batch_points(self.collection, requests=requests[s:s + 256]):
-                out.append([Neighbour(id=str(p.id), similarity=float(p.score), generator=p.payload["generator"],
-                                      is_real=bool(p.payload["is_real"]), origin=p.payload.get("origin", "trained"),
-                                      source_path=p.payload.get("source_path", "")) for p in resp.points])
-        return out
-
-    def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
-        """Each query's similarities to the ``k`` nearest references of every class.
-
-        The per-class scores of :mod:`synthray.attribution.rule` need each class's own
-        neighbours, not the k nearest overall (one tight class would crowd out the rest):
-        one grouped query per image (Qdrant's group_by on ``generator``).
-
-        Args:
-            vectors: (N, D) query embeddings.
-            k: references per class.
-        Returns:
-            per query ``{generator: similarities, most similar first}``.
-        """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected (N, {self.dim}) query vectors, got {vectors.shape}")
-        if self.embedded:
-            return self._class_hits_exact(vectors, k)
-        groups = max(1, len(self.counts()))
-        out = []
-        for v in vectors:
-            resp = self.client.query_points_groups(self.collection, query=v.tolist(), group_by="generator",
-                                                   group_size=k, limit=groups, with_payload=False,
-                                                   query_filter=self._references_only())
-            out.append({str(g.id): [float(p.score) for p in g.hits] for g in resp.groups})
-        return out
+        return vectors
 
     def _references(self) -> tuple[np.ndarray, np.ndarray, list[Neighbour]]:
-        """Unit reference vectors, their generators, and each as a neighbour record (cached)."""
-        # Embedded qdrant-client searches by brute force in Python (about 0.1 s per grouped query
-        # at a few thousand points): exact numpy over the cached reference matrix gives the same
-        # neighbours in microseconds. The cache is dropped by every write.
-        if self._matrix is None:
-            refs, payloads, ids = self._scroll(self._references_only())
+        """Unit reference vectors, their generators and neighbour records, cached per revision."""
+        revision = int(self.metadata().get(REVISION, 0))
+        if self._matrix is None or self._matrix[0] != revision:
+            refs, payloads, ids = self._scroll(REFERENCES)
             norms = np.linalg.norm(refs, axis=1, keepdims=True)
             labels = np.asarray([str(p["generator"]) for p in payloads], dtype=object)
             records = [Neighbour(id=i, similarity=0.0, generator=str(p["generator"]), is_real=bool(p["is_real"]),
                                  origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
                        for i, p in zip(ids, payloads)]
-            self._matrix = (refs / np.maximum(norms, 1e-12), labels, records)
-        return self._matrix
+            self._matrix = (revision, refs / np.maximum(norms, 1e-12), labels, records)
+        return self._matrix[1], self._matrix[2], self._matrix[3]
 
     def _similarities(self, vectors: np.ndarray) -> np.ndarray:
         refs = self._references()[0]
         q = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return q.astype(np.float64) @ refs.T.astype(np.float64)
 
-    def _search_exact(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+    def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """The k most similar references of each query, most similar first (exact below
+        ``exact_max`` references, the engine's HNSW above)."""
+        vectors = self._check_queries(vectors)
+        if not self._exact():
+            return [[Neighbour(id=i, similarity=float(s), generator=p["generator"], is_real=bool(p["is_real"]),
+                               origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
+                     for i, s, p in hits] for hits in self._native_search(vectors, k, REFERENCES)]
         records = self._references()[2]
         if not records:
             return [[] for _ in range(len(vectors))]
@@ -338,85 +353,59 @@ class QdrantStore:
             out.append([dataclasses.replace(records[j], similarity=float(sims[i, j])) for j in order])
         return out
 
-    def _class_hits_exact(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
+    def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
+        """Each query's similarities to the ``k`` nearest references of every class.
+
+        The per-class scores of :mod:`synthray.attribution.rule` need each class's own
+        neighbours, not the k nearest overall (one tight class would crowd out the rest).
+
+        Returns:
+            per query ``{generator: similarities, most similar first}``.
+        """
+        vectors = self._check_queries(vectors)
+        if not self._exact():
+            out: list[dict[str, list[float]]] = [{} for _ in range(len(vectors))]
+            for name in self.counts():
+                for i, hits in enumerate(self._native_search(vectors, k, Where(generator=name, origins=ORIGINS))):
+                    out[i][name] = [s for _, s, _ in hits]
+            return out
         refs, labels, _ = self._references()
         if not len(refs):
             return [{} for _ in range(len(vectors))]
         sims = self._similarities(vectors)
-        out: list[dict[str, list[float]]] = [{} for _ in range(len(sims))]
+        out = [{} for _ in range(len(sims))]
         for name in sorted(set(labels)):
             cols = np.flatnonzero(labels == name)
             kk = min(k, len(cols))
-            part = sims[:, cols]
-            top = -np.sort(-np.partition(part, len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
+            top = -np.sort(-np.partition(sims[:, cols], len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
             for i in range(len(sims)):
                 out[i][name] = top[i].tolist()
         return out
 
-    def calibration_vectors(self) -> np.ndarray:
-        """The real calibration photographs' embeddings stored with the index, (R, D)."""
-        return self.vectors(origin=CALIBRATION)[0]
-
-    def nearest_vectors(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
-        """The vectors of ``generator``'s ``k`` references most similar to one query, (<=k, D).
-
-        An explanation of "why this generator" looks toward these: the class's references
-        nearest the image, whether or not they were among its overall neighbours.
-        """
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.dim:
-            raise ValueError(f"expected a {self.dim}-d query vector, got {vector.shape[0]}-d")
-        points = self.client.query_points(self.collection, query=vector.tolist(), limit=k, with_vectors=True,
-                                          with_payload=False,
-                                          query_filter=self._filter(generator=generator, origin_in=ORIGINS)).points
-        return np.asarray([p.vector for p in points], dtype=np.float32).reshape(-1, self.dim)
-
-    def vectors(self, generator: str | None = None, origin: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Every stored reference vector (of one generator) with its payload: for exact checks
-        and plots; ``origin="calibration"`` gives the calibration photographs instead."""
-        flt = self._filter(generator=generator, origin=origin) if origin else self._filter(generator=generator,
-                                                                                          origin_in=ORIGINS)
-        vecs, payloads, _ = self._scroll(flt)
-        return vecs, payloads
-
-    def _scroll(self, flt: Any) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
-        vecs, payloads, ids, offset = [], [], [], None
-        while True:
-            points, offset = self.client.scroll(self.collection, scroll_filter=flt,
-                                                limit=1024, offset=offset, with_vectors=True, with_payload=True)
-            for p in points:
-                vecs.append(p.vector)
-                payloads.append(p.payload)
-                ids.append(str(p.id))
-            if offset is None:
-                break
-        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim), payloads, ids
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> "QdrantStore":
+    def __enter__(self) -> "BaseStore":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    @staticmethod
-    def _filter(origin_in: Sequence[str] | None = None, **fields: Any):
-        from qdrant_client import models as qm
 
-        must = [qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in fields.items() if v is not None]
-        if origin_in is not None:
-            must.append(qm.FieldCondition(key="origin", match=qm.MatchAny(any=list(origin_in))))
-        return qm.Filter(must=must) if must else None
+def open_store(cfg: StoreConfig, model_version: str, dim: int, create: bool = True) -> BaseStore:
+    """The configured store for a model version: a Qdrant server when ``cfg.url`` is set, else
+    the embedded engine ``cfg.engine`` (Qdrant Edge by default) at ``cfg.path``. A
+    ``cfg.collection`` that is an alias opens the collection it names."""
+    if cfg.collection:
+        target = resolve_alias(cfg, cfg.collection)
+        if target is not None:
+            cfg = dataclasses.replace(cfg, collection=target)
+    if cfg.url or cfg.engine == "client-local":
+        from synthray.index.client_store import QdrantStore
 
-    def _references_only(self):
-        return self._filter(origin_in=ORIGINS)
+        return QdrantStore(cfg, model_version, dim, create=create)
+    if cfg.engine != "edge":
+        raise ValueError(f"unknown store.engine {cfg.engine!r}; use 'edge' or 'client-local'")
+    from synthray.index.edge_store import EdgeStore
 
-
-def open_store(cfg: StoreConfig, model_version: str, dim: int, create: bool = True) -> QdrantStore:
-    """The configured store for a model version (see :class:`QdrantStore`)."""
-    return QdrantStore(cfg, model_version, dim, create=create)
+    return EdgeStore(cfg, model_version, dim, create=create)
 
 
 def references_from_rows(rows: Mapping[str, Iterable[Any]], origin: str = "trained") -> list[Reference]:
@@ -428,3 +417,86 @@ def references_from_rows(rows: Mapping[str, Iterable[Any]], origin: str = "train
                       content_hash=str(cols["content_hash"][i]), split=str(get("split", i)),
                       dataset=str(get("dataset", i)), source_path=str(get("source_path", i)), origin=origin)
             for i in range(n)]
+
+
+def _client(cfg: StoreConfig) -> Any:
+    import os
+
+    from qdrant_client import QdrantClient
+
+    if cfg.url:
+        return QdrantClient(url=cfg.url, api_key=os.environ.get(cfg.api_key_env) or None, timeout=cfg.timeout_s)
+    return QdrantClient(path=cfg.path)
+
+
+def resolve_alias(cfg: StoreConfig, alias: str | None = None) -> str | None:
+    """The collection an alias names (``alias_name(cfg)`` by default), or None when unset.
+
+    Open no qdrant-client local store of the same folder meanwhile: this opens it briefly.
+    """
+    alias = alias or alias_name(cfg)
+    if cfg.url or cfg.engine == "client-local":
+        client = _client(cfg)
+        try:
+            return next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == alias), None)
+        finally:
+            client.close()
+    from synthray.index.edge_store import read_aliases
+
+    return read_aliases(cfg.path).get(alias)
+
+
+def collection_metadata(cfg: StoreConfig, collection: str) -> dict[str, Any]:
+    """A collection's metadata without opening it for writing (an Edge shard another process
+    holds can still be read this way).
+
+    Raises:
+        StoreError: no such collection.
+    """
+    if cfg.url or cfg.engine == "client-local":
+        client = _client(cfg)
+        try:
+            if not client.collection_exists(collection):
+                raise StoreError(f"no collection {collection!r} at {cfg.url or cfg.path}")
+            return dict(client.get_collection(collection).config.metadata or {})
+        finally:
+            client.close()
+    from synthray.index.edge_store import read_metadata
+
+    return read_metadata(cfg.path, collection)
+
+
+def active_collection(cfg: StoreConfig) -> tuple[str, dict[str, Any]]:
+    """The collection the store serves when no checkpoint is given, and its metadata: the one
+    ``cfg.collection`` names (itself an alias or a collection), else the active alias's.
+
+    Raises:
+        StoreError: no alias set and no collection named.
+    """
+    name = cfg.collection or alias_name(cfg)
+    target = resolve_alias(cfg, name) or (cfg.collection if cfg.collection else None)
+    if target is None:
+        raise StoreError(f"no active collection at {cfg.url or cfg.path}: alias {name!r} is unset; build an index "
+                         "with activate (synthray index --set activate=true) or `synthray index activate`")
+    return target, collection_metadata(cfg, target)
+
+
+def list_collections(cfg: StoreConfig) -> list[dict[str, Any]]:
+    """Every collection of the store with its model version, size on record and aliases."""
+    if cfg.url or cfg.engine == "client-local":
+        client = _client(cfg)
+        try:
+            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+            names = [c.name for c in client.get_collections().collections]
+            metas = {n: dict(client.get_collection(n).config.metadata or {}) for n in names}
+        finally:
+            client.close()
+    else:
+        from synthray.index.edge_store import list_shards, read_aliases, read_metadata
+
+        aliases = read_aliases(cfg.path)
+        names = list_shards(cfg.path)
+        metas = {n: read_metadata(cfg.path, n) for n in names}
+    return [{"collection": n, "model_version": metas[n].get("model_version"), "checkpoint": metas[n].get("checkpoint"),
+             "built_at": metas[n].get("built_at"), "aliases": sorted(a for a, c in aliases.items() if c == n)}
+            for n in sorted(names)]
