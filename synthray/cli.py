@@ -5,6 +5,7 @@
     synthray stream <shards>                       stream preprocessed batches, report speed/balance
     synthray train --config configs/cpu_demo.yaml  train the SupCon encoder (Ray Train)
     synthray index --config configs/cpu_demo_index.yaml  build the reference index (Ray Data -> Qdrant)
+    synthray index list|activate|snapshot|restore        the store's collections, the active alias, backups
     synthray demo                                  the main job on the embedded defaults
     synthray evaluate --config configs/cpu_demo_eval.yaml  evaluate a protocol (ES1-ES4, sd14): report + figures
     synthray serve --checkpoint <ckpt>             the Serve app on a local Ray cluster (blocks)
@@ -134,6 +135,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     cfg, attribution = index_configs(load_yaml(args.config) if args.config else {}, args.set)
     try:
+        if args.action != "build":
+            from synthray.index.admin import index_admin
+
+            _emit(index_admin(args.action, cfg.store, args.target, overwrite=args.overwrite, keep=args.keep))
+            return 0
         if args.no_ray:
             summary = build_index(cfg, attribution, use_ray=False)
         else:
@@ -144,8 +150,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                 summary = build_index(cfg, attribution, use_ray=True)
             finally:
                 ray.shutdown()
-    except (CheckpointError, StoreError) as exc:
-        log.error("index failed: %s", exc)
+    except (CheckpointError, StoreError, FileNotFoundError) as exc:
+        log.error("index %s failed: %s", args.action, exc)
         return 1
     _emit(summary)
     return 0
@@ -325,7 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("index", help="build the reference index (Qdrant) from shards and calibrate 'unknown'")
+    p = sub.add_parser("index", help="build the reference index (Qdrant) from shards and calibrate 'unknown'; "
+                                     "list, activate, snapshot, restore its collections")
+    p.add_argument("action", nargs="?", default="build", choices=["build", "list", "activate", "snapshot", "restore"],
+                   help="build (default); list collections; activate COLLECTION (move the active alias, also to "
+                        "roll back); snapshot [FILE] of the active collection; restore FILE into the store")
+    p.add_argument("target", nargs="?", help="activate: a collection; snapshot: the archive file to write "
+                                             "(default <store>/../snapshots/<collection>-<time>.tar); restore: the archive")
+    p.add_argument("--overwrite", action="store_true", help="restore: replace a collection of the same name")
+    p.add_argument("--keep", type=int, help="snapshot: keep this many newest snapshots, delete older ones")
     p.add_argument("--config", help="YAML with index: and attribution: sections (configs/cpu_demo_index.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field: per_class=all, store.path=..., attribution.k=5")

@@ -32,7 +32,8 @@ from synthray.attribution.config import AttributionConfig
 from synthray.index.config import IndexConfig
 from synthray.index.selection import Choice, check_classes, choose_rows, parse_cap, reference_caps, row_predicate
 from synthray.data.schema import REAL
-from synthray.index.store import CALIBRATION, QdrantStore, open_store, point_id, references_from_rows
+from synthray.index.enrolled import EnrollmentArchive
+from synthray.index.store import CALIBRATION, BaseStore, alias_name, open_store, point_id, references_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class _Sink:
         cal_hashes: content hashes of the calibration queries.
     """
 
-    def __init__(self, store: QdrantStore, ref_split: str, missing: set[str], cal_split: str,
+    def __init__(self, store: BaseStore, ref_split: str, missing: set[str], cal_split: str,
                  cal_hashes: set[str]) -> None:
         self.store = store
         self.ref_split, self.missing = ref_split, set(missing)
@@ -340,6 +341,16 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
             "built_at": time.time(),
         })
         timings["calibrate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reenrolled = (reenroll_archive(store, embedder, EnrollmentArchive(cfg.store.enrolled_root()), attribution)
+                      if cfg.include_enrolled else {"skipped": "include_enrolled is false"})
+        timings["reenroll_s"] = time.perf_counter() - t0
+        optimize = getattr(store, "optimize", None)
+        if optimize is not None and store.count() > cfg.store.exact_max:
+            t0 = time.perf_counter()
+            optimize()  # build the HNSW graph now, not during the first queries
+            timings["optimize_s"] = time.perf_counter() - t0
+        previous = store.set_alias(alias_name(cfg.store)) if cfg.activate else None
         counts = store.counts()
         summary = {
             "collection": store.collection,
@@ -356,6 +367,8 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
             "added": sink.added,
             "already_present": len(present),
             "calibration": calibration,
+            "enrollments": reenrolled,
+            "active": {"alias": alias_name(cfg.store), "previous": previous} if cfg.activate else None,
         }
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["total_s"] = round(time.perf_counter() - start, 3)
@@ -365,7 +378,49 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
     return summary
 
 
-def _keep_real_calibration(store: QdrantStore, vectors: np.ndarray, sink: _Sink) -> None:
+def reenroll_archive(store: BaseStore, embedder: Any, archive: EnrollmentArchive,
+                     attribution: AttributionConfig) -> dict[str, Any]:
+    """Enrolls every archived image into ``store`` again, embedded by this model, with the
+    service's checks (:class:`~synthray.index.enrollment.Enroller`); a generator the new model
+    refuses (it now looks real) is reported and stays in the archive.
+
+    Returns:
+        ``{"generators": {name: {"enrolled", "unchanged"} or {"refused": why}}, "missing": [hashes]}``.
+    """
+    from synthray.index.enrollment import Enroller, EnrollmentError
+
+    entries = archive.entries()
+    if not entries:
+        return {"generators": {}, "missing": []}
+    enroller = Enroller(store, attribution, archive=None)  # the archive already holds them
+    by_generator: dict[str, list[Any]] = {}
+    for e in entries:
+        by_generator.setdefault(e.generator, []).append(e)
+    out: dict[str, Any] = {"generators": {}, "missing": []}
+    for generator, items in by_generator.items():
+        data, kept = [], []
+        for e in items:
+            try:
+                data.append(archive.read(e.content_hash))
+                kept.append(e)
+            except FileNotFoundError:
+                out["missing"].append(e.content_hash)
+        if not kept:
+            continue
+        vectors = np.concatenate([embedder.embed_bytes(data[s:s + 64]) for s in range(0, len(data), 64)])
+        try:
+            r = enroller.enroll(generator, vectors, [e.content_hash for e in kept], [e.name for e in kept])
+            out["generators"][generator] = {"enrolled": r["enrolled"], "unchanged": r["unchanged"]}
+        except EnrollmentError as exc:
+            log.warning("archived enrollment of %s not carried into %s: %s", generator, store.collection, exc.message)
+            out["generators"][generator] = {"refused": exc.message}
+    if out["missing"]:
+        log.warning("%d archived enrollment image(s) are missing from %s", len(out["missing"]), archive.root)
+    log.info("re-enrolled archived generators into %s: %s", store.collection, out["generators"])
+    return out
+
+
+def _keep_real_calibration(store: BaseStore, vectors: np.ndarray, sink: _Sink) -> None:
     """Stores the real calibration photographs (origin ``calibration``, never searched as
     references): enrollment checks against them that a new generator flags no more of them."""
     from synthray.index.store import Reference

@@ -113,6 +113,19 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     return {"model": model, "state": state, "meta": meta}
 
 
+def checkpoint_version(folder: str | Path) -> str:
+    """The model version a complete checkpoint folder holds, from its marker (no weights read).
+
+    Raises:
+        CheckpointError: no complete checkpoint there.
+    """
+    marker = Path(folder) / COMPLETE_FILE
+    try:
+        return str(json.loads(marker.read_text())["model_version"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder}: no complete checkpoint ({exc})") from exc
+
+
 def latest_good(folders: Iterable[str | Path]) -> tuple[Path, dict[str, Any]] | None:
     """The newest loadable checkpoint among ``folders`` (ordered oldest first).
 

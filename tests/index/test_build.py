@@ -23,7 +23,7 @@ from synthray.attribution import Attributor, AttributionConfig, Embedder
 from synthray.attribution.rule import class_scores, decide
 from synthray.config import IndexConfig, StoreConfig, from_dict
 from synthray.data.pipeline import find_shards
-from synthray.index import QdrantStore, open_store, point_id
+from synthray.index import BaseStore, open_store, point_id
 from synthray.index.build import build_index
 from synthray.train.checkpoint import CheckpointError
 
@@ -114,7 +114,7 @@ def test_rerun_adds_nothing_and_a_larger_cap_adds_only_the_rest(tiny_model, tmp_
 def test_crash_mid_build_resumes_to_the_same_index_without_duplicates(tiny_model, tmp_path, monkeypatch):
     cfg = _cfg(tiny_model, tmp_path / "q", per_class=30, calibration_per_class=5)
     written: list[int] = []
-    upsert = QdrantStore.upsert
+    upsert = BaseStore.upsert
 
     def dies_after_one_batch(self, vectors, refs):  # the writer fails mid-build (fault injection)
         if written:
@@ -122,7 +122,7 @@ def test_crash_mid_build_resumes_to_the_same_index_without_duplicates(tiny_model
         written.append(len(refs))
         return upsert(self, vectors, refs)
 
-    monkeypatch.setattr(QdrantStore, "upsert", dies_after_one_batch)
+    monkeypatch.setattr(BaseStore, "upsert", dies_after_one_batch)
     with pytest.raises(RuntimeError, match="writer died"):
         build_index(cfg, use_ray=False)
     monkeypatch.undo()
