@@ -53,14 +53,18 @@ class Backend(Protocol):
     async def embed(self, data: bytes) -> Any: ...  # serve.encoder.Embedded
     async def encoder_info(self) -> dict[str, Any]: ...
     async def index_info(self) -> dict[str, Any]: ...
-    async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]: ...
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
-                     names: Sequence[str]) -> dict[str, Any]: ...
+    async def attribute(self, vectors: np.ndarray, model_version: str | None = None) -> list[dict[str, Any]]: ...
+    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
+                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]: ...
     async def generators(self) -> dict[str, dict[str, int]]: ...
     async def delete_generator(self, generator: str) -> dict[str, Any]: ...
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray: ...
     async def explain(self, data: bytes, references: np.ndarray, kinds: list[str],
                       lime_samples: int) -> dict[str, Any]: ...
+
+
+#: Serve deployment states in which every replica serves the pinned version (scaling is fine).
+READY_STATES = ("HEALTHY", "UPSCALING", "DOWNSCALING")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +263,18 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
             return out, (time.perf_counter() - t) * 1000
         return list(await asyncio.gather(*(one(img) for img in images)))
 
+    def embedding_version(embedded: Sequence[tuple[Any, float]]) -> str | None:
+        """The one model version that embedded a request's images (the index checks it).
+
+        Raises:
+            ApiError: 503 ``model_mismatch`` when encoder replicas of two versions shared the request.
+        """
+        versions = {getattr(e, "model_version", "") for e, _ in embedded} - {""}
+        if len(versions) > 1:
+            raise ApiError(503, "model_mismatch", f"encoder replicas of model versions {sorted(versions)} answered "
+                           "one request (a rollout in progress?); nothing was answered or written, retry shortly")
+        return versions.pop() if versions else None
+
     def decode_failures(images: list[ValidImage], embedded: list[tuple[Any, float]]) -> list[dict[str, str]]:
         return [{"file": img.name, "reason": "corrupt", "message": f"the encoder could not decode it: {e.error}"}
                 for img, (e, _) in zip(images, embedded) if e.error]
@@ -291,7 +307,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         if bad:
             raise rejected_images(bad)
         searched = time.perf_counter()
-        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]))
+        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]), embedding_version(embedded))
         end = time.perf_counter()
         results = []
         for img, (e, ms), a in zip(images, embedded, answers):
@@ -342,7 +358,8 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
             metrics.enrollments.labels("rejected").inc()
             raise rejected_images(bad)
         result = await backend.enroll(generator, np.stack([embedded[i][0].vector for i in keep]),
-                                      [images[i].content_hash for i in keep], [images[i].name for i in keep])
+                                      [images[i].content_hash for i in keep], [images[i].name for i in keep],
+                                      [images[i].data for i in keep], embedding_version([embedded[i] for i in keep]))
         rejected = bad + result["rejected"]
         if result["enrolled"] == 0 and result["unchanged"] == 0:
             metrics.enrollments.labels("rejected").inc()
@@ -400,6 +417,18 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         if enc["model_version"] != idx["model_version"]:
             return JSONResponse(Ready(status="not_ready", reason=f"encoder {enc['model_version']} and index "
                                       f"{idx['model_version']} disagree").model_dump(), status_code=503)
+        # The two answers above come from one replica each: the others are judged by Serve's own
+        # health checks (each replica refused to start with weights other than the pinned ones).
+        deployments = getattr(backend, "deployments", None)
+        if deployments is not None:
+            try:
+                states = await asyncio.wait_for(deployments(), PROBE_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - the controller not answering is "not ready"
+                states = {"controller": f"{type(exc).__name__}: {exc}"}
+            bad = {name: state for name, state in states.items() if state not in READY_STATES}
+            if bad:
+                return JSONResponse(Ready(status="not_ready", reason=f"deployments not healthy: {bad}").model_dump(),
+                                    status_code=503)
         return Ready(status="ready", model_version=idx["model_version"], references=idx["references"],
                      store=idx["store"], calibrated=idx["calibrated"], writes_enabled=auth.writes_enabled,
                      warning=idx.get("calibration_warning"))

@@ -5,14 +5,16 @@ Three deployments (after Ray's ``serve/doc_code/app_builder.py``)::
     HTTP -> Ingress (FastAPI) --embed--> Encoder (@serve.batch)
                               --search/enroll/delete--> IndexOwner (the store)
 
-The IndexOwner is the only process that opens the store: one replica for an embedded
-store (a folder one process may open), as many as wanted against a Qdrant server.
+The IndexOwner is the only process that opens an embedded store (a folder one process may
+open): one replica reads and writes. Against a Qdrant server, IndexReader replicas scale out
+and one IndexWriter takes every write. The checkpoint is pinned when the app is built.
 """
 
 # No ``from __future__ import annotations`` here: Serve reads the builder's parameter
 # annotation as a class to validate the arguments into AppArgs, and a string would not do.
 
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,11 +31,17 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str = Field(description="checkpoint folder, or a training run folder (its newest good checkpoint)")
-    store_path: str = Field("runs/index/qdrant", description="embedded Qdrant folder (when store_url is not set)")
-    store_url: Optional[str] = Field(None, description="Qdrant server URL; set it to scale the index owner out")
+    checkpoint: Optional[str] = Field(None, description="checkpoint folder, or a training run folder (its newest "
+                                      "good checkpoint, resolved once when the app is built, so every replica loads "
+                                      "the same weights); None = the checkpoint the active collection was built with")
+    store_path: str = Field("runs/index/qdrant", description="embedded store folder (when store_url is not set)")
+    store_url: Optional[str] = Field(None, description="Qdrant server URL; set it to scale the index readers out")
     store_api_key_env: str = Field("SYNTHRAY_QDRANT_API_KEY", description="env var with the Qdrant server's key")
-    collection: Optional[str] = Field(None, description="explicit collection (default synthray-<model version>)")
+    store_engine: str = Field("edge", description="embedded engine: edge (Qdrant Edge) | client-local")
+    collection: Optional[str] = Field(None, description="collection or alias (default synthray-<model version>; "
+                                      "with no checkpoint, the active alias synthray-active)")
+    enrolled_dir: Optional[str] = Field(None, description="archive of enrolled images (default beside the store; "
+                                        "a shared volume in a cluster): a new model version re-embeds them")
     create_index: bool = Field(False, description="create an empty collection when none exists (pure few-shot use)")
     device: str = Field("auto", description="encoder device: auto | cpu | cuda")
     api_key_env: str = Field("SYNTHRAY_API_KEY", description="env var holding the API key for writes")
@@ -48,7 +56,8 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(16, ge=1, description="encoder dynamic batch size (1 = batching off)")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill")
     encoder_replicas: int = Field(1, ge=1)
-    index_replicas: int = Field(1, ge=1, description="index owner replicas: 1 when embedded")
+    index_replicas: int = Field(1, ge=1, description="index reader replicas against a server (writes go to one "
+                                "writer); 1 when embedded")
     ingress_replicas: int = Field(1, ge=1)
     encoder_cpus: float = Field(0.5, ge=0)
     encoder_gpus: float = Field(0, ge=0)
@@ -70,7 +79,39 @@ class AppArgs(BaseModel):
     def store_config(self) -> dict[str, Any]:
         """``StoreConfig`` fields; a relative path is taken from where the app is built (the repo root)."""
         return {"url": self.store_url, "path": os.path.abspath(self.store_path), "collection": self.collection,
-                "api_key_env": self.store_api_key_env}
+                "api_key_env": self.store_api_key_env, "engine": self.store_engine,
+                "enrolled_dir": os.path.abspath(self.enrolled_dir) if self.enrolled_dir else None}
+
+    def pinned(self) -> tuple[str, str, Optional[str]]:
+        """``(checkpoint folder, model version, collection)`` the app serves, resolved once here.
+
+        A run folder resolves to its newest good checkpoint now, not in each replica: a replica
+        started after a retrain must not load newer weights than the index was built with.
+        Without a checkpoint, the active alias names the collection and the collection names
+        the checkpoint it was built with.
+
+        Raises:
+            CheckpointError / StoreError: nothing to pin.
+        """
+        from synthray.attribution.embedder import resolve_checkpoint
+        from synthray.config import from_dict
+        from synthray.index.config import StoreConfig
+        from synthray.index.store import StoreError, active_collection
+        from synthray.train.checkpoint import checkpoint_version
+
+        if self.checkpoint is not None:
+            folder = resolve_checkpoint(self.checkpoint).resolve()
+            return str(folder), checkpoint_version(folder), self.collection
+        cfg = from_dict(StoreConfig, self.store_config())
+        collection, meta = active_collection(cfg)
+        if not meta.get("checkpoint"):
+            raise StoreError(f"collection {collection!r} records no checkpoint: pass checkpoint=")
+        folder = Path(meta["checkpoint"])
+        version = checkpoint_version(folder)
+        if version != meta.get("model_version"):
+            raise StoreError(f"collection {collection!r} holds model version {meta.get('model_version')}, its "
+                             f"checkpoint {folder} holds {version}")
+        return str(folder), version, collection
 
 
 def build_app(args: AppArgs) -> Application:
@@ -83,18 +124,32 @@ def build_app(args: AppArgs) -> Application:
     """
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args)
+    checkpoint, version, collection = args.pinned()
+    store = {**args.store_config(), "collection": collection}
     encoder = serve.deployment(Encoder).options(
         num_replicas=args.encoder_replicas, max_ongoing_requests=args.max_ongoing_requests,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
         user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
-    ).bind(os.path.abspath(args.checkpoint), args.device)
-    index = serve.deployment(IndexOwner).options(
-        num_replicas=args.index_replicas, max_ongoing_requests=args.max_ongoing_requests,
-        ray_actor_options={"num_cpus": args.index_cpus},
-    ).bind(encoder, args.store_config(), args.create_index, args.attribution)
+    ).bind(checkpoint, args.device, version)
+    owner = serve.deployment(IndexOwner)
+    if args.store_url is None:
+        # Embedded: one process may open the store, so one owner reads and writes.
+        index = owner.options(num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
+                              ray_actor_options={"num_cpus": args.index_cpus},
+                              ).bind(encoder, store, args.create_index, args.attribution, version, "owner")
+        writer = index
+    else:
+        # A server: readers scale out, every write goes through one writer (one lock, one archive).
+        index = owner.options(name="IndexReader", num_replicas=args.index_replicas,
+                              max_ongoing_requests=args.max_ongoing_requests,
+                              ray_actor_options={"num_cpus": args.index_cpus},
+                              ).bind(encoder, store, False, args.attribution, version, "reader")
+        writer = owner.options(name="IndexWriter", num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
+                               ray_actor_options={"num_cpus": args.index_cpus},
+                               ).bind(encoder, store, args.create_index, args.attribution, version, "writer")
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
     return serve.deployment(Ingress).options(
         num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
         ray_actor_options={"num_cpus": args.ingress_cpus},
     ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
-           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples})
+           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer)

@@ -32,20 +32,27 @@ class Embedded:
     error: str | None  # why not
     batch_size: int  # how many images shared the forward pass
     batch_ms: float  # wall time of that forward pass (decode included)
+    model_version: str = ""  # of the weights that embedded it (the index refuses other versions)
 
 
 class Encoder:
     """Loads the checkpoint once per replica; embeds batches of encoded images.
 
     Args:
-        checkpoint: checkpoint or run folder (see ``synthray.attribution.resolve_checkpoint``).
+        checkpoint: the pinned checkpoint folder (``build_app`` resolves a run folder once, so
+            every replica, including one started after a retrain, loads the same weights).
         device: "auto" | "cpu" | "cuda".
+        model_version: the version the app was pinned to; a replica that loads other weights
+            refuses to start (None: no check).
     """
 
-    def __init__(self, checkpoint: str, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str, device: str = "auto", model_version: str | None = None) -> None:
         from synthray.attribution import Embedder
 
         self.embedder = Embedder(checkpoint, device=device)
+        if model_version is not None and self.embedder.model_version != model_version:
+            raise RuntimeError(f"{checkpoint} holds model version {self.embedder.model_version}, the app is pinned "
+                               f"to {model_version}: refusing to start with other weights")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Applies ``{"max_batch_size", "batch_wait_timeout_s"}`` (Serve calls this on deploy and on change)."""
@@ -104,4 +111,5 @@ class Encoder:
                 errors.append(f"{type(exc).__name__}: {exc}")
         vectors = iter(self.embedder.embed_pixels(torch.stack(pixels)) if pixels else ())
         ms = (time.perf_counter() - start) * 1000
-        return [Embedded(None if err else next(vectors), err, len(images), ms) for err in errors]
+        version = self.embedder.model_version
+        return [Embedded(None if err else next(vectors), err, len(images), ms, version) for err in errors]

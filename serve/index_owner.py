@@ -1,17 +1,19 @@
-"""The index owner: the one process that holds the vector store, reads and writes.
+"""The index owner: the process that holds the vector store; one writer for all writes.
 
-Embedded Qdrant lets one process open a storage folder, so the Serve app routes every
-search, enrollment and deletion through this deployment (one replica when embedded;
-with a Qdrant server it scales out, each replica a client of the server).
+An embedded store (Qdrant Edge) lets one process open its folder, so the Serve app routes
+every search, enrollment and deletion through one index-owner replica. Against a Qdrant
+server the readers scale out (``index_replicas``) and every write goes to one single-replica
+writer deployment: a write lock is per process, so two writers could relabel an image or
+roll back each other's points. Readers notice a write by the collection's revision counter
+(its metadata), re-reading the calibrated rule and their cached references.
 
-Safety under concurrency: every store call runs on one dedicated thread (the embedded
-client is not shared between threads, and the replica's event loop stays free for
-health checks), and each write is a transaction under an ``asyncio.Lock``: look up what
-is stored, upsert, and on failure delete exactly the points this write added. A query
-arriving mid-enrollment sees the index before or after an upsert batch, never a broken one.
-With a server and several replicas, each replica serialises its own writes; Qdrant makes
-each upsert atomic, and point ids are content hashes, so racing writers of the same image
-write the same point.
+Every query and enrollment carries the model version of the encoder replica that embedded
+it; an owner refuses vectors of any other version (503 ``model_mismatch``), so a replica
+started with other weights can never mix its embeddings into answers or the index.
+
+Safety under concurrency: every store call runs on one dedicated thread (the store is not
+shared between threads, and the replica's event loop stays free for health checks), and
+each write is a transaction under an ``asyncio.Lock`` (see :mod:`synthray.index.enrollment`).
 """
 
 from __future__ import annotations
@@ -25,18 +27,15 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from serve.errors import ApiError
-from synthray.attribution.attributor import THRESHOLDS_KEY, stored_rule
 from synthray.attribution.config import AttributionConfig
-from synthray.attribution.rule import EnrollmentRefused, Thresholds, check_enrollment, class_scores, decide
-from synthray.data.schema import REAL
 from synthray.index.config import StoreConfig
-from synthray.index.store import QdrantStore, Reference, StoreError, open_store, point_id
+from synthray.index.enrolled import EnrollmentArchive
+from synthray.index.enrollment import Enroller, EnrollmentError
+from synthray.index.store import BaseStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Payload ``split``/``dataset`` of enrolled references (they come from no data set split).
-ENROLLED = "enrolled"
 #: How long a new owner waits for the previous one to release an embedded store.
 OPEN_WAIT_S = 60.0
 
@@ -47,39 +46,64 @@ class IndexService:
     Args:
         store: the opened store; this object owns it from now on (see :meth:`close`).
         attribution: the rule; None = the one stored with the index by its build.
+        archive: where enrolled images are kept so the next model version re-embeds them.
     """
 
-    def __init__(self, store: QdrantStore, attribution: AttributionConfig | None = None) -> None:
+    def __init__(self, store: BaseStore, attribution: AttributionConfig | None = None,
+                 archive: EnrollmentArchive | None = None) -> None:
         self.store = store
-        self.cfg, self.thresholds = stored_rule(store.metadata(), attribution)
-        if self.thresholds is None:
+        self.enroller = Enroller(store, attribution, archive)
+        if self.enroller.thresholds is None:
             log.warning("index %s has no calibrated thresholds: is-AI threshold 0, no 'unknown' answers",
                         store.collection)
-        self._calibration: np.ndarray | None = None  # the real calibration photographs, read on first need
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
         self._write_lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def cfg(self) -> AttributionConfig:
+        return self.enroller.cfg
+
+    @property
+    def thresholds(self) -> Any:
+        return self.enroller.thresholds
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _same_version(self, model_version: str | None) -> None:
+        if model_version is not None and model_version != self.store.model_version:
+            raise ApiError(503, "model_mismatch",
+                           f"the image was embedded by model version {model_version}, the index holds "
+                           f"{self.store.model_version}: a replica runs other weights (a rollout in progress?); "
+                           "nothing was answered or written, retry shortly", model_version=self.store.model_version)
 
     # -- reads --------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:
         """What this owner serves: model version, collection, where, size, rule."""
-        count = await self._run(self.store.count)
-        return {"model_version": self.store.model_version, "collection": self.store.collection,
-                "store": "embedded" if self.store.embedded else "server", "references": count,
-                "calibrated": self.thresholds is not None, "k": self.cfg.k,
-                "calibration_warning": (self.thresholds.calibration.get("warning") if self.thresholds else
-                                        "the index has no calibrated thresholds")}
+        return await self._run(self._info)
 
-    async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
-        """Attributions of (N, D) query embeddings (see ``synthray.attribution.rule.attribute``)."""
+    def _info(self) -> dict[str, Any]:
+        self.enroller.refresh()
+        t = self.thresholds
+        return {"model_version": self.store.model_version, "collection": self.store.collection,
+                "store": "embedded" if self.store.embedded else "server", "references": self.store.count(),
+                "calibrated": t is not None, "k": self.cfg.k,
+                "calibration_warning": (t.calibration.get("warning") if t else "the index has no calibrated thresholds")}
+
+    async def attribute(self, vectors: np.ndarray, model_version: str | None = None) -> list[dict[str, Any]]:
+        """Attributions of (N, D) query embeddings (see ``synthray.attribution.rule.attribute``).
+
+        Raises:
+            ApiError: 503 ``model_mismatch`` when ``model_version`` is not the index's.
+        """
+        self._same_version(model_version)
         return await self._run(self._attribute, np.asarray(vectors, dtype=np.float32))
 
     def _attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
         from synthray.attribution.rule import attribute
 
+        self.enroller.refresh()  # another writer may have enrolled meanwhile
         hits = self.store.class_hits(vectors, self.cfg.k)
         neighbours = self.store.search(vectors, self.cfg.k)
         return [a.to_dict() for a in attribute(hits, neighbours, self.thresholds, self.cfg.k, self.cfg.open_set)]
@@ -101,138 +125,20 @@ class IndexService:
         return refs
 
     # -- writes -------------------------------------------------------------------------
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
-                     names: Sequence[str]) -> dict[str, Any]:
-        """Adds images of ``generator`` as enrolled references, all or nothing.
+    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
+                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]:
+        """Adds images of ``generator`` as enrolled references, all or nothing (see
+        :meth:`synthray.index.enrollment.Enroller.enroll`); the images are archived for the
+        next model version when ``images`` is given.
 
-        An image already stored under this generator is left as it is (re-uploads change
-        nothing); one stored under another generator is refused rather than relabelled.
-
-        Args:
-            generator: canonical generator name (validated by the caller).
-            vectors: (N, D) embeddings of the images.
-            hashes: their sha256 content hashes (the point ids derive from them).
-            names: their file names (reported back, kept as ``source_path``).
-        Before anything is written the set is checked against the index: one that mostly
-        answers "real" is refused, and a new generator's acceptance (leave-one-out over its
-        samples) and is-AI threshold (raised until the stored real calibration photographs
-        are flagged no more often than before) are calibrated and stored with the points.
-
-        Returns:
-            ``{"enrolled": new points, "unchanged": already there, "rejected": [...],
-            "counts": {"trained", "enrolled"}, "calibration": the check (or None)}``.
         Raises:
-            ApiError: 409 ``looks_real`` when the samples sit inside the real photographs;
-                500 ``enrollment_failed`` when the store refused the write (the points this
-                call added are deleted again first).
+            ApiError: 409 ``looks_real``; 500 ``enrollment_failed`` (nothing written);
+                503 ``model_mismatch``.
         """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if not (len(vectors) == len(hashes) == len(names)):
-            raise ValueError(f"{len(vectors)} vectors, {len(hashes)} hashes, {len(names)} names")
+        self._same_version(model_version)
         async with self._write_lock:
-            return await self._run(self._enroll, generator, vectors, list(hashes), list(names))
-
-    def _enroll(self, generator: str, vectors: np.ndarray, hashes: list[str], names: list[str]) -> dict[str, Any]:
-        ids = [point_id(self.store.model_version, h) for h in hashes]
-        stored = self._stored_labels(ids)
-        new, unchanged, rejected, first_seen = [], 0, [], {}
-        for i, (pid, name) in enumerate(zip(ids, names)):
-            if pid in first_seen:
-                rejected.append({"file": name, "reason": "duplicate",
-                                 "message": f"same content as {names[first_seen[pid]]} in this request"})
-                continue
-            first_seen[pid] = i
-            if pid not in stored:
-                new.append(i)
-            elif stored[pid][0] == generator:
-                unchanged += 1
-            else:
-                rejected.append({"file": name, "reason": "indexed_elsewhere",
-                                 "message": f"this image is already in the index as {stored[pid][0]!r} "
-                                            f"({stored[pid][1]}); an image can belong to one generator only"})
-        check = None
-        if new:
-            check, thresholds = self._check(generator, vectors[new])
-            now = time.time()
-            refs = [Reference(generator=generator, is_real=False, content_hash=hashes[i], split=ENROLLED,
-                              dataset=ENROLLED, source_path=names[i], origin="enrolled", added_at=now) for i in new]
-            try:
-                self.store.upsert(vectors[new], refs)
-                if thresholds is not None:
-                    self.store.set_metadata({THRESHOLDS_KEY: thresholds.to_dict()})
-            except Exception as exc:
-                self._roll_back([ids[i] for i in new], exc)
-                raise ApiError(500, "enrollment_failed", f"the index refused the write ({type(exc).__name__}: "
-                               f"{exc}); nothing was enrolled, try again") from exc
-            self.thresholds = thresholds if thresholds is not None else self.thresholds
-        counts = self.store.counts().get(generator, {"trained": 0, "enrolled": 0})
-        log.info("enrolled %d new images of %s (%d unchanged, %d rejected)", len(new), generator, unchanged,
-                 len(rejected))
-        return {"enrolled": len(new), "unchanged": unchanged, "rejected": rejected, "counts": counts,
-                "calibration": check.to_dict() if check is not None else None}
-
-    def _check(self, generator: str, new_vectors: np.ndarray) -> tuple[Any, Thresholds | None]:
-        """The enrollment check of ``generator`` with ``new_vectors`` added, and the thresholds
-        to store with it (None when the index is uncalibrated or the generator is a trained one,
-        whose thresholds come from its validation images)."""
-        if self.thresholds is None:
-            # Nothing calibrated to judge "looks real" or a threshold against (readyz says so).
-            log.warning("enrolling %s into an uncalibrated index: no check against real photographs", generator)
-            return None, None
-        k = self.cfg.k
-        t = self.thresholds
-        existing, payloads = self.store.vectors(generator)
-        if any(p.get("origin") == "trained" for p in payloads):
-            # More images of a trained generator: no new calibration, but still never "real" ones.
-            sample_scores = class_scores(self.store.class_hits(new_vectors, k))
-            if np.mean([lab == REAL for lab in decide(sample_scores, t).labels]) > self.cfg.max_looks_real:
-                raise ApiError(409, "looks_real", f"most samples of {generator!r} are answered 'real' by the index; "
-                                                  "nothing was enrolled")
-            return None, None
-        # Every sample of the generator (earlier enrollments too), scored against the index without it.
-        samples = np.concatenate([existing, new_vectors]) if len(existing) else new_vectors
-        hits = self.store.class_hits(samples, k)
-        for h in hits:
-            h.pop(generator, None)
-        sample_scores = class_scores(hits)
-        if self._calibration is None:
-            self._calibration = self.store.calibration_vectors()
-        real = self._calibration
-        real_scores = class_scores(self.store.class_hits(real, k)) if len(real) else None
-        try:
-            check = check_enrollment(
-                generator, samples, sample_scores, real_scores,
-                (real.astype(np.float64) @ samples.astype(np.float64).T) if len(real) else None,
-                t, k, self.cfg.unknown_rate, self.cfg.max_fpr_increase, self.cfg.max_looks_real)
-        except EnrollmentRefused as exc:
-            raise ApiError(409, "looks_real", str(exc)) from exc
-        updated = Thresholds.from_dict(self.thresholds.to_dict())
-        updated.acceptance[generator] = check.acceptance
-        if check.threshold > updated.ai_threshold:
-            updated.class_thresholds[generator] = check.threshold
-        else:
-            updated.class_thresholds.pop(generator, None)
-        for warning in check.warnings:
-            log.warning("enrolling %s: %s", generator, warning)
-        return check, updated
-
-    def _roll_back(self, new_ids: list[str], cause: BaseException) -> None:
-        """Deletes the points a failed write may have added (they did not exist before it)."""
-        try:
-            self.store.delete(new_ids)
-            log.warning("enrollment failed (%s); removed the %d points it had started to add", cause, len(new_ids))
-        except Exception:  # noqa: BLE001 - report the original failure; this one is logged
-            log.exception("enrollment failed (%s) and its roll-back failed too: %d points may remain",
-                          cause, len(new_ids))
-
-    def _stored_labels(self, ids: list[str]) -> dict[str, tuple[str, str]]:
-        """{id: (generator, origin)} of the ids already stored."""
-        out: dict[str, tuple[str, str]] = {}
-        for s in range(0, len(ids), 1024):
-            for p in self.store.client.retrieve(self.store.collection, ids=ids[s:s + 1024],
-                                                with_payload=["generator", "origin"], with_vectors=False):
-                out[str(p.id)] = (str(p.payload["generator"]), str(p.payload.get("origin", "trained")))
-        return out
+            return await self._run(self._write, self.enroller.enroll, generator, np.asarray(vectors, np.float32),
+                                   list(hashes), list(names), list(images) if images is not None else None)
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
         """Deletes a generator's enrolled references (trained ones stay: rebuild the index for those).
@@ -240,30 +146,17 @@ class IndexService:
         Returns:
             ``{"deleted": n, "counts": what remains {"trained", "enrolled"}}``.
         Raises:
-            ApiError: 404 ``unknown_generator``; 409 ``trained_generator`` when it has only
-                trained references.
+            ApiError: 404 ``unknown_generator``; 409 ``trained_generator``.
         """
         async with self._write_lock:
-            return await self._run(self._delete, generator)
+            return await self._run(self._write, self.enroller.delete, generator)
 
-    def _delete(self, generator: str) -> dict[str, Any]:
-        counts = self.store.counts().get(generator)
-        if counts is None:
-            raise ApiError(404, "unknown_generator", f"no generator {generator!r} in the index")
-        if counts["enrolled"] == 0:
-            raise ApiError(409, "trained_generator",
-                           f"{generator!r} has only trained references ({counts['trained']}), which come from the "
-                           "index build: rebuild the index without it to remove them; only enrolled samples "
-                           "can be deleted through the API", counts=counts)
-        deleted = self.store.delete_generator(generator, origin="enrolled")
-        if self.thresholds is not None and counts["trained"] == 0:
-            updated = Thresholds.from_dict(self.thresholds.to_dict())
-            updated.acceptance.pop(generator, None)
-            updated.class_thresholds.pop(generator, None)
-            self.store.set_metadata({THRESHOLDS_KEY: updated.to_dict()})
-            self.thresholds = updated
-        log.info("deleted %d enrolled references of %s", deleted, generator)
-        return {"deleted": deleted, "counts": {"trained": counts["trained"], "enrolled": 0}}
+    @staticmethod
+    def _write(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except EnrollmentError as exc:
+            raise ApiError(exc.status, exc.code, exc.message, **exc.details) from exc
 
     def close(self) -> None:
         """Releases the store (an embedded folder's lock goes with it); safe to call twice."""
@@ -277,26 +170,35 @@ class IndexService:
 class IndexOwner(IndexService):
     """The Serve deployment around :class:`IndexService`.
 
-    The store is opened for the encoder's model version, asked of the encoder deployment
-    itself, so the two can never disagree.
+    The store is opened for the app's pinned model version; the encoder deployment is asked
+    too, and a disagreement stops the replica from starting rather than serving mixed answers.
 
     Args:
         encoder: handle of the encoder deployment.
         store: ``StoreConfig`` fields.
         create: create the collection when missing (else a missing index is an error).
         attribution: ``AttributionConfig`` fields overriding the stored rule, or None.
+        model_version: the pinned checkpoint's version (None: the encoder's).
+        role: ``owner`` (reads and writes: the embedded store's one process), ``reader``
+            (reads; writes go to the writer), or ``writer`` (the one writer against a server).
     """
 
     async def __init__(self, encoder: Any, store: dict[str, Any], create: bool = False,
-                       attribution: dict[str, Any] | None = None) -> None:  # type: ignore[misc]
+                       attribution: dict[str, Any] | None = None, model_version: str | None = None,
+                       role: str = "owner") -> None:  # type: ignore[misc]
         from synthray.config import from_dict
 
+        if role not in ("owner", "reader", "writer"):
+            raise ValueError(f"role must be owner, reader or writer, got {role!r}")
         info = await encoder.describe.remote()
+        if model_version is not None and info["model_version"] != model_version:
+            raise StoreError(f"the encoder runs model version {info['model_version']}, the app is pinned to "
+                             f"{model_version}: refusing to serve mixed versions")
         cfg = from_dict(StoreConfig, store)
         deadline = time.monotonic() + OPEN_WAIT_S
         while True:
             try:
-                opened = open_store(cfg, info["model_version"], int(info["dim"]), create=create)
+                opened = open_store(cfg, info["model_version"], int(info["dim"]), create=create and role != "reader")
                 break
             except StoreError as exc:
                 # During a redeploy or after a crash the previous owner may still be exiting with
@@ -305,8 +207,20 @@ class IndexOwner(IndexService):
                     raise
                 log.info("store still held by the previous owner; retrying")
                 await asyncio.sleep(1.0)
-        super().__init__(opened, from_dict(AttributionConfig, attribution) if attribution else None)
-        log.info("index owner: %s at %s (%d references)", opened.collection, opened.where(), opened.count())
+        archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
+        super().__init__(opened, from_dict(AttributionConfig, attribution) if attribution else None, archive)
+        self.role = role
+        log.info("index %s: %s at %s (%d references)", role, opened.collection, opened.where(), opened.count())
+
+    async def enroll(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.role == "reader":
+            raise ApiError(500, "internal", "a read replica was asked to write: writes go to the writer deployment")
+        return await super().enroll(*args, **kwargs)
+
+    async def delete_generator(self, generator: str) -> dict[str, Any]:
+        if self.role == "reader":
+            raise ApiError(500, "internal", "a read replica was asked to write: writes go to the writer deployment")
+        return await super().delete_generator(generator)
 
     def __del__(self) -> None:
         # Serve calls this on a graceful replica stop; it frees the embedded folder for the next owner.

@@ -33,13 +33,15 @@ class Ingress:
         api_key_file: file holding the API key (wins over the variable), or None.
         read_requires_key: reads need the key too.
         explain: ``ExplainSettings`` fields (None: the defaults).
+        writer: handle of the deployment that takes every write (None: ``index`` itself).
     """
 
     async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
                        api_key_file: str | None = None, read_requires_key: bool = False,
-                       explain: dict[str, int] | None = None) -> None:
+                       explain: dict[str, int] | None = None, writer: Any = None) -> None:
         self.encoder = encoder
         self.index = index
+        self.writer = writer if writer is not None else index
         self.limits = Limits(**limits)
         self.explain_settings = ExplainSettings(**(explain or {}))
         self.auth = KeyCheck(resolve_api_key(api_key_env, api_key_file), read_requires_key, api_key_env)
@@ -58,21 +60,30 @@ class Ingress:
     async def encoder_info(self) -> dict[str, Any]:
         return await call(self.encoder.describe.remote())
 
+    async def deployments(self) -> dict[str, str]:
+        """``{deployment: status}`` of this application, from the Serve controller."""
+        import asyncio
+
+        app = serve.get_replica_context().app_name
+        status = await asyncio.to_thread(serve.status)
+        return {name: str(getattr(d.status, "value", d.status)) for name, d in status.applications[app].deployments.items()}
+
     async def index_info(self) -> dict[str, Any]:
         return await call(self.index.info.remote())
 
-    async def attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
-        return await call(self.index.attribute.remote(vectors))
+    async def attribute(self, vectors: np.ndarray, model_version: str | None = None) -> list[dict[str, Any]]:
+        return await call(self.index.attribute.remote(vectors, model_version))
 
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str],
-                     names: Sequence[str]) -> dict[str, Any]:
-        return await call(self.index.enroll.remote(generator, vectors, list(hashes), list(names)))
+    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
+                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]:
+        return await call(self.writer.enroll.remote(generator, vectors, list(hashes), list(names),
+                                                    list(images) if images is not None else None, model_version))
 
     async def generators(self) -> dict[str, dict[str, int]]:
         return await call(self.index.generators.remote())
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
-        return await call(self.index.delete_generator.remote(generator))
+        return await call(self.writer.delete_generator.remote(generator))
 
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
         return await call(self.index.class_references.remote(vector, generator, k))

@@ -445,3 +445,44 @@ def test_app_restart_loses_no_enrolled_sample_and_reads_can_require_the_key(app,
     assert (listed["count"], listed["enrolled"]) == (10, True)
     r = requests.post(f"{app.url}/v1/attribute", files=files([index.held_out[HELD_OUT][0]]), timeout=60)
     assert error_of(r) == (401, "missing_api_key")
+
+
+def test_two_ingress_replicas_write_through_one_owner_pinned_to_the_active_collection(app, index):
+    """Concurrent enrollments arriving at two ingress replicas all go to the one index owner:
+    every image is stored once, under one generator, and archived once; the app, given no
+    checkpoint, serves the collection the index build activated with its own checkpoint."""
+    import hashlib
+
+    import ray
+    from ray import serve
+
+    from synthray.index.enrolled import EnrollmentArchive
+
+    args = {k: v for k, v in app.args.items() if k != "checkpoint"}
+    serve.delete(APP)
+    serve.run(app.build_app({**args, "ingress_replicas": 2}), name=APP, route_prefix="/")
+    _wait_ready(app)
+    ready = requests.get(f"{app.url}/readyz", timeout=30).json()
+    assert ready["model_version"] == index.model_version
+    ingresses = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(f"SERVE_REPLICA::{APP}#Ingress#")]
+    assert len(ingresses) == 2
+    dots = index.held_out[HELD_OUT]
+    sets = {"wgen-a": [dots[60:75], dots[65:80], dots[60:80]], "wgen-b": [dots[85:95], dots[85:95]]}
+    jobs = [(name, items) for name, groups in sets.items() for items in groups] * 2
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda job: enroll(app, *job), jobs))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200]
+    assert sum(a.json()["enrolled"] for a in answers if a.json()["generator"] == "wgen-a") == 20
+    assert sum(a.json()["enrolled"] for a in answers if a.json()["generator"] == "wgen-b") == 10
+    listed = counts(app)
+    assert (listed["wgen-a"]["count"], listed["wgen-b"]["count"]) == (20, 10)
+    archive = EnrollmentArchive(index.store_path.parent / "enrolled")
+    live = {e.content_hash: e.generator for e in archive.entries()}
+    want = {hashlib.sha256(p.read_bytes()).hexdigest(): "wgen-a" for p in dots[60:80]}
+    want.update({hashlib.sha256(p.read_bytes()).hexdigest(): "wgen-b" for p in dots[85:95]})
+    assert {h: g for h, g in live.items() if g.startswith("wgen-")} == want
+    adds = [line for line in (archive.root / "enrollments.jsonl").read_text().splitlines() if '"wgen-' in line]
+    assert len(adds) == 30  # one log line per image, however many requests carried it
+    assert delete(app, "wgen-a").status_code == delete(app, "wgen-b").status_code == 200
+    assert not any(g.startswith("wgen-") for g in (e.generator for e in archive.entries()))

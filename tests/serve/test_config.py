@@ -27,21 +27,44 @@ def test_config_file_is_a_valid_serve_config_whose_args_are_app_args():
     assert args.store_url is None and args.index_replicas == 1 and args.api_key_env == "SYNTHRAY_API_KEY"
 
 
-def test_builder_wires_three_deployments_with_the_batching_in_user_config():
-    app = build_app({"checkpoint": "ckpt", "max_batch_size": 4, "batch_wait_timeout_s": 0.05})
+def test_builder_wires_three_deployments_and_pins_the_checkpoint(tiny_model):
+    from synthray.attribution.embedder import resolve_checkpoint
+    from synthray.train.checkpoint import checkpoint_version
+
+    run_folder = Path(tiny_model.checkpoint).parents[1]  # a run folder: resolved once, here
+    app = build_app({"checkpoint": str(run_folder), "max_batch_size": 4, "batch_wait_timeout_s": 0.05})
     ingress = app._bound_deployment
     assert ingress.name == "Ingress"
     encoder, index = ingress.init_args[0], ingress.init_args[1]
     assert (encoder._bound_deployment.name, index._bound_deployment.name) == ("Encoder", "IndexOwner")
     assert encoder._bound_deployment.user_config == {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
     assert index._bound_deployment.num_replicas == 1
+    pinned = resolve_checkpoint(run_folder).resolve()
+    # Every encoder replica gets the resolved folder and the version it must find there.
+    assert encoder._bound_deployment.init_args == (str(pinned), "auto", checkpoint_version(pinned))
+    assert ingress.init_args[-1] is index  # embedded: the one owner also takes the writes
+
+
+def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, tmp_path):
+    from synthray.attribution import AttributionConfig
+    from synthray.index import IndexConfig, StoreConfig, StoreError
+    from synthray.index.build import build_index
+
+    store = tmp_path / "qdrant"
+    with pytest.raises(StoreError, match="no active collection"):
+        build_app({"store_path": str(store)})
+    cfg = IndexConfig(checkpoint=str(tiny_model.checkpoint), shards=str(tiny_model.shards), per_class=5,
+                      calibration_per_class=3, device="cpu", store=StoreConfig(path=str(store)))
+    summary = build_index(cfg, AttributionConfig(), use_ray=False)
+    checkpoint, version, collection = AppArgs(store_path=str(store)).pinned()
+    assert (checkpoint, version, collection) == (summary["checkpoint"], summary["model_version"],
+                                                 summary["collection"])
 
 
 @pytest.mark.parametrize("args, message", [
     ({"checkpoint": "c", "index_replicas": 2}, "needs a Qdrant server"),
     ({"checkpoint": "c", "max_batch_size": 32, "max_ongoing_requests": 8}, "batches could never fill"),
     ({"checkpoint": "c", "max_file": 3}, "Extra inputs are not permitted"),
-    ({"store_path": "x"}, "checkpoint"),
     ({"checkpoint": "c", "max_bytes": 0}, "greater than 0"),
 ])
 def test_bad_app_args_are_refused_before_anything_starts(args, message):
@@ -49,6 +72,10 @@ def test_bad_app_args_are_refused_before_anything_starts(args, message):
         build_app(args)
 
 
-def test_a_qdrant_server_lets_the_index_owner_scale_out():
-    app = build_app({"checkpoint": "c", "store_url": "http://qdrant:6333", "index_replicas": 3})
-    assert app._bound_deployment.init_args[1]._bound_deployment.num_replicas == 3
+def test_a_qdrant_server_lets_the_readers_scale_out_behind_one_writer(tiny_model):
+    app = build_app({"checkpoint": str(tiny_model.checkpoint), "store_url": "http://qdrant:6333",
+                     "index_replicas": 3})
+    reader, writer = app._bound_deployment.init_args[1], app._bound_deployment.init_args[-1]
+    assert (reader._bound_deployment.name, reader._bound_deployment.num_replicas) == ("IndexReader", 3)
+    assert (writer._bound_deployment.name, writer._bound_deployment.num_replicas) == ("IndexWriter", 1)
+    assert reader._bound_deployment.init_args[-1] == "reader" and writer._bound_deployment.init_args[-1] == "writer"

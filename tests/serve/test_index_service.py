@@ -15,7 +15,8 @@ import pytest
 
 from serve.errors import ApiError
 from serve.index_owner import IndexService
-from synthray.index import QdrantStore, Reference, StoreConfig
+from synthray.index import Reference, StoreConfig
+from synthray.index.edge_store import EdgeStore
 
 DIM, VERSION = 16, "test-v1"
 TRAINED = ("real", "gan-a", "gan-b")
@@ -32,7 +33,7 @@ def hashes(tag: str, n: int) -> list[str]:
     return [hashlib.sha256(f"{tag}-{i}".encode()).hexdigest() for i in range(n)]
 
 
-def open_store(path, cls=QdrantStore, upsert_batch: int = 256) -> QdrantStore:
+def open_store(path, cls=EdgeStore, upsert_batch: int = 256) -> EdgeStore:
     return cls(StoreConfig(path=str(path), upsert_batch=upsert_batch), VERSION, DIM)
 
 
@@ -74,7 +75,7 @@ def test_duplicates_and_images_of_other_generators_are_refused_not_relabelled(se
     assert run(service.generators())["gan-a"] == {"trained": 12, "enrolled": 0}  # still gan-a's
 
 
-class DyingStore(QdrantStore):
+class DyingStore(EdgeStore):
     """Writes the first half of an upsert, then fails as a full disk would."""
 
     def upsert(self, vectors, refs):
