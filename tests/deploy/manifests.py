@@ -230,6 +230,8 @@ def pod_specs(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     kind = obj["kind"]
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return [(kind, obj["spec"]["template"]["spec"])]
+    if kind == "CronJob":
+        return [("cronjob", obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])]
     if kind in ("RayJob", "RayService", "RayCluster"):
         pods = ray_pod_specs(obj)
         if kind == "RayJob" and "submitterPodTemplate" in obj["spec"]:

@@ -129,7 +129,8 @@ def test_job_entrypoints_and_runtime_envs_point_at_real_files(rendered):
     index_cfg, _ = index_configs(load_yaml(_entrypoint(jobs["synthray-index"])[1]))
     run = f"{train_cfg.run_dir}/{train_cfg.run_name}"
     assert index_cfg.checkpoint == run  # the index embeds with what training wrote
-    assert _serve_config(objs)["applications"][0]["args"]["checkpoint"] == run
+    # The app serves the collection the index build activates, with the checkpoint it recorded.
+    assert index_cfg.activate and "checkpoint" not in _serve_config(objs)["applications"][0]["args"]
     if overlay == "gpu":
         assert train_cfg.use_gpu
         gpus = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
@@ -139,7 +140,7 @@ def test_job_entrypoints_and_runtime_envs_point_at_real_files(rendered):
         assert not train_cfg.use_gpu
 
 
-def test_serve_config_deploys_the_real_app_with_autoscaling(rendered):
+def test_serve_config_deploys_the_real_app_with_autoscaling(rendered, monkeypatch):
     from ray.serve import Application
 
     import serve.app
@@ -148,12 +149,20 @@ def test_serve_config_deploys_the_real_app_with_autoscaling(rendered):
     config = _serve_config(objs)
     [app] = config["applications"]
     assert app["import_path"] == "serve.app:build_app"
+    assert "checkpoint" not in app["args"]  # pinned from the active collection when the app is built
+    # build_app pins the checkpoint by asking the Qdrant server which collection is active; no
+    # server runs here, so that one lookup is stubbed (tests/serve covers it on a real store).
+    monkeypatch.setattr(serve.app.AppArgs, "pinned", lambda self: ("/data/runs/x/checkpoint", "v1", "synthray-v1"))
     built = serve.app.build_app(app["args"])
     assert isinstance(built, Application)
     deployments = m.serve_deployments(config)["synthray"]
     assert set(deployments) == {d["name"] for d in app["deployments"]}  # every deployment is configured
+    assert set(deployments) == {"Ingress", "Encoder", "IndexReader", "IndexWriter"}
     for name, info in deployments.items():
         scaling = info.deployment_config.autoscaling_config
+        if name == "IndexWriter":  # one writer: one lock over every enrollment and deletion
+            assert scaling is None and info.deployment_config.num_replicas == 1
+            continue
         assert scaling is not None and scaling.max_replicas > scaling.min_replicas >= 1, name
     encoder = deployments["Encoder"].replica_config.ray_actor_options
     assert (encoder.get("num_gpus", 0) >= 1) == (overlay == "gpu")
@@ -204,8 +213,11 @@ def test_shared_storage_holds_every_path_the_jobs_and_app_use(rendered):
     claims = {c["metadata"]["name"]: c for c in m.by_kind(objs, "PersistentVolumeClaim")}
     train_cfg = from_dict(TrainConfig, load_yaml(_entrypoint(m.one(objs, "RayJob", "synthray-train"))[1]))
     index_cfg, _ = index_configs(load_yaml(_entrypoint(m.one(objs, "RayJob", "synthray-index"))[1]))
+    serve_args = _serve_config(objs)["applications"][0]["args"]
+    # The enrollment archive: written by the app's IndexWriter, read by every index build.
+    assert serve_args["enrolled_dir"] == index_cfg.store.enrolled_dir
     paths = [train_cfg.shards, train_cfg.run_dir, index_cfg.shards, index_cfg.checkpoint,
-             _serve_config(objs)["applications"][0]["args"]["checkpoint"]]
+             index_cfg.store.enrolled_dir + "/images"]
     for obj in m.by_kind(objs, "RayJob") + m.by_kind(objs, "RayService"):
         for group, pod in m.ray_pod_specs(obj):
             volumes = {v["name"]: v for v in pod["volumes"]}
@@ -229,7 +241,7 @@ def test_every_container_has_resources_and_probes(rendered):
                 assert c["resources"]["requests"] and c["resources"]["limits"], where
                 for extended in ("nvidia.com/gpu",):
                     assert c["resources"]["requests"].get(extended) == c["resources"]["limits"].get(extended), where
-                if label != "submitter":  # a one-shot `ray job submit` process: nothing to probe
+                if label not in ("submitter", "cronjob"):  # one-shot processes: nothing to probe
                     assert "readinessProbe" in c and "livenessProbe" in c, where
                 assert c["image"].startswith("qdrant/") or c["image"].endswith("-gpu" if overlay == "gpu" else "-cpu")
 
@@ -244,3 +256,26 @@ def test_deploy_script_stages_select_rendered_objects():
         labelled = {o["metadata"].get("labels", {}).get("app.kubernetes.io/component") for o in objs}
         assert None not in labelled, f"{overlay}: an object no stage applies"
         assert labelled == stages
+
+
+def test_a_cronjob_snapshots_the_active_collection_to_qdrants_snapshot_volume(rendered):
+    from synthray.cli import build_parser
+    from synthray.index.build import index_configs
+
+    overlay, objs = rendered
+    [cron] = m.by_kind(objs, "CronJob")
+    [(_, pod)] = m.pod_specs(cron)
+    [container] = pod["containers"]
+    argv = container["command"]
+    assert argv[:3] == ["synthray", "index", "snapshot"]
+    args = build_parser().parse_args(argv[1:])  # the command parses as synthray's own CLI
+    assert args.action == "snapshot" and args.keep >= 1
+    index_cfg, _ = index_configs(load_yaml(_repo_path(args.config)))
+    assert index_cfg.store.url  # a server: it snapshots while serving
+    assert _qdrant_url_target(objs, index_cfg.store.url)["image"].startswith("qdrant/qdrant:")
+    assert m.env_secret_refs(container)[index_cfg.store.api_key_env][1] == "qdrant-api-key"
+    # Qdrant writes snapshots to /qdrant/snapshots: a persistent claim, not an emptyDir.
+    qdrant = m.one(objs, "StatefulSet", "qdrant")
+    mounts = {mt["mountPath"]: mt["name"] for mt in qdrant["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    claims = {t["metadata"]["name"] for t in qdrant["spec"]["volumeClaimTemplates"]}
+    assert mounts["/qdrant/snapshots"] in claims
