@@ -3,15 +3,15 @@
 (a) Embedding: the index build's Ray Data stream (read + filter tasks, ``Embedder`` on an
     actor pool, one per CPU but one) versus the plain in-process loop of the no-Ray path
     (pyarrow + the same ``Embedder``), over the same shard rows in the same run.
-(b) kNN search: ``k`` nearest of random 128-d unit vectors among N reference points in the
-    embedded Qdrant store versus exact numpy search (one matrix product + top-k), one query
-    at a time (p50/p99 latency) and as one batch; the share of queries whose neighbour set
-    is identical in both (embedded Qdrant searches exactly: it must be 100%), and the time
-    to load the N points into the store. Embedded Qdrant commits every point to SQLite on
-    its own, so loading is slow and qdrant-client advises its local mode only up to ~20k
-    points: large indexes (GenImage "all") belong in a Qdrant server (``store.url``).
+(b) kNN search: the ``k`` nearest of N reference points, one query at a time, on clustered
+    vectors (shaped like trained embeddings) and random ones (HNSW's worst case): exact numpy
+    (the plain baseline), synthray's exact path (numpy over the store's cached matrix, used up
+    to ``store.exact_max`` references), Qdrant Edge's HNSW at several ``hnsw_ef`` (used above
+    it), and qdrant-client's local mode (the old embedded default; up to 100k points, it loads
+    ~3k points/s). For each: load and HNSW build time, p50/p99 latency, the share of queries
+    whose neighbour set equals exact kNN's, and recall@k.
 
-    python benchmarks/bench_index.py                 # 1,200 images; 10k and 100k points
+    python benchmarks/bench_index.py                 # 1,200 images; 10k, 100k and 1M points
     python benchmarks/bench_index.py --quick         # 300 images; 2k and 10k points
 
 The encoder for (a) is untrained (throughput does not depend on the weights): the CPU demo's
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,59 +109,123 @@ def _percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_knn(work: Path, size: int, queries: int, k: int, dim: int, seed: int = 0) -> dict[str, float]:
-    """Embedded Qdrant versus exact numpy on ``size`` random unit vectors."""
-    from synthray.index import Reference, StoreConfig, open_store, point_id
+def make_vectors(kind: str, size: int, queries: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit reference and query vectors.
 
+    ``random``: uniform on the sphere, HNSW's worst case (no structure to navigate).
+    ``clustered``: 50 class centres with a within-class spread like a trained encoder's
+    embeddings (mean cosine to the class centre ~0.7), queries drawn the same way: the shape
+    of synthray's index, at sizes no CPU run here can embed.
+    """
     rng = np.random.default_rng(seed)
-    refs = rng.standard_normal((size, dim)).astype(np.float32)
-    refs /= np.linalg.norm(refs, axis=1, keepdims=True)
-    q = rng.standard_normal((queries, dim)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    version = f"bench{size}"
-    payloads = [Reference(generator=f"g{i % 10}", is_real=i % 10 == 0, content_hash=f"h{i}") for i in range(size)]
-    index_of = {point_id(version, f"h{i}"): i for i in range(size)}
 
-    with open_store(StoreConfig(path=str(work / f"qdrant-{size}"), upsert_batch=1024), version, dim) as store:
-        t0 = time.perf_counter()
-        for s in range(0, size, 10_000):
-            store.upsert(refs[s:s + 10_000], payloads[s:s + 10_000])
-        load_s = time.perf_counter() - t0
-        qdrant_ms, qdrant_sets = [], []
-        for row in q:
-            t0 = time.perf_counter()
-            hits = store.search(row[None], k)[0]
-            qdrant_ms.append(1e3 * (time.perf_counter() - t0))
-            qdrant_sets.append({index_of[h.id] for h in hits})
-        t0 = time.perf_counter()
-        store.search(q, k)
-        qdrant_batch_ms = 1e3 * (time.perf_counter() - t0) / queries
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-    numpy_ms, numpy_sets = [], []
+    if kind == "random":
+        return unit(rng.standard_normal((size, dim))), unit(rng.standard_normal((queries, dim)))
+    centres = unit(rng.standard_normal((50, dim)))
+    spread = 1.0 / np.sqrt(dim)  # per-dimension noise: cosine to the centre ~0.7
+
+    def draw(n: int) -> np.ndarray:
+        return unit(centres[rng.integers(0, 50, n)] + spread * rng.standard_normal((n, dim)))
+
+    return draw(size), draw(queries)
+
+
+def _search_timed(fn, q: np.ndarray) -> tuple[list[float], list[list[int]]]:
+    ms, found = [], []
     for row in q:
         t0 = time.perf_counter()
+        got = fn(row)
+        ms.append(1e3 * (time.perf_counter() - t0))
+        found.append(got)
+    return ms, found
+
+
+def _agreement(found: list[list[int]], exact: list[list[int]]) -> tuple[float, float]:
+    """(share of queries whose neighbour set equals exact kNN's, mean recall@k)."""
+    same = float(np.mean([set(a) == set(b) for a, b in zip(found, exact)]))
+    recall = float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact)]))
+    return same, recall
+
+
+def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, efs: list[int],
+              client_max: int) -> list[dict[str, Any]]:
+    """kNN of ``queries`` single queries among ``size`` points: exact numpy (the plain baseline),
+    synthray's exact path, Qdrant Edge's HNSW at each ``hnsw_ef``, qdrant-client's local mode."""
+    import dataclasses
+
+    from synthray.index import Reference, StoreConfig, open_store, point_id
+
+    refs, q = make_vectors(kind, size, queries, dim)
+    version = f"bench-{kind}-{size}"
+    payloads = [Reference(generator=f"g{i % 50}", is_real=i % 50 == 0, content_hash=f"h{i}") for i in range(size)]
+    index_of = {point_id(version, f"h{i}"): i for i in range(size)}
+    rows: list[dict[str, Any]] = []
+
+    def topk(row: np.ndarray) -> list[int]:
         sims = refs @ row
         top = np.argpartition(-sims, k)[:k]
-        top = top[np.argsort(-sims[top])]
-        numpy_ms.append(1e3 * (time.perf_counter() - t0))
-        numpy_sets.append(set(top.tolist()))
-    t0 = time.perf_counter()
-    sims = q @ refs.T
-    np.argpartition(-sims, k, axis=1)[:, :k]
-    numpy_batch_ms = 1e3 * (time.perf_counter() - t0) / queries
+        return top[np.argsort(-sims[top])].tolist()
 
-    same = float(np.mean([a == b for a, b in zip(qdrant_sets, numpy_sets)]))
-    qp50, qp99 = _percentiles(qdrant_ms)
-    np50, np99 = _percentiles(numpy_ms)
-    return {"size": size, "load_s": load_s, "qdrant_p50": qp50, "qdrant_p99": qp99, "numpy_p50": np50,
-            "numpy_p99": np99, "qdrant_batch_ms": qdrant_batch_ms, "numpy_batch_ms": numpy_batch_ms, "same": same}
+    ms, exact = _search_timed(topk, q)
+    rows.append({"engine": "numpy exact (plain baseline)", "load_s": None, "build_s": None, "ms": ms,
+                 "same": 1.0, "recall": 1.0})
+
+    def ids(hits: list[Any]) -> list[int]:
+        return [index_of[h.id] for h in hits]
+
+    cfg = StoreConfig(path=str(work / f"edge-{kind}-{size}"), upsert_batch=4096, exact_max=size)
+    with open_store(cfg, version, dim) as store:
+        t0 = time.perf_counter()
+        for s in range(0, size, 20_000):
+            store.upsert(refs[s:s + 20_000], payloads[s:s + 20_000])
+        load_s = time.perf_counter() - t0
+        store.search(q[:1], k)  # fills the cached matrix once
+        ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), q)
+        rows.append({"engine": "synthray exact path (numpy over the cached matrix)", "load_s": load_s,
+                     "build_s": None, "ms": ms, **dict(zip(("same", "recall"), _agreement(found, exact)))})
+        t0 = time.perf_counter()
+        store.optimize()
+        build_s = time.perf_counter() - t0
+        for ef in efs:
+            store.cfg = dataclasses.replace(cfg, exact_max=0, hnsw_ef=ef)
+            store.search(q[:1], k)
+            ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), q)
+            rows.append({"engine": f"Qdrant Edge HNSW, hnsw_ef {ef}", "load_s": load_s, "build_s": build_s,
+                         "ms": ms, **dict(zip(("same", "recall"), _agreement(found, exact)))})
+    if size <= client_max:
+        ccfg = StoreConfig(path=str(work / f"client-{kind}-{size}"), engine="client-local", upsert_batch=4096,
+                           exact_max=0)
+        with open_store(ccfg, version, dim) as store:
+            t0 = time.perf_counter()
+            for s in range(0, size, 20_000):
+                store.upsert(refs[s:s + 20_000], payloads[s:s + 20_000])
+            load_s = time.perf_counter() - t0
+            few = q[: max(10, queries // 10)]  # seconds per query at 100k: fewer of them
+            ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), few)
+            rows.append({"engine": "qdrant-client local mode", "load_s": load_s, "build_s": None, "ms": ms,
+                         **dict(zip(("same", "recall"), _agreement(found, exact[:len(few)])))})
+    for r in rows:
+        r.update(size=size, kind=kind, p50=_percentiles(r["ms"])[0], p99=_percentiles(r["ms"])[1], queries=len(r["ms"]))
+        del r["ms"]
+        log.info("%s %s %d: %s p50 %.3f ms, same %.3f", kind, r["engine"], size, r["engine"], r["p50"], r["same"])
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 images; 2k and 10k points")
+    parser.add_argument("--kinds", nargs="+", default=["clustered", "random"], choices=["clustered", "random"],
+                        help="vector sets for (b)")
+    parser.add_argument("--efs", type=int, nargs="+", default=[64, 128, 256, 512], help="HNSW search beams for (b)")
+    parser.add_argument("--random-max", type=int, default=100_000,
+                        help="largest size random vectors are tried at (HNSW builds slowest on them)")
+    parser.add_argument("--client-max", type=int, default=100_000,
+                        help="largest size qdrant-client's local mode is loaded at (35 s per 100k points)")
     parser.add_argument("--images", type=int, help="images embedded in (a) (default 1200, quick 300)")
-    parser.add_argument("--sizes", type=int, nargs="+", help="reference points in (b) (default 10k 100k)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="reference points in (b) (default 10k 100k 1M)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=11)
     parser.add_argument("--dim", type=int, default=128)
@@ -176,7 +241,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     images = args.images or (300 if args.quick else 1200)
-    sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000])
+    sizes = args.sizes or ([2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000])
 
     if args.store_dir:  # made up front, not after minutes of embedding
         Path(args.store_dir).mkdir(parents=True, exist_ok=True)
@@ -186,7 +251,8 @@ def main() -> None:
             work, images, args.backbone, args.resolution, args.batch_size, args.cpus)
         store_dir = Path(tempfile.mkdtemp(dir=args.store_dir)) if args.store_dir else work
         try:
-            knn = [bench_knn(store_dir, n, args.queries, args.k, args.dim) for n in sizes]
+            knn = [r for kind in args.kinds for n in sizes if kind != "random" or n <= args.random_max
+                   for r in bench_knn(store_dir, n, kind, args.queries, args.k, args.dim, args.efs, args.client_max)]
         finally:
             if args.store_dir:
                 shutil.rmtree(store_dir, ignore_errors=True)
@@ -216,30 +282,26 @@ def main() -> None:
             rows.append(Row("index", "embedding, Ray Data, images/s after the first batch", steady, "images/s",
                             "in-process loop", emb["plain_rate"]))
     lines += [
-        f"(b) kNN, k={args.k}, {args.dim}-d unit vectors, {args.queries} queries one at a time (and as one batch); "
-        f"stores in {args.store_dir or tempfile.gettempdir()}",
+        f"(b) kNN, k={args.k}, {args.dim}-d unit vectors, {args.queries} single queries; identical = the share of "
+        f"queries whose neighbour set equals exact kNN's; stores in {args.store_dir or tempfile.gettempdir()}",
         "",
-        "| points | load s | Qdrant p50 ms | Qdrant p99 ms | numpy p50 ms | numpy p99 ms | Qdrant/numpy p50 | "
-        "batch ms/query Qdrant | batch ms/query numpy | identical neighbour sets |",
+        "| vectors | points | engine | load s | HNSW build s | p50 ms | p99 ms | vs numpy p50 | identical | recall@k |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    base = {(r["kind"], r["size"]): r["p50"] for r in knn if r["engine"].startswith("numpy")}
     for r in knn:
-        lines.append(
-            f"| {r['size']:,} | {r['load_s']:.1f} | {r['qdrant_p50']:.2f} | {r['qdrant_p99']:.2f} | "
-            f"{r['numpy_p50']:.2f} | {r['numpy_p99']:.2f} | {r['qdrant_p50'] / r['numpy_p50']:.1f}x | "
-            f"{r['qdrant_batch_ms']:.2f} | {r['numpy_batch_ms']:.3f} | {100 * r['same']:.1f}% |")
-        rows += [
-            Row("index", f"kNN p50 latency, embedded Qdrant, {r['size']:,} points", r["qdrant_p50"], "ms",
-                "exact numpy", r["numpy_p50"], higher_is_better=False,
-                notes=f"identical neighbour sets {100 * r['same']:.1f}%"),
-            Row("index", f"kNN p99 latency, embedded Qdrant, {r['size']:,} points", r["qdrant_p99"], "ms",
-                "exact numpy", r["numpy_p99"], higher_is_better=False),
-            Row("index", f"load {r['size']:,} points into embedded Qdrant", r["load_s"], "s"),
-        ]
+        ratio = base[(r["kind"], r["size"])] / r["p50"] if r["p50"] else None
+        lines.append(f"| {r['kind']} | {r['size']:,} | {r['engine']} | {_num(r['load_s'], '.1f')} | "
+                     f"{_num(r['build_s'], '.1f')} | {r['p50']:.3f} | {r['p99']:.3f} | {_num(ratio, '.2f')}x | "
+                     f"{100 * r['same']:.1f}% | {r['recall']:.3f} |")
+        if not r["engine"].startswith("numpy"):
+            rows.append(Row("index", f"kNN p50, {r['engine']}, {r['kind']} {r['size']:,} points", r["p50"], "ms",
+                            "exact numpy", base[(r["kind"], r["size"])], higher_is_better=False,
+                            notes=f"identical sets {100 * r['same']:.1f}%, recall {r['recall']:.3f}"))
     print("\n".join(lines))
     write_rows(args.json, rows, images=images, sizes=sizes, backbone=args.backbone, resolution=args.resolution)
-    if any(r["same"] < 1.0 for r in knn):
-        raise SystemExit("embedded Qdrant returned other neighbours than exact search")
+    if any(r["same"] < 1.0 for r in knn if "exact" in r["engine"]):
+        raise SystemExit("the exact path returned other neighbours than exact numpy search")
 
 
 if __name__ == "__main__":

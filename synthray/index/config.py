@@ -20,9 +20,11 @@ class StoreConfig:
     alias: str | None = None  # the alias naming the active collection; None = <prefix>-active
     timeout_s: int = 30  # server requests
     upsert_batch: int = 256  # points per upsert request
-    # Exact search (numpy over a cached matrix) up to this many references, the engine's HNSW
-    # above: at 20k references exact scoring of one query costs ~1 ms, the index is 50 per class.
-    exact_max: int = 20_000
+    # Exact search (one float32 product over a cached matrix) up to this many references, the
+    # engine's HNSW above. The per-class rule needs every class's nearest references: exact
+    # scoring gets them all in one product (~4 ms at 100k on 2 cores, benchmarks/bench_index.py),
+    # HNSW needs one filtered search per class.
+    exact_max: int = 200_000
     hnsw_m: int = 16  # HNSW graph degree
     hnsw_ef_construct: int = 200  # HNSW build beam (higher: better graph, slower build)
     hnsw_ef: int = 256  # HNSW search beam (measured in benchmarks/bench_index.py for recall)
