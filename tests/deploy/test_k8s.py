@@ -279,3 +279,23 @@ def test_a_cronjob_snapshots_the_active_collection_to_qdrants_snapshot_volume(re
     mounts = {mt["mountPath"]: mt["name"] for mt in qdrant["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     claims = {t["metadata"]["name"] for t in qdrant["spec"]["volumeClaimTemplates"]}
     assert mounts["/qdrant/snapshots"] in claims
+
+
+def test_every_ray_cluster_runs_with_token_auth_from_the_secret(rendered):
+    overlay, objs = rendered
+    secrets = {s["metadata"]["name"]: s for s in m.by_kind(objs, "Secret")}
+    text = (REPO / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
+    for obj in m.by_kind(objs, "RayJob") + m.by_kind(objs, "RayService"):
+        auth = m.ray_cluster_spec(obj)["authOptions"]
+        assert auth["mode"] == "token", obj["metadata"]["name"]
+        name = auth["secretName"]
+        # KubeRay reads the token from the Secret's auth_token key.
+        if overlay == "cpu-dev":
+            assert "auth_token" in secrets[name]["data"]
+        else:
+            assert f"create secret generic {name}" in text and "--from-literal=auth_token=" in text
+        if obj["kind"] == "RayJob":  # the submitter runs `ray job submit` against that cluster
+            [container] = obj["spec"]["submitterPodTemplate"]["spec"]["containers"]
+            env = {v["name"]: v for v in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert m.env_secret_refs(container)["RAY_AUTH_TOKEN"] == (name, "auth_token")

@@ -1,29 +1,18 @@
 """Ray Train on a real local cluster: 2 CPU workers (DDP over gloo) learn; a killed worker
-is recovered from the last checkpoint; a restarted run continues with the same step count;
-``ray job submit`` of the job entrypoint works against a cluster started with ``ray start``."""
+is recovered from the last checkpoint; a restarted run continues with the same step count.
+(``ray job submit`` against ``ray start``, token auth included: tests/cluster/test_readme_ray.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import pytest
-import yaml
-
-from synthray.config import to_dict
 from synthray.train.ray_trainer import fit_ray
 from tests.train.conftest import checkpoint_registered, tiny_train_config
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _history(run: Path) -> dict[int, dict]:
@@ -133,73 +122,3 @@ def _knn_accuracy(checkpoint: str, shards: Path) -> float:
     queries, truth = embedded("val")
     pred = knn_classify(queries, refs, ref_labels, len(classes), k=5).predictions
     return float((pred == truth).float().mean())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ray_job_submit_against_a_started_cluster(texture_shards, tmp_path):
-    cfg = tiny_train_config(texture_shards, tmp_path / "runs", epochs=1, steps_per_epoch=3, num_workers=1,
-                            cpus_per_worker=1, data_cpus=1)
-    cfg_file = tmp_path / "job.yaml"
-    cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",  # the job's `python` is this venv's
-        "RAY_AUTH_MODE": "disabled",  # ray start would otherwise turn token auth on
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-    }
-    # Every port the head binds is chosen free: the session's other cluster (the ray_cluster
-    # fixture) holds Ray's default agent ports, and a second agent on them never registers.
-    gcs, dash, agent, agent_grpc, env_agent, metrics, client = (_free_port() for _ in range(7))
-    # Short: Ray's unix socket paths live under the temp dir and must stay under 108 bytes.
-    ray_tmp = tempfile.mkdtemp(prefix="srjob", dir="/tmp")
-    head = subprocess.Popen(
-        [f"{bin_dir}/ray", "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
-         f"--ray-client-server-port={client}",
-         f"--temp-dir={ray_tmp}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 120
-        while subprocess.run([f"{bin_dir}/ray", "job", "list", "--address", address], env=env,
-                             capture_output=True).returncode != 0:
-            assert head.poll() is None, "ray start exited"
-            assert time.time() < deadline, "the job server did not come up"
-            time.sleep(2)
-        deadline = time.time() + 240  # the node's job agent may register well after the API is up
-        while True:
-            job = subprocess.run(
-                [f"{bin_dir}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-                 "python", "jobs/train_supcon.py", "--config", str(cfg_file)],
-                env=env, capture_output=True, text=True, timeout=480,
-            )
-            # The job API answers before the node's job agent has registered; Ray says so.
-            if "No available agent" not in job.stderr or time.time() > deadline:
-                break
-            time.sleep(3)
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-        assert "succeeded" in job.stdout
-        hist = (tmp_path / "runs" / "supcon" / "metrics.jsonl").read_text().splitlines()
-        assert json.loads(hist[-1])["epoch"] == 0
-    finally:
-        # Stop exactly the cluster this test started: its `ray start --block` process group.
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
