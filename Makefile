@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/synthray demo --out $(DEMO_OUT)
 
+# pytest first, so its summary line is always printed; then the lint; either failing fails.
 test: $(STAMP)
-	$(PY) -m pytest
+	status=0; $(PY) -m pytest || status=$$?; \
+	$(VENV)/bin/ruff check synthray serve jobs benchmarks cluster tests || status=1; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

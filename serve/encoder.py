@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from synthray.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Encoder:
         """Applies ``{"max_batch_size", "batch_wait_timeout_s"}`` (Serve calls this on deploy and on change)."""
         unknown = set(user_config) - set(DEFAULT_BATCH)
         if unknown:
-            raise TypeError(f"encoder user_config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_BATCH)}")
+            raise ConfigError(f"encoder user_config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_BATCH)}")
         cfg = {**DEFAULT_BATCH, **user_config}
         if int(cfg["max_batch_size"]) < 1 or float(cfg["batch_wait_timeout_s"]) < 0:
             raise ValueError(f"encoder batching needs max_batch_size >= 1 and batch_wait_timeout_s >= 0, got {cfg}")

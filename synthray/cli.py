@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from synthray import __version__
+from synthray.errors import ConfigError
 from synthray.config import (
     EvalConfig,
     IngestConfig,
@@ -292,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"synthray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synthbench", help="generate the built-in benchmark (plain-folder layout)")
@@ -416,9 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        # What the user can fix (a config, a value, a path) in one line; anything else is a
+        # bug and keeps its traceback.
         log.error("%s failed: %s", args.command, exc)
         return 2
+    except KeyboardInterrupt:
+        log.error("%s interrupted", args.command)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from synthray.errors import ConfigError
+
 # Each concern keeps its config next to its code; re-exported here so one import serves all.
 from synthray.attribution.config import AttributionConfig
 from synthray.eval.config import EvalConfig, ProtocolConfig
@@ -150,7 +152,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise TypeError(f"{cls.__name__}: unknown config keys {unknown}; known: {sorted(fields)}")
+        raise ConfigError(f"{cls.__name__}: unknown config keys {unknown}; known: {sorted(fields)}")
     hints = _resolved_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():

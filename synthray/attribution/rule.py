@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from synthray.errors import ConfigError
 from synthray.attribution.openset import UNKNOWN, fpr_threshold, quantile_threshold
 from synthray.data.schema import REAL
 
@@ -55,7 +56,7 @@ class Thresholds:
         d = copy.deepcopy(dict(d or {}))  # never share nested dicts with a cached metadata read
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise TypeError(f"Thresholds: unknown keys {sorted(unknown)} (an index calibrated by an older "
+            raise ConfigError(f"Thresholds: unknown keys {sorted(unknown)} (an index calibrated by an older "
                             "synthray: rebuild it with `synthray index`)")
         return cls(**d)
 

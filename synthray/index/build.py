@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from synthray.errors import ConfigError
 from synthray.attribution.config import AttributionConfig
 from synthray.index.config import IndexConfig
 from synthray.index.selection import Choice, check_classes, choose_rows, parse_cap, reference_caps, row_predicate
@@ -461,7 +462,7 @@ def index_configs(data: dict[str, Any], overrides: Sequence[str] = ()) -> tuple[
     if "index" in data or "attribution" in data:
         unknown = sorted(set(data) - {"index", "attribution"})
         if unknown:
-            raise TypeError(f"index config: unknown sections {unknown}; expected index: and attribution:")
+            raise ConfigError(f"index config: unknown sections {unknown}; expected index: and attribution:")
         sections = {"index": data.get("index") or {}, "attribution": data.get("attribution") or {}}
     else:
         sections = {"index": dict(data), "attribution": {}}

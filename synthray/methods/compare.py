@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthray.errors import ConfigError
 from synthray.config import ExperimentConfig, PipelineConfig, PreprocessConfig, from_dict, to_dict
 from synthray.data.schema import REAL
 from synthray.methods.base import FitContext, Method, Prediction, count_parameters
@@ -111,7 +112,7 @@ class CompareConfig:
             elif isinstance(m, dict):
                 specs.append(from_dict(MethodSpec, m))
             else:
-                raise TypeError(f"a method is a name or {{name, params, label}}, got {m!r}")
+                raise ConfigError(f"a method is a name or {{name, params, label}}, got {m!r}")
         rows = [s.row for s in specs]
         dupes = sorted({r for r in rows if rows.count(r) > 1})
         if dupes:

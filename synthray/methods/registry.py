@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+from synthray.errors import ConfigError
 from synthray.config import from_dict
 from synthray.registry import Registry
 
@@ -50,7 +51,7 @@ def register_method(name: str, summary: str = "", **defaults: Any) -> Callable[[
         fields = {f.name for f in dataclasses.fields(cls.Config)}
         unknown = sorted(set(defaults) - fields)
         if unknown:
-            raise TypeError(f"method {name!r}: {unknown} are not fields of {cls.Config.__name__}")
+            raise ConfigError(f"method {name!r}: {unknown} are not fields of {cls.Config.__name__}")
         doc = summary or (cls.__doc__ or "").strip().splitlines()[0]
         _REGISTRY.register(name)(MethodEntry(cls, dict(defaults), doc))
         return cls

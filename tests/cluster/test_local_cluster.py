@@ -51,7 +51,7 @@ def _submit(client, entrypoint: str, deadline_s: float = 180) -> str:
             time.sleep(2)
 
 
-def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_shards, tmp_path):
+def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_shards, tmp_path):  # noqa: F811
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     # One Train worker per node: each node offers one "train_slot" and each worker needs it.

@@ -13,13 +13,8 @@ Importing this package registers the families (``families/``), as timm's ``model
 from synthray.data.synthbench import families  # noqa: F401  (registers the families)
 from synthray.data.synthbench.base import GeneratorFamily
 from synthray.data.synthbench.baseline import trivial_baseline
-from synthray.data.synthbench.build import (
-    DEFAULT_HELD_OUT,
-    SUMMARY_NAME,
-    build_synthbench,
-    image_name,
-    resolve_config,
-)
+from synthray.data.synthbench.build import DEFAULT_HELD_OUT, SUMMARY_NAME, build_synthbench, resolve_config
+from synthray.data.synthbench.classes import image_name
 from synthray.data.synthbench.photos import Photo, find_photos
 from synthray.data.synthbench.probe import fingerprint_probe
 from synthray.data.synthbench.registry import create_family, get_family, list_families, register_family

@@ -38,7 +38,6 @@ from synthray.data.synthbench.classes import (
     SPLITS,
     ClassJob,
     build_class,
-    image_name,
     image_relpath,
     single_thread_torch,
     class_layout,
