@@ -64,24 +64,32 @@ def _tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON to a temporary name, fsyncs it, and renames it over ``path``.
-
-    Args:
-        path: the final file.
-        data: anything ``json.dumps`` accepts.
-    """
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to a hidden temporary name beside ``path``, fsyncs it, and renames it
+    over ``path``: a reader (or a crash) sees the old file or the new one, never half of one.
+    The one place synthray writes a small file atomically."""
+    path = Path(path)
     tmp = _tmp_path(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any, indent: int | None = 1, default: Any = None) -> None:
+    """Writes JSON atomically (see :func:`write_text_atomic`).
+
+    Args:
+        path: the final file.
+        data: anything ``json.dumps`` accepts.
+        indent: JSON indentation; None = one line.
+        default: ``json.dumps``'s fallback for other objects (None: they are an error).
+    """
+    write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=False, default=default) + "\n")
 
 
 class ShardWriter:

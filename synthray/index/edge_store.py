@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from synthray.data.shards import write_json_atomic
 from synthray.index.config import StoreConfig
 from synthray.index.store import BaseStore, StoreError, Where
 
@@ -35,9 +36,7 @@ ALIASES_FILE = "aliases.json"
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Atomic: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, dict(data), default=str)
 
 
 class EdgeStore(BaseStore):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+from synthray.data.shards import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def save_checkpoint(
     torch.save(state, folder / STATE_FILE)
     (folder / META_FILE).write_text(json.dumps({**meta, "model_version": version}, indent=2, default=str))
     complete = {"model_version": version, MODEL_FILE: _digest(folder / MODEL_FILE), STATE_FILE: _digest(folder / STATE_FILE)}
-    tmp = folder / (COMPLETE_FILE + ".tmp")
-    tmp.write_text(json.dumps(complete))
-    os.replace(tmp, folder / COMPLETE_FILE)
+    write_text_atomic(folder / COMPLETE_FILE, json.dumps(complete))  # last: it marks the folder whole
     return version
 
 

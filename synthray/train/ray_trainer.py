@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from synthray.config import TrainConfig, from_dict, to_dict
 from synthray.data.preprocess import eval_preprocess
+from synthray.data.shards import write_text_atomic
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
 from synthray.train.loop import Runtime, train_loop
 from synthray.train.plan import make_plan, run_path
@@ -58,9 +58,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _history_of(folder: Path, epoch: int, current: Path) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ import torch
 
 from synthray.config import SynthbenchConfig, to_dict
 from synthray.data.schema import REAL
+from synthray.data.shards import write_text_atomic
 from synthray.data.synthbench import store
 from synthray.data.synthbench.classes import (
     FIT_BATCH,
@@ -180,9 +181,7 @@ def _write_sources(out: Path, cfg: SynthbenchConfig) -> None:
     for split, indices in _layout(cfg, "family"):
         for name in cfg.families or ():
             lines += [f"{image_relpath(name, split, i)},{image_relpath(REAL, split, i)}" for i in indices]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _check_previous(out: Path, identity: str, overwrite: bool) -> dict[str, Any] | None:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from synthray.data.shards import write_json_atomic
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -41,12 +43,7 @@ def write_png(path: Path, img: np.ndarray) -> None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Writes ``data`` as indented JSON, atomically."""
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(path, data, indent=2)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
