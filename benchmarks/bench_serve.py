@@ -75,19 +75,19 @@ def plain_baseline(checkpoint: Path, store_path: Path, queries: list[bytes], enr
 
     import torch
 
-    from synthray.attribution import AttributionConfig, Embedder, attribute
+    from synthray.attribution import Attributor, Embedder
     from synthray.index import Reference, StoreConfig, open_store
 
     torch.set_num_threads(1)
     embedder = Embedder(checkpoint, device="cpu")
-    cfg = AttributionConfig()
     with open_store(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
-        attribute(store.search(embedder.embed_bytes(queries[:1]), cfg.k), cfg)  # warm-up
+        attributor = Attributor(embedder, store)  # what the service answers with, in this process
+        attributor.attribute_bytes(queries[:1])  # warm-up
         ms = []
         start = time.perf_counter()
         for q in queries:
             t = time.perf_counter()
-            attribute(store.search(embedder.embed_bytes([q]), cfg.k), cfg)
+            attributor.attribute_bytes([q])
             ms.append((time.perf_counter() - t) * 1000)
         wall = time.perf_counter() - start
         t = time.perf_counter()

@@ -104,8 +104,7 @@ class IndexService:
         from synthray.attribution.rule import attribute
 
         self.enroller.refresh()  # another writer may have enrolled meanwhile
-        hits = self.store.class_hits(vectors, self.cfg.k)
-        neighbours = self.store.search(vectors, self.cfg.k)
+        hits, neighbours = self.store.query(vectors, self.cfg.k)
         return [a.to_dict() for a in attribute(hits, neighbours, self.thresholds, self.cfg.k, self.cfg.open_set)]
 
     async def generators(self) -> dict[str, dict[str, int]]:

@@ -53,8 +53,8 @@ class Attributor:
         self.cfg, self.thresholds = stored_rule(self.store.metadata(), self.cfg)
 
     def attribute_vectors(self, vectors: np.ndarray) -> list[Attribution]:
-        return attribute(self.store.class_hits(vectors, self.cfg.k), self.store.search(vectors, self.cfg.k),
-                         self.thresholds, self.cfg.k, self.cfg.open_set)
+        hits, neighbours = self.store.query(vectors, self.cfg.k)
+        return attribute(hits, neighbours, self.thresholds, self.cfg.k, self.cfg.open_set)
 
     def attribute_bytes(self, images: Sequence[bytes]) -> list[Attribution]:
         return self.attribute_vectors(self.embedder.embed_bytes(images))

@@ -299,9 +299,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     with open_store(store_cfg, embedder.model_version, embedder.dim, create=False) as store:
         attributor = Attributor(embedder, store)
         threshold = attributor.thresholds.ai_threshold if attributor.thresholds else 0.0
-        test_hits = store.class_hits(test_emb, attributor.cfg.k)
-        attributions = attribute(test_hits, store.search(test_emb, attributor.cfg.k), attributor.thresholds,
-                                 attributor.cfg.k, attributor.cfg.open_set)
+        test_hits, neighbours = store.query(test_emb, attributor.cfg.k)
+        attributions = attribute(test_hits, neighbours, attributor.thresholds, attributor.cfg.k,
+                                 attributor.cfg.open_set)
         report.update(_score_open_set(protocol, truth, attributions, threshold))
         report["service"] = _service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth,
                                              attributions)

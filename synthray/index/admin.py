@@ -37,20 +37,13 @@ def set_alias(cfg: StoreConfig, collection: str, alias: str | None = None) -> st
     alias = alias or alias_name(cfg)
     collection_metadata(cfg, collection)  # exists?
     if _server(cfg):
-        from qdrant_client import models as qm
+        from synthray.index.client_store import move_alias
 
         client = _client(cfg)
         try:
-            before = next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == alias), None)
-            ops: list[Any] = []
-            if before is not None:
-                ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
-            ops.append(qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=collection,
-                                                                           alias_name=alias)))
-            client.update_collection_aliases(change_aliases_operations=ops)  # one request: atomic on the server
+            return move_alias(client, alias, collection)
         finally:
             client.close()
-        return before
     from synthray.index.edge_store import write_alias
 
     return write_alias(cfg.path, alias, collection)

@@ -142,19 +142,29 @@ class QdrantStore(BaseStore):
     # -- versions (aliases: atomic on a server) ---------------------------------------------
     def set_alias(self, alias: str) -> str | None:
         """Points ``alias`` at this collection in one request; returns the collection it named before."""
-        from qdrant_client import models as qm
-
-        before = next((a.collection_name for a in self.client.get_aliases().aliases if a.alias_name == alias), None)
-        ops: list[Any] = []
-        if before is not None:
-            ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
-        ops.append(qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=self.collection,
-                                                                       alias_name=alias)))
-        self.client.update_collection_aliases(change_aliases_operations=ops)
-        return before
+        return move_alias(self.client, alias, self.collection)
 
     def close(self) -> None:
         self.client.close()
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.collection!r} at {self.where()}, {time.strftime('%H:%M:%S')})"
+
+
+def alias_target(client: Any, alias: str) -> str | None:
+    """The collection ``alias`` names on a server (or qdrant-client's local mode), or None."""
+    return next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == alias), None)
+
+
+def move_alias(client: Any, alias: str, collection: str) -> str | None:
+    """Points ``alias`` at ``collection`` in one request (atomic on the server); returns the
+    collection it named before, or None."""
+    from qdrant_client import models as qm
+
+    before = alias_target(client, alias)
+    ops: list[Any] = []
+    if before is not None:
+        ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
+    ops.append(qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)))
+    client.update_collection_aliases(change_aliases_operations=ops)
+    return before

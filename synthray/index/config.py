@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 
 @dataclasses.dataclass
@@ -34,8 +35,6 @@ class StoreConfig:
 
     def enrolled_root(self) -> str:
         """The enrollment archive folder."""
-        import os
-
         return self.enrolled_dir or os.path.join(os.path.dirname(os.path.abspath(self.path)), "enrolled")
 
 

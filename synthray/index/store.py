@@ -117,6 +117,7 @@ class VectorStore(Protocol):
     def upsert(self, vectors: np.ndarray, refs: Sequence[Reference]) -> list[str]: ...
     def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]: ...
     def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]: ...
+    def query(self, vectors: np.ndarray, k: int) -> tuple[list[dict[str, list[float]]], list[list[Neighbour]]]: ...
     def counts(self) -> dict[str, dict[str, int]]: ...
     def delete(self, ids: Sequence[str]) -> None: ...
     def delete_generator(self, generator: str, origin: str | None = None) -> int: ...
@@ -302,9 +303,11 @@ class BaseStore:
         return refs[np.argsort(-sims, kind="stable")[:k]]
 
     # -- searches ---------------------------------------------------------------------------
-    def _exact(self) -> bool:
+    def _revision(self) -> int:
+        return int(self.metadata().get(REVISION, 0))
+
+    def _exact(self, revision: int) -> bool:
         # The reference count is read once per revision, not per query (a count is a scan).
-        revision = int(self.metadata().get(REVISION, 0))
         if self._size is None or self._size[0] != revision:
             self._size = (revision, self.count())
         return self._size[1] <= self.cfg.exact_max
@@ -315,10 +318,9 @@ class BaseStore:
             raise ValueError(f"expected (N, {self.dim}) query vectors, got {vectors.shape}")
         return vectors
 
-    def _references(self) -> tuple[np.ndarray, dict[str, np.ndarray], list[Neighbour]]:
+    def _references(self, revision: int) -> tuple[np.ndarray, dict[str, np.ndarray], list[Neighbour]]:
         """Unit reference vectors transposed (D, R), each class's columns, and the neighbour
         records, cached per revision."""
-        revision = int(self.metadata().get(REVISION, 0))
         if self._matrix is None or self._matrix[0] != revision:
             refs, payloads, ids = self._scroll(REFERENCES)
             norms = np.linalg.norm(refs, axis=1, keepdims=True)
@@ -332,24 +334,16 @@ class BaseStore:
             self._matrix = (revision, unit_t, groups, records)
         return self._matrix[1], self._matrix[2], self._matrix[3]
 
-    def _similarities(self, vectors: np.ndarray) -> np.ndarray:
-        refs_t = self._references()[0]  # (D, R) float32, transposed once per revision
+    @staticmethod
+    def _similarities(vectors: np.ndarray, refs_t: np.ndarray) -> np.ndarray:
         q = (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
         # float32 BLAS over the cached matrix (a per-query float64 copy of 100k references cost 5x the product)
         return (q @ refs_t).astype(np.float64)
 
-    def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
-        """The k most similar references of each query, most similar first (exact below
-        ``exact_max`` references, the engine's HNSW above)."""
-        vectors = self._check_queries(vectors)
-        if not self._exact():
-            return [[Neighbour(id=i, similarity=float(s), generator=p["generator"], is_real=bool(p["is_real"]),
-                               origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
-                     for i, s, p in hits] for hits in self._native_search(vectors, k, REFERENCES)]
-        records = self._references()[2]
+    @staticmethod
+    def _nearest(sims: np.ndarray, records: list[Neighbour], k: int) -> list[list[Neighbour]]:
         if not records:
-            return [[] for _ in range(len(vectors))]
-        sims = self._similarities(vectors)
+            return [[] for _ in range(len(sims))]
         kk = min(k, sims.shape[1])
         top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         out = []
@@ -357,6 +351,49 @@ class BaseStore:
             order = row[np.argsort(-sims[i, row], kind="stable")]
             out.append([dataclasses.replace(records[j], similarity=float(sims[i, j])) for j in order])
         return out
+
+    @staticmethod
+    def _nearest_per_class(sims: np.ndarray, groups: dict[str, np.ndarray], k: int) -> list[dict[str, list[float]]]:
+        out: list[dict[str, list[float]]] = [{} for _ in range(len(sims))]
+        for name, cols in groups.items():
+            kk = min(k, len(cols))
+            top = -np.sort(-np.partition(sims[:, cols], len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
+            for i in range(len(sims)):
+                out[i][name] = top[i].tolist()
+        return out
+
+    def _native_neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        return [[Neighbour(id=i, similarity=float(s), generator=p["generator"], is_real=bool(p["is_real"]),
+                           origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
+                 for i, s, p in hits] for hits in self._native_search(vectors, k, REFERENCES)]
+
+    def _native_class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
+        out: list[dict[str, list[float]]] = [{} for _ in range(len(vectors))]
+        for name in self.counts():
+            for i, hits in enumerate(self._native_search(vectors, k, Where(generator=name, origins=ORIGINS))):
+                out[i][name] = [s for _, s, _ in hits]
+        return out
+
+    def query(self, vectors: np.ndarray, k: int) -> tuple[list[dict[str, list[float]]], list[list[Neighbour]]]:
+        """What an attribution needs, from one similarity product: each query's
+        :meth:`class_hits` and its :meth:`search` neighbours."""
+        vectors = self._check_queries(vectors)
+        revision = self._revision()
+        if not self._exact(revision):
+            return self._native_class_hits(vectors, k), self._native_neighbours(vectors, k)
+        refs_t, groups, records = self._references(revision)
+        sims = self._similarities(vectors, refs_t)
+        return self._nearest_per_class(sims, groups, k), self._nearest(sims, records, k)
+
+    def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """The k most similar references of each query, most similar first (exact below
+        ``exact_max`` references, the engine's HNSW above)."""
+        vectors = self._check_queries(vectors)
+        revision = self._revision()
+        if not self._exact(revision):
+            return self._native_neighbours(vectors, k)
+        refs_t, _, records = self._references(revision)
+        return self._nearest(self._similarities(vectors, refs_t), records, k)
 
     def class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
         """Each query's similarities to the ``k`` nearest references of every class.
@@ -368,23 +405,11 @@ class BaseStore:
             per query ``{generator: similarities, most similar first}``.
         """
         vectors = self._check_queries(vectors)
-        if not self._exact():
-            out: list[dict[str, list[float]]] = [{} for _ in range(len(vectors))]
-            for name in self.counts():
-                for i, hits in enumerate(self._native_search(vectors, k, Where(generator=name, origins=ORIGINS))):
-                    out[i][name] = [s for _, s, _ in hits]
-            return out
-        refs_t, groups, _ = self._references()
-        if not refs_t.shape[1]:
-            return [{} for _ in range(len(vectors))]
-        sims = self._similarities(vectors)
-        out = [{} for _ in range(len(sims))]
-        for name, cols in groups.items():
-            kk = min(k, len(cols))
-            top = -np.sort(-np.partition(sims[:, cols], len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
-            for i in range(len(sims)):
-                out[i][name] = top[i].tolist()
-        return out
+        revision = self._revision()
+        if not self._exact(revision):
+            return self._native_class_hits(vectors, k)
+        refs_t, groups, _ = self._references(revision)
+        return self._nearest_per_class(self._similarities(vectors, refs_t), groups, k)
 
     def __enter__(self) -> "BaseStore":
         return self
@@ -440,9 +465,11 @@ def resolve_alias(cfg: StoreConfig, alias: str | None = None) -> str | None:
     """
     alias = alias or alias_name(cfg)
     if cfg.url or cfg.engine == "client-local":
+        from synthray.index.client_store import alias_target
+
         client = _client(cfg)
         try:
-            return next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == alias), None)
+            return alias_target(client, alias)
         finally:
             client.close()
     from synthray.index.edge_store import read_aliases

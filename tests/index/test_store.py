@@ -82,6 +82,8 @@ def test_search_and_class_hits_match_exact_numpy(tmp_path, engine, exact_max):
         store.upsert(_unit(rng, 5, 16), _refs(5, "real", origin=CALIBRATION))  # never a neighbour
         found = store.search(queries, k=7)
         hits = store.class_hits(queries, k=5)
+        both = store.query(queries, k=5)  # one product for both: the same answers
+        assert both[0] == hits and [[h.id for h in r] for r in both[1]] == [[h.id for h in r[:5]] for r in found]
     sims = queries @ vecs.T
     labels = np.array([r.generator for r in refs])
     for q in range(len(queries)):
