@@ -22,6 +22,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.auth import KEY_HEADER, KeyCheck
+from serve.discovery_api import add_discovery_routes
 from serve.errors import ApiError, rejected_images
 from serve.metrics import ServiceMetrics, route_template
 from serve.schemas import (
@@ -32,13 +33,14 @@ from serve.schemas import (
     GeneratorList,
     Health,
     Ready,
+    NAME_REGEX,
 )
 from serve.uploads import ACCEPTED_TYPES, Limits, ValidImage, parse_uploads, validate_uploads
 
 log = logging.getLogger(__name__)
 
 #: Enrollment names: letters, digits and ``_ . + -`` or spaces inside (``SD1.4``, ``DALL-E 3``, ``my-gan_v2``).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+ -]{0,63}$")
+NAME_PATTERN = re.compile(NAME_REGEX)
 #: Labels the service itself answers with; no generator may take them.
 RESERVED_NAMES = ("real", "unknown")
 #: How long /readyz and /metrics wait for the other deployments.
@@ -53,7 +55,8 @@ class Backend(Protocol):
     async def embed(self, data: bytes) -> Any: ...  # serve.encoder.Embedded
     async def encoder_info(self) -> dict[str, Any]: ...
     async def index_info(self) -> dict[str, Any]: ...
-    async def attribute(self, vectors: np.ndarray, model_version: str | None = None) -> list[dict[str, Any]]: ...
+    async def attribute(self, vectors: np.ndarray, model_version: str | None = None, hashes: Sequence[str] | None = None,
+                        images: Sequence[bytes] | None = None) -> list[dict[str, Any]]: ...
     async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
                      images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]: ...
     async def generators(self) -> dict[str, dict[str, int]]: ...
@@ -61,6 +64,16 @@ class Backend(Protocol):
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray: ...
     async def explain(self, data: bytes, references: np.ndarray, kinds: list[str],
                       lime_samples: int) -> dict[str, Any]: ...
+    # discovery (serve.inbox_owner)
+    async def discoveries(self, refresh: bool) -> dict[str, Any]: ...
+    async def discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]: ...
+    async def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]: ...
+    async def add_feedback(self, label: str, hashes: Sequence[str], vectors: np.ndarray | None = None,
+                           names: Sequence[str] | None = None, images: Sequence[bytes] | None = None,
+                           note: str = "") -> dict[str, Any]: ...
+    async def list_feedback(self) -> dict[str, Any]: ...
+    async def enroll_feedback(self, label: str) -> dict[str, Any]: ...
+    async def inbox_stats(self) -> dict[str, Any]: ...
 
 
 #: Serve deployment states in which every replica serves the pinned version (scaling is fine).
@@ -85,6 +98,7 @@ class ApiSettings:
     auth: KeyCheck
     model_version: str  # of the encoder (answers carry it)
     explain: ExplainSettings = ExplainSettings()
+    keep_images: bool = False  # send the bytes of answered images to the inbox (discovery.keep_images)
 
 
 def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tuple[list[str], int]:
@@ -307,8 +321,11 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         if bad:
             raise rejected_images(bad)
         searched = time.perf_counter()
-        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]), embedding_version(embedded))
+        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]), embedding_version(embedded),
+                                          [img.content_hash for img in images],
+                                          [img.data for img in images] if settings.keep_images else None)
         end = time.perf_counter()
+        metrics.unknown_rate.observe([a["label"] == "unknown" for a in answers])
         results = []
         for img, (e, ms), a in zip(images, embedded, answers):
             metrics.batch_size.observe(e.batch_size)
@@ -400,6 +417,9 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         index_size_read[0] = 0.0
         return DeleteResponse(generator=generator, **result)
 
+    add_discovery_routes(app, backend, settings.model_version, metrics, may_read, may_write, canonical_generator,
+                         _UPLOAD_BODY, images_of, embed_all, decode_failures, embedding_version)
+
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> Health:
         """The ingress is up (no dependency is asked)."""
@@ -439,6 +459,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         if time.monotonic() - index_size_read[0] > INDEX_SIZE_TTL_S:
             try:
                 metrics.set_index_size(await asyncio.wait_for(backend.generators(), PROBE_TIMEOUT_S))
+                metrics.set_discovery(await asyncio.wait_for(backend.inbox_stats(), PROBE_TIMEOUT_S))
                 index_size_read[0] = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - a scrape still returns the other metrics
                 log.warning("index size not refreshed for /metrics: %s", exc)

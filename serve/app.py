@@ -65,12 +65,19 @@ class AppArgs(BaseModel):
     ingress_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; >= max_batch_size so batches can fill")
     attribution: Optional[dict[str, Any]] = Field(None, description="AttributionConfig fields overriding the index's")
+    discovery: Optional[dict[str, Any]] = Field(None, description="DiscoveryConfig fields: the inbox of unknown "
+                                                "answers (capacity, keep_images, retention_s, recompute_s, ...)")
 
     @model_validator(mode="after")
     def _one_owner_when_embedded(self) -> "AppArgs":
         if self.store_url is None and self.index_replicas != 1:
             raise ValueError(f"index_replicas={self.index_replicas} needs a Qdrant server (store_url): an embedded "
                              "store can be opened by one process only")
+        if self.discovery is not None:
+            from synthray.config import from_dict
+            from synthray.discovery.config import DiscoveryConfig
+
+            from_dict(DiscoveryConfig, self.discovery)  # a mistake fails the deploy, not a replica later
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
                              f"({self.max_batch_size}): batches could never fill")
@@ -136,20 +143,22 @@ def build_app(args: AppArgs) -> Application:
         # Embedded: one process may open the store, so one owner reads and writes.
         index = owner.options(num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
                               ray_actor_options={"num_cpus": args.index_cpus},
-                              ).bind(encoder, store, args.create_index, args.attribution, version, "owner")
+                              ).bind(encoder, store, args.create_index, args.attribution, version, "owner",
+                                     args.discovery)
         writer = index
     else:
         # A server: readers scale out, every write goes through one writer (one lock, one archive).
         index = owner.options(name="IndexReader", num_replicas=args.index_replicas,
                               max_ongoing_requests=args.max_ongoing_requests,
                               ray_actor_options={"num_cpus": args.index_cpus},
-                              ).bind(encoder, store, False, args.attribution, version, "reader")
+                              ).bind(encoder, store, False, args.attribution, version, "reader", args.discovery)
         writer = owner.options(name="IndexWriter", num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
                                ray_actor_options={"num_cpus": args.index_cpus},
-                               ).bind(encoder, store, args.create_index, args.attribution, version, "writer")
+                               ).bind(encoder, store, args.create_index, args.attribution, version, "writer",
+                                      args.discovery)
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
     return serve.deployment(Ingress).options(
         num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
         ray_actor_options={"num_cpus": args.ingress_cpus},
     ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
-           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer)
+           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery)

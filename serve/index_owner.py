@@ -19,6 +19,7 @@ each write is a transaction under an ``asyncio.Lock`` (see :mod:`synthray.index.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,10 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from serve.errors import ApiError
+from serve.inbox_owner import InboxMixin
 from synthray.attribution.config import AttributionConfig
+from synthray.discovery.config import DiscoveryConfig
+from synthray.discovery.inbox import Inbox, inbox_collection
 from synthray.index.config import StoreConfig
 from synthray.index.enrolled import EnrollmentArchive
 from synthray.index.enrollment import Enroller, EnrollmentError
@@ -40,17 +44,22 @@ T = TypeVar("T")
 OPEN_WAIT_S = 60.0
 
 
-class IndexService:
-    """Attribution, enrollment and deletion over one opened store (no Ray needed).
+class IndexService(InboxMixin):
+    """Attribution, enrollment and deletion over one opened store (no Ray needed), and the
+    discovery inbox beside it (:mod:`serve.inbox_owner`).
 
     Args:
         store: the opened store; this object owns it from now on (see :meth:`close`).
         attribution: the rule; None = the one stored with the index by its build.
         archive: where enrolled images are kept so the next model version re-embeds them.
+        inbox: the discovery inbox (owned from now on too); None = discovery off.
+        discovery: the inbox's settings.
+        groups: this replica groups the inbox and enrolls from it (False: it only records).
     """
 
     def __init__(self, store: BaseStore, attribution: AttributionConfig | None = None,
-                 archive: EnrollmentArchive | None = None) -> None:
+                 archive: EnrollmentArchive | None = None, inbox: Inbox | None = None,
+                 discovery: DiscoveryConfig | None = None, groups: bool = True) -> None:
         self.store = store
         self.enroller = Enroller(store, attribution, archive)
         if self.enroller.thresholds is None:
@@ -59,6 +68,7 @@ class IndexService:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self._init_inbox(inbox, discovery, groups)
 
     @property
     def cfg(self) -> AttributionConfig:
@@ -91,14 +101,23 @@ class IndexService:
                 "calibrated": t is not None, "k": self.cfg.k,
                 "calibration_warning": (t.calibration.get("warning") if t else "the index has no calibrated thresholds")}
 
-    async def attribute(self, vectors: np.ndarray, model_version: str | None = None) -> list[dict[str, Any]]:
+    async def attribute(self, vectors: np.ndarray, model_version: str | None = None,
+                        hashes: Sequence[str] | None = None, images: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
         """Attributions of (N, D) query embeddings (see ``synthray.attribution.rule.attribute``).
+
+        With the images' content ``hashes`` the answers are remembered for feedback and the
+        unknown ones recorded in the inbox (with their bytes when ``images`` are given) after
+        the answer is returned.
 
         Raises:
             ApiError: 503 ``model_mismatch`` when ``model_version`` is not the index's.
         """
         self._same_version(model_version)
-        return await self._run(self._attribute, np.asarray(vectors, dtype=np.float32))
+        vectors = np.asarray(vectors, dtype=np.float32)
+        answers = await self._run(self._attribute, vectors)
+        if hashes is not None:
+            self.observe(vectors, list(hashes), answers, images)
+        return answers
 
     def _attribute(self, vectors: np.ndarray) -> list[dict[str, Any]]:
         from synthray.attribution.rule import attribute
@@ -162,6 +181,7 @@ class IndexService:
         if self._closed:
             return
         self._closed = True
+        self.close_inbox()
         self._thread.shutdown(wait=True)
         self.store.close()
 
@@ -184,7 +204,7 @@ class IndexOwner(IndexService):
 
     async def __init__(self, encoder: Any, store: dict[str, Any], create: bool = False,
                        attribution: dict[str, Any] | None = None, model_version: str | None = None,
-                       role: str = "owner") -> None:  # type: ignore[misc]
+                       role: str = "owner", discovery: dict[str, Any] | None = None) -> None:  # type: ignore[misc]
         from synthray.config import from_dict
 
         if role not in ("owner", "reader", "writer"):
@@ -207,9 +227,27 @@ class IndexOwner(IndexService):
                 log.info("store still held by the previous owner; retrying")
                 await asyncio.sleep(1.0)
         archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
-        super().__init__(opened, from_dict(AttributionConfig, attribution) if attribution else None, archive)
+        disc = from_dict(DiscoveryConfig, discovery or {})
+        inbox = self._open_inbox(cfg, opened, disc, role) if disc.enabled else None
+        super().__init__(opened, from_dict(AttributionConfig, attribution) if attribution else None, archive,
+                         inbox, disc, groups=role != "reader")
         self.role = role
+        self.start_regrouping()
         log.info("index %s: %s at %s (%d references)", role, opened.collection, opened.where(), opened.count())
+
+    @staticmethod
+    def _open_inbox(cfg: StoreConfig, index: BaseStore, disc: DiscoveryConfig, role: str) -> Inbox | None:
+        """The inbox collection beside the index (created by the owner or the writer; a reader
+        that finds none yet records nothing, and says so)."""
+        inbox_cfg = dataclasses.replace(cfg, collection=inbox_collection(index.collection))
+        try:
+            store = open_store(inbox_cfg, index.model_version, index.dim, create=role != "reader")
+        except StoreError as exc:
+            if role != "reader":
+                raise
+            log.warning("no discovery inbox yet (%s): this reader records no unknown answers", exc)
+            return None
+        return Inbox(store, disc, disc.images_root(cfg.enrolled_root()))
 
     async def enroll(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self.role == "reader":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 
 class NeighbourOut(BaseModel):
@@ -136,3 +136,120 @@ class Ready(BaseModel):
     warning: str | None = Field(default=None, description="the index's calibration warning, e.g. an is-AI threshold "
                                 "that flags nothing at the target false-positive rate")
     reason: str | None = None
+
+
+# -- discovery ------------------------------------------------------------------------------
+#: Generator names (enrollment, discoveries, feedback): letters, digits and ``_ . + -`` or spaces inside.
+NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_.+ -]{0,63}$"
+
+
+class DiscoveryOut(BaseModel):
+    id: str = Field(description="stable while the group persists (d0001, d0002, ...)")
+    status: str = Field("open", description="open (in the inbox) | enrolled")
+    size: int = Field(description="inbox images in the group")
+    first_seen: float = Field(description="unix time its earliest member was first answered")
+    last_seen: float = Field(description="unix time its latest member was last answered")
+    cohesion: float = Field(description="mean cosine similarity of the members to their centroid (1 = identical)")
+    nearest_class: str = Field(description="the known class its members came closest to")
+    nearest_similarity: float = Field(description="their mean similarity to that class's nearest references")
+    examples: list[str] = Field(description="content hashes (sha256) of the members nearest the centroid")
+    kept_images: int = Field(description="members whose image bytes are kept (discovery.keep_images)")
+    thumbnails: dict[str, str] | None = Field(None, description="example hash -> JPEG data URL, when images are kept")
+    members: list[str] | None = Field(None, description="every member's content hash (GET one with members=true)")
+
+
+class EnrolledDiscovery(BaseModel):
+    id: str
+    status: str = Field(description="enrolled")
+    name: str = Field(description="the generator it was enrolled as")
+    at: float = Field(description="unix time of the enrollment")
+    members: int
+    enrolled: int
+    unchanged: int
+    rejected: int
+    source: str = Field(description="images | embeddings")
+
+
+class InboxCounts(BaseModel):
+    inbox: int = Field(description="unknown answers kept")
+    feedback: int = Field(description="labelled images waiting to be enrolled")
+    discoveries: int = Field(description="open discoveries")
+    enrolled_discoveries: int = Field(description="discoveries enrolled so far")
+
+
+class DiscoveryList(BaseModel):
+    model_version: str
+    computed_at: float | None = Field(description="unix time of the grouping listed (on a schedule and on refresh)")
+    discoveries: list[DiscoveryOut] = Field(description="candidate new generators, largest first")
+    enrolled: dict[str, dict[str, Any]] = Field(description="discovery id -> what it was enrolled as, and when")
+    inbox: InboxCounts
+
+
+class DiscoveryEnrollRequest(BaseModel):
+    name: str = Field(description="the generator name to enroll the discovery as", pattern=NAME_REGEX)
+
+
+class DiscoveryEnrollResponse(BaseModel):
+    id: str
+    generator: str
+    already_enrolled: bool = Field(description="true: enrolled before under this name, nothing was written now")
+    members: int = Field(description="inbox images the enrollment took")
+    enrolled: int = Field(description="references added")
+    unchanged: int = Field(description="members already in the index as this generator")
+    rejected: int = Field(description="members refused (already in the index as another generator)")
+    source: str = Field(description="images (kept bytes: archived, survive a new model) | embeddings (this "
+                                    "model version only; turn discovery.keep_images on to archive)")
+    at: float = Field(description="unix time of the enrollment")
+    counts: Counts | None = Field(None, description="the generator's references now")
+    calibration: dict[str, Any] | None = None
+    model_version: str
+
+
+class FeedbackRequest(BaseModel):
+    label: str = Field(description="'real' or a generator name", pattern=NAME_REGEX)
+    hashes: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        description="sha256 (hex) of images answered recently or kept in the inbox", min_length=1, max_length=1000)
+    note: str = Field("", max_length=500, description="free text kept with the label")
+
+
+class FeedbackImage(BaseModel):
+    hash: str
+    answered: str | None = Field(description="what the service answered for it")
+
+
+class FeedbackResponse(BaseModel):
+    label: str
+    stored: int
+    images: list[FeedbackImage]
+    model_version: str
+
+
+class FeedbackRow(BaseModel):
+    hash: str
+    label: str
+    name: str
+    answered: str | None
+    at: float
+    note: str
+    image: bool = Field(description="its bytes are kept")
+
+
+class FeedbackList(BaseModel):
+    feedback: list[FeedbackRow] = Field(description="labelled images waiting to be enrolled, newest first")
+    counts: dict[str, int] = Field(description="label -> images")
+    model_version: str
+
+
+class FeedbackEnrollRequest(BaseModel):
+    label: str = Field(description="enroll every feedback image with this label ('real' adds real references)",
+                       pattern=NAME_REGEX)
+
+
+class FeedbackEnrollResponse(BaseModel):
+    label: str
+    source: str = Field(description="images (archived) | embeddings (this model version only)")
+    enrolled: int
+    unchanged: int
+    rejected: list[Rejected]
+    counts: Counts
+    model_version: str

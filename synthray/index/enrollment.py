@@ -5,7 +5,8 @@ re-enroll the archived images for a new model version. Both get the same checks:
 
 - an image already stored under this generator is left as it is (re-uploads change
   nothing); one stored under another generator is refused rather than relabelled;
-- a set that mostly answers "real" is refused; a new generator's acceptance (leave-one-out
+- a set of a generator that mostly answers "real" is refused (photographs an operator
+  labelled real through feedback are enrolled as ``real`` without that check); a new generator's acceptance (leave-one-out
   over its samples) and is-AI threshold (raised until the stored real calibration
   photographs are flagged no more often than before) are calibrated and stored with it;
 - all or nothing: the images go to the archive (:mod:`synthray.index.enrolled`) and the
@@ -121,7 +122,7 @@ class Enroller:
         if new:
             check, thresholds = self._check(generator, vectors[new])
             now = time.time()
-            refs = [Reference(generator=generator, is_real=False, content_hash=hashes[i], split=ENROLLED,
+            refs = [Reference(generator=generator, is_real=generator == REAL, content_hash=hashes[i], split=ENROLLED,
                               dataset=ENROLLED, source_path=names[i], origin="enrolled", added_at=now) for i in new]
             try:
                 if self.archive is not None and images is not None:
@@ -152,6 +153,10 @@ class Enroller:
         if self.thresholds is None:
             # Nothing calibrated to judge "looks real" or a threshold against (readyz says so).
             log.warning("enrolling %s into an uncalibrated index: no check against real photographs", generator)
+            return None, None
+        if generator == REAL:
+            # Photographs an operator labelled real (feedback): more real references can only
+            # lower the false-positive rate, and "looks real" is what they are meant to be.
             return None, None
         k = self.cfg.k
         t = self.thresholds

@@ -136,6 +136,9 @@ class BaseStore:
     """
 
     embedded: bool = True
+    #: Whether writes bump the revision readers follow. Off for collections that hold no
+    #: references (the discovery inbox): a metadata write per recorded answer would buy nothing.
+    track_revision: bool = True
 
     def __init__(self, cfg: StoreConfig, model_version: str, dim: int) -> None:
         self.cfg = cfg
@@ -208,6 +211,8 @@ class BaseStore:
 
     def _bump(self) -> None:
         self._matrix = None
+        if not self.track_revision:
+            return
         meta = self.metadata()
         self._write_metadata({REVISION: int(meta.get(REVISION, 0)) + 1})
 
@@ -229,13 +234,36 @@ class BaseStore:
         # A calibration photograph never shares a point with a reference of the same bytes.
         ids = [point_id(self.model_version, f"{CALIBRATION}:{r.content_hash}" if r.origin == CALIBRATION
                         else r.content_hash) for r in refs]
+        self.put(ids, vectors, [r.payload() for r in refs])
+        return ids
+
+    def put(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Writes points with free-form payloads (collections that are not references, such as
+        the discovery inbox; references go through :meth:`upsert`)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or not (len(vectors) == len(ids) == len(payloads)):
+            raise ValueError(f"expected ({len(ids)}, {self.dim}) vectors and as many payloads, got {vectors.shape}, "
+                             f"{len(payloads)} payloads")
+        if not np.isfinite(vectors).all():
+            raise ValueError("non-finite embedding values")
         step = self.cfg.upsert_batch
         try:
             for s in range(0, len(ids), step):
-                self._upsert(ids[s:s + step], vectors[s:s + step], [r.payload() for r in refs[s:s + step]])
+                self._upsert(list(ids[s:s + step]), vectors[s:s + step], [dict(p) for p in payloads[s:s + step]])
         finally:
             self._bump()
-        return ids
+
+    def points(self, where: Where | None = None) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+        """Every point matching ``where`` (all when None): (vectors (N, D), payloads, ids)."""
+        return self._scroll(where if where is not None else Where())
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``{id: payload}`` of the ids that are stored."""
+        return self._retrieve(ids)
+
+    def count_where(self, where: Where | None = None) -> int:
+        """Points matching ``where`` (all when None)."""
+        return self._count(where)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
