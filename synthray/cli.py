@@ -258,6 +258,25 @@ def cmd_generators(args: argparse.Namespace) -> int:
     return _client_call(lambda: client.delete(args.delete) if args.delete else client.generators())
 
 
+def cmd_discoveries(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.enroll:
+        if not args.name:
+            raise ConfigError("--enroll needs --name: the generator name to enroll the discovery as")
+        return _client_call(lambda: client.enroll_discovery(args.enroll, args.name))
+    return _client_call(lambda: client.discoveries(refresh=args.refresh))
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.enroll:
+        return _client_call(lambda: client.enroll_feedback(args.enroll))
+    if args.label:
+        return _client_call(lambda: client.feedback(args.label, hashes=args.hash or (), images=args.images or (),
+                                                    note=args.note))
+    return _client_call(client.list_feedback)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from synthray.methods.compare import load_compare_config, run_compare
     from synthray.train.overrides import apply_overrides
@@ -392,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of ~50 images of that generator")
     p = client_parser("generators", "list the service's generators, or delete an enrolled one", cmd_generators)
     p.add_argument("--delete", metavar="NAME", help="delete this generator's enrolled samples")
+    p = client_parser("discoveries", "list candidate new generators among unknown answers, or enroll one",
+                      cmd_discoveries)
+    p.add_argument("--refresh", action="store_true", help="regroup the inbox now")
+    p.add_argument("--enroll", metavar="ID", help="enroll this discovery (needs --name)")
+    p.add_argument("--name", help="the generator name to enroll it as")
+    p = client_parser("feedback", "label images (real / a generator), list the labels, or enroll one label",
+                      cmd_feedback)
+    p.add_argument("images", nargs="*", help="image files to label (or --hash)")
+    p.add_argument("--label", help="'real' or a generator name")
+    p.add_argument("--hash", action="append", help="content hash (sha256) of an image the service answered")
+    p.add_argument("--note", default="", help="kept with the label")
+    p.add_argument("--enroll", metavar="LABEL", help="enroll every feedback image with this label")
 
     p = sub.add_parser("compare", help="train and score detector methods side by side (table + figures)")
     p.add_argument("--config", help="YAML with CompareConfig fields (or a compare: section); see configs/compare_cpu.yaml")

@@ -132,6 +132,37 @@ class SynthrayClient:
         """Deletes a generator's enrolled samples: ``{"generator", "deleted", "counts"}``."""
         return self._request("DELETE", f"/v1/generators/{_quote(generator)}")
 
+    # -- discovery --------------------------------------------------------------------------
+    def discoveries(self, refresh: bool = False) -> dict[str, Any]:
+        """Candidate new generators among unknown answers: ``{"discoveries": [...], "enrolled",
+        "inbox", "computed_at"}`` (``refresh`` regroups the inbox now)."""
+        return self._request("GET", "/v1/discoveries", params={"refresh": str(refresh).lower()})
+
+    def discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]:
+        return self._request("GET", f"/v1/discoveries/{_quote(discovery_id)}",
+                             params={"members": str(members).lower()})
+
+    def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]:
+        """Enrolls a discovery as generator ``name`` (idempotent under the same name)."""
+        return self._request("POST", f"/v1/discoveries/{_quote(discovery_id)}/enroll", json={"name": name})
+
+    def feedback(self, label: str, hashes: Sequence[str] = (), images: Sequence[ImageLike] = (),
+                 note: str = "") -> dict[str, Any]:
+        """Labels images ``label`` ("real" or a generator): seen ones by content hash, or uploaded."""
+        if hashes and images:
+            raise ValueError("give hashes or images, not both")
+        if hashes:
+            return self._request("POST", "/v1/feedback", json={"label": label, "hashes": list(hashes), "note": note})
+        return self._request("POST", "/v1/feedback/images", params={"label": label, "note": note},
+                             files=_files(images))
+
+    def list_feedback(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/feedback")
+
+    def enroll_feedback(self, label: str) -> dict[str, Any]:
+        """Enrolls every feedback image labelled ``label``."""
+        return self._request("POST", "/v1/feedback/enroll", json={"label": label})
+
     def ready(self) -> dict[str, Any]:
         return self._request("GET", "/readyz")
 

@@ -502,6 +502,16 @@ def test_client_and_cli_talk_to_the_service(app, index, tmp_path, capsys):
     assert main(["generators", app.url, "--delete", "client-gen", "--api-key", "wrong"]) == 1
     assert main(["generators", app.url, "--delete", "client-gen", "--api-key", KEY]) == 0
     assert json.loads(capsys.readouterr().out)["deleted"] == 10
+    # discovery and feedback from the command line
+    assert main(["discoveries", app.url, "--refresh"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"discoveries", "enrolled", "inbox", "computed_at"} <= set(listed)
+    assert main(["discoveries", app.url, "--enroll", "d9999", "--name", "x", "--api-key", KEY]) == 1  # 404
+    assert main(["discoveries", app.url, "--enroll", "d0001"]) == 2  # --name missing: a usage error
+    assert main(["feedback", app.url, str(shown[0]), "--label", "cli-gen", "--api-key", KEY]) == 0
+    assert json.loads(capsys.readouterr().out)["stored"] == 1
+    assert main(["feedback", app.url]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["cli-gen"] == 1
     unreachable = SynthrayClient(f"http://127.0.0.1:{free_port()}", retries=1, backoff_s=0.01)
     with pytest.raises(ClientError, match="unreachable"):
         unreachable.generators()
@@ -539,6 +549,7 @@ def test_app_restart_loses_no_enrolled_sample_and_reads_can_require_the_key(app,
     from ray import serve
 
     assert enroll(app, "persist-gen", index.held_out[HELD_OUT][:10]).status_code == 200
+    inbox_before = _keyed("GET", app, "/v1/discoveries", key=None).json()
     serve.delete(APP)
     assert requests.get(f"{app.url}/healthz", timeout=30).status_code == 404  # the app is gone
     serve.run(app.build_app({**app.args, "read_requires_key": True}), name=APP, route_prefix="/")
@@ -547,6 +558,9 @@ def test_app_restart_loses_no_enrolled_sample_and_reads_can_require_the_key(app,
     assert error_of(r) == (401, "missing_api_key")
     listed = counts(app, key=KEY)["persist-gen"]
     assert (listed["count"], listed["enrolled"]) == (10, True)
+    inbox_after = _keyed("GET", app, "/v1/discoveries").json()  # the inbox and its discoveries survive
+    assert inbox_after["inbox"] == inbox_before["inbox"] and inbox_after["enrolled"] == inbox_before["enrolled"]
+    assert [d["id"] for d in inbox_after["discoveries"]] == [d["id"] for d in inbox_before["discoveries"]]
     r = requests.post(f"{app.url}/v1/attribute", files=files([index.held_out[HELD_OUT][0]]), timeout=60)
     assert error_of(r) == (401, "missing_api_key")
 
