@@ -299,3 +299,23 @@ def test_every_ray_cluster_runs_with_token_auth_from_the_secret(rendered):
             env = {v["name"]: v for v in container["env"]}
             assert env["RAY_AUTH_MODE"]["value"] == "token"
             assert m.env_secret_refs(container)["RAY_AUTH_TOKEN"] == (name, "auth_token")
+
+
+def test_alert_rules_watch_metrics_the_service_exports():
+    """k8s/monitoring's PrometheusRule (no CRD here to validate against: its shape is checked by
+    hand) alerts only on series the ingress's /metrics really serves."""
+    from serve.metrics import ServiceMetrics
+
+    objs = m.render(REPO / "k8s" / "monitoring")
+    rule = m.one(objs, "PrometheusRule", "synthray-discovery")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    exported = {f.name for f in ServiceMetrics().registry.collect()}
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {a["alert"] for a in alerts} >= {"SynthrayUnknownRateHigh", "SynthrayInboxDropping"}
+    for a in alerts:
+        assert set(a) == {"alert", "expr", "for", "labels", "annotations"}, a
+        assert a["labels"]["severity"] in ("info", "warning", "critical")
+        assert a["annotations"]["summary"] and a["annotations"]["description"]
+        assert re.fullmatch(r"\d+[smh]", a["for"]), a["for"]
+        used = set(re.findall(r"\b(synthray_[a-z_]+)\b", a["expr"]))
+        assert used and used <= exported, (a["alert"], used - exported)
