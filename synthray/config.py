@@ -222,6 +222,10 @@ class DemoConfig:
     enroll_family: str | None = None  # held-out family enrolled in the serve stage; None = the first held out
     enroll_count: int = 50  # images enrolled (the thesis: ~50 references per generator suffice)
     query_count: int = 20  # test images of the enrolled family (and real photographs) attributed before and after
+    # The discovery act: images of a second held-out family arrive one by one, come back "unknown",
+    # are gathered into a discovery and enrolled by one call. None = the second held out; "" = no act.
+    discover_family: str | None = None
+    discover_count: int = 60  # images of it sent one by one (train split)
     port: int = 0  # HTTP port of the Serve app; 0 = a free one
 
 

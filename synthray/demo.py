@@ -189,9 +189,12 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
                 family = cfg.enroll_family or (held[0] if held else None)
                 if family is None:
                     raise ValueError("no held-out family to enroll: set demo.enroll_family")
+                others = [h for h in held if h != family]
+                discover = cfg.discover_family if cfg.discover_family is not None else (others[0] if others else None)
                 summary["serve"] = service_story(
                     out, out / "shards", checkpoint, store.path, seen=summary["index"]["counts"] or {},
-                    family=family, enroll_count=cfg.enroll_count, query_count=cfg.query_count, port=cfg.port)
+                    family=family, enroll_count=cfg.enroll_count, query_count=cfg.query_count, port=cfg.port,
+                    discover_family=discover or None, discover_count=cfg.discover_count)
     finally:
         ray.shutdown()
 
@@ -226,4 +229,10 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
                              "labels_before": e["before"]["labels"], "labels_after": e["after"]["labels"],
                              "real_specificity_before": e.get("real_before", {}).get("accuracy"),
                              "real_specificity_after": e.get("real_after", {}).get("accuracy")}
+        d = summary["serve"].get("discovery")
+        if d:
+            out["discovery"] = {k: d.get(k) for k in ("family", "sent", "answered", "discovery", "gathered", "size",
+                                                      "enrolled")}
+            out["discovery"].update({"accuracy_before": d["before"]["accuracy"],
+                                     "accuracy_after": (d.get("after") or {}).get("accuracy")})
     return out

@@ -1,10 +1,12 @@
-"""The demo's last act: the Serve app answering over HTTP, and few-shot enrollment.
+"""The demo's last acts: the Serve app answering over HTTP, few-shot enrollment, discovery.
 
 Starts the app on the demo's Ray cluster, attributes a few test images of known classes,
 then shows the product's central promise on a generator family the encoder never saw:
 its test images are attributed before enrollment (unknown or wrong), 50 of its training
 images are enrolled over HTTP, and the same test images are attributed again. Only the
-public HTTP API is used (through :mod:`synthray.client`), as a user would.
+public HTTP API is used (through :mod:`synthray.client`), as a user would. Then a second
+unseen family arrives one image at a time, as live traffic: the service gathers its unknown
+answers into a discovery, which is enrolled by one call.
 """
 
 from __future__ import annotations
@@ -71,8 +73,45 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
     return f"http://127.0.0.1:{port}", key
 
 
+def discovery_story(client: Any, shards: str | Path, family: str, count: int = 60,
+                    query_count: int = 20) -> dict[str, Any]:
+    """The discovery act: ``count`` images of ``family`` sent one request each, as live traffic
+    arrives; the discovery that gathers them, its enrollment by one call, and the family's test
+    images attributed before and after. Leaves the index as it found it."""
+    import hashlib
+
+    queries = [b for _, b in class_images(shards, "test", family, query_count)]
+    before = client.attribute(queries)["results"]
+    stream = class_images(shards, "train", family, count)
+    answered = [client.attribute([data])["results"][0]["label"] for _, data in stream]
+    sent = {hashlib.sha256(data).hexdigest() for _, data in stream}
+    listing = client.discoveries(refresh=True)
+    found = []
+    for d in listing["discoveries"]:
+        members = set(client.discovery(d["id"], members=True)["members"])
+        found.append((len(members & sent), len(members), d))
+    result: dict[str, Any] = {"family": family, "sent": len(stream), "answered": dict(collections.Counter(answered)),
+                              "inbox": listing["inbox"], "discoveries": len(found), "before": _tally(before, family)}
+    if not found or max(found, key=lambda f: f[0])[0] == 0:
+        log.warning("discovery act: no discovery gathered the %d %s images (answered %s)", len(stream), family,
+                    result["answered"])
+        return result
+    held, size, best = max(found, key=lambda f: f[0])
+    enrolled = client.enroll_discovery(best["id"], family)
+    after = client.attribute(queries)["results"]
+    result.update({"discovery": best["id"], "gathered": held, "size": size, "cohesion": best["cohesion"],
+                   "enrolled": enrolled["enrolled"], "source": enrolled["source"], "after": _tally(after, family)})
+    log.info("discovery act: %d %s images sent one by one (%s); discovery %s gathered %d of them (size %d); "
+             "enrolled by one call: its test images named %d/%d before, %d/%d after", len(stream), family,
+             result["answered"], best["id"], held, size, result["before"]["correct"], len(before),
+             result["after"]["correct"], len(after))
+    client.delete(family)
+    return result
+
+
 def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: str, seen: Sequence[str],
-                  family: str, enroll_count: int = 50, query_count: int = 20, port: int = 0) -> dict[str, Any]:
+                  family: str, enroll_count: int = 50, query_count: int = 20, port: int = 0,
+                  discover_family: str | None = None, discover_count: int = 60) -> dict[str, Any]:
     """Serve, attribute, enroll ``family``, attribute again; returns the figures.
 
     Args:
@@ -85,6 +124,8 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
         enroll_count: images enrolled (from the train split).
         query_count: test images per class attributed.
         port: HTTP port (0 picks a free one).
+        discover_family: a second held-out family for the discovery act (None: no act).
+        discover_count: its images sent one by one.
     """
     from ray import serve
 
@@ -143,6 +184,8 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
         e = result["enrollment"]
         log.info("enrolled %d images of %r in %.1f s: its test images attributed right %d/%d before, %d/%d after",
                  e["enrolled"], family, enroll_s, e["before"]["correct"], len(before), e["after"]["correct"], len(after))
+        if discover_family:
+            result["discovery"] = discovery_story(client, shards, discover_family, discover_count, query_count)
         return result
     finally:
         serve.shutdown()

@@ -20,7 +20,7 @@ SMALL = {
         "resolution": 48, "crop": 32, "bench_train_steps": 40, "num_cpus": 2,
         "batch_size": 32, "samples_per_class": 4, "epochs": 2, "steps_per_epoch": 15,
         "index_per_class": 20, "eval_max_test_per_class": 20, "eval_degradations": ["jpeg:75"], "umap": False,
-        "enroll_count": 20, "query_count": 12,
+        "enroll_count": 20, "query_count": 12, "discover_count": 30,
     }
 }
 
@@ -84,3 +84,11 @@ def test_demo_runs_every_stage(tmp_path):
     assert e["calibration"]["real_fpr_after"] <= e["calibration"]["real_fpr_before"] + 0.005 + 1e-9
     assert sum(k["images"] for k in serve["known_classes"].values()) > 0
     assert Path(serve["api_key_file"]).stat().st_mode & 0o077 == 0  # the key file is private
+
+    # discovery: the second held-out family arrives one image at a time
+    d = serve["discovery"]
+    assert (d["family"], d["sent"]) == ("proc_0001", 30) and sum(d["answered"].values()) == 30
+    assert d["before"]["correct"] == 0
+    if "discovery" in d:  # gathered (the 2-minute encoder answers some of them "unknown", not always enough)
+        assert d["gathered"] > 0 and d["enrolled"] > 0 and d["after"]["correct"] >= d["before"]["correct"], d
+        assert printed["discovery"]["discovery"] == d["discovery"]
