@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.auth import KEY_HEADER, KeyCheck
 from serve.discovery_api import add_discovery_routes
-from serve.errors import ApiError, rejected_images
+from serve.errors import ApiError, rejected_images, retry_after
 from serve.metrics import ServiceMetrics, route_template
+from serve.rate import RateLimit
 from serve.schemas import (
     AttributeResponse,
     DeleteResponse,
@@ -99,6 +100,7 @@ class ApiSettings:
     model_version: str  # of the encoder (answers carry it)
     explain: ExplainSettings = ExplainSettings()
     keep_images: bool = False  # send the bytes of answered images to the inbox (discovery.keep_images)
+    write_rate: RateLimit = dataclasses.field(default_factory=lambda: RateLimit(0, 1))  # per key; 0 = none
 
 
 def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tuple[list[str], int]:
@@ -110,7 +112,7 @@ def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tupl
     Raises:
         ApiError: 422 ``invalid_explain`` or ``invalid_lime_samples``.
     """
-    from synthray.methods.explain import EXPLAIN_KINDS
+    from synthray.methods.explain_config import EXPLAIN_KINDS  # (not .explain: that imports torch)
 
     raw = query.get("explain", "").strip().lower()
     if raw in ("", "false", "none", "0"):
@@ -157,7 +159,7 @@ def canonical_generator(name: str) -> str:
 
 def _error_response(request: Request, exc: ApiError) -> JSONResponse:
     request.scope["synthray.error"] = exc.code
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
 
 class _Metered:
@@ -239,7 +241,12 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
 
     async def may_write(api_key: str | None = Security(key_header),
                         token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-        auth.check(presented(api_key, token), write=True)
+        key = presented(api_key, token)
+        auth.check(key, write=True)
+        wait = settings.write_rate.take(key)
+        if wait:
+            raise ApiError(429, "rate_limited", f"too many writes with this key; retry in {wait:.1f} s",
+                           headers=retry_after(wait), retry_after_s=round(wait, 2))
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -253,8 +260,9 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
+        # Starlette's 405 carries the Allow header (RFC 9110); keep it, and any other it set.
         return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
-                                                 str(exc.detail)))
+                                                 str(exc.detail), headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:

@@ -64,6 +64,18 @@ class AppArgs(BaseModel):
     index_cpus: float = Field(0.25, ge=0)
     ingress_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; >= max_batch_size so batches can fill")
+    # Overload and faults (the ingress sends a call again when a replica dies under it).
+    max_queued_requests: int = Field(256, ge=-1, description="requests queued per caller and deployment beyond "
+                                     "max_ongoing_requests; more are answered 503 with Retry-After (-1: no bound)")
+    retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of a 503 (overload, a replica lost)")
+    retry_deadline_s: float = Field(10.0, ge=0, description="how long a call that is safe to repeat is sent again "
+                                    "while replicas die or restart, before a 503")
+    health_check_period_s: float = Field(2.0, gt=0, description="how often Serve checks each replica")
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="how long a stopping replica may finish "
+                                               "its requests (redeploys, scale-down, SIGTERM)")
+    write_rate_per_min: float = Field(120.0, ge=0, description="writes per minute per API key (0: unlimited); "
+                                      "more are 429 with Retry-After")
+    write_burst: int = Field(30, ge=1, description="writes a key may make at once")
     attribution: Optional[dict[str, Any]] = Field(None, description="AttributionConfig fields overriding the index's")
     discovery: Optional[dict[str, Any]] = Field(None, description="DiscoveryConfig fields: the inbox of unknown "
                                                 "answers (capacity, keep_images, retention_s, recompute_s, ...)")
@@ -82,6 +94,12 @@ class AppArgs(BaseModel):
             raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
                              f"({self.max_batch_size}): batches could never fill")
         return self
+
+    def serving_options(self) -> dict[str, Any]:
+        """Deployment options every deployment shares: queue bounds, health checks, draining."""
+        return {"max_ongoing_requests": self.max_ongoing_requests, "max_queued_requests": self.max_queued_requests,
+                "health_check_period_s": self.health_check_period_s,
+                "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s}
 
     def store_config(self) -> dict[str, Any]:
         """``StoreConfig`` fields; a relative path is taken from where the app is built (the repo root)."""
@@ -134,31 +152,34 @@ def build_app(args: AppArgs) -> Application:
     checkpoint, version, collection = args.pinned()
     store = {**args.store_config(), "collection": collection}
     encoder = serve.deployment(Encoder).options(
-        num_replicas=args.encoder_replicas, max_ongoing_requests=args.max_ongoing_requests,
+        num_replicas=args.encoder_replicas, **args.serving_options(),
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
         user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
     ).bind(checkpoint, args.device, version)
     owner = serve.deployment(IndexOwner)
     if args.store_url is None:
         # Embedded: one process may open the store, so one owner reads and writes.
-        index = owner.options(num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
+        index = owner.options(num_replicas=1, **args.serving_options(),
                               ray_actor_options={"num_cpus": args.index_cpus},
                               ).bind(encoder, store, args.create_index, args.attribution, version, "owner",
                                      args.discovery)
         writer = index
     else:
         # A server: readers scale out, every write goes through one writer (one lock, one archive).
-        index = owner.options(name="IndexReader", num_replicas=args.index_replicas,
-                              max_ongoing_requests=args.max_ongoing_requests,
+        index = owner.options(name="IndexReader", num_replicas=args.index_replicas, **args.serving_options(),
                               ray_actor_options={"num_cpus": args.index_cpus},
                               ).bind(encoder, store, False, args.attribution, version, "reader", args.discovery)
-        writer = owner.options(name="IndexWriter", num_replicas=1, max_ongoing_requests=args.max_ongoing_requests,
+        writer = owner.options(name="IndexWriter", num_replicas=1, **args.serving_options(),
                                ray_actor_options={"num_cpus": args.index_cpus},
                                ).bind(encoder, store, args.create_index, args.attribution, version, "writer",
                                       args.discovery)
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
+    resilience = {"retry_deadline_s": args.retry_deadline_s, "retry_after_s": args.retry_after_s,
+                  "write_rate_per_min": args.write_rate_per_min, "write_burst": args.write_burst}
     return serve.deployment(Ingress).options(
-        num_replicas=args.ingress_replicas, max_ongoing_requests=args.max_ongoing_requests,
-        ray_actor_options={"num_cpus": args.ingress_cpus},
+        num_replicas=args.ingress_replicas, ray_actor_options={"num_cpus": args.ingress_cpus}, **args.serving_options(),
+        # The proxy answers a full ingress queue itself: 503 with Retry-After.
+        backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
     ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
-           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery)
+           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery,
+           resilience)

@@ -32,26 +32,37 @@ class ApiError(Exception):
         status: HTTP status (4xx for the caller's mistakes, 5xx for ours).
         code: short machine-readable kind, e.g. ``too_many_files``.
         message: what went wrong and what to do about it.
+        headers: HTTP headers of the answer (``Retry-After`` on 429/503, ``Allow`` on 405).
         details: extra JSON-able fields (the rejected files, the limit that was hit).
     """
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 **details: Any) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
         self.details = details
 
     def __reduce__(self):  # keeps every field when the error crosses a process (Ray handle calls)
-        return (_rebuild, (self.status, self.code, self.message, self.details))
+        return (_rebuild, (self.status, self.code, self.message, self.details, self.headers))
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "status": self.status,
                           "details": self.details}}
 
 
-def _rebuild(status: int, code: str, message: str, details: dict[str, Any]) -> ApiError:
-    return ApiError(status, code, message, **details)
+def _rebuild(status: int, code: str, message: str, details: dict[str, Any],
+             headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(status, code, message, headers, **details)
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """The ``Retry-After`` header for a delay (whole seconds, at least 1)."""
+    import math
+
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def rejected_images(rejected: list[dict[str, str]]) -> ApiError:

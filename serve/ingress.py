@@ -3,19 +3,30 @@
 The FastAPI app is built per replica, after the constructor
 (``__serve_build_asgi_app__``), so its routes, auth and metrics close over this replica's
 handles and registry rather than a module-level app frozen at import.
+
+A replica that dies mid-request (killed, out of memory, its node gone) fails the calls it
+held. Calls that are safe to repeat (embedding, attribution, listings, enrollment, which is
+keyed by content hash) are sent again, to another replica or the restarted one, until
+``retry_deadline_s``; only then does the client see a 503 with ``Retry-After``. Deletion is
+not repeated (a second attempt could answer 404 for a deletion that happened). A full queue
+at a deployment (``max_queued_requests``) is a 503 with ``Retry-After`` at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Sequence
+import time
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 from ray import serve
 
 from serve.api import ApiSettings, ExplainSettings, call, create_api
 from serve.auth import KeyCheck, resolve_api_key
+from serve.errors import ApiError, retry_after
 from serve.metrics import ServiceMetrics
+from serve.rate import RateLimit
 from serve.uploads import Limits
 
 log = logging.getLogger(__name__)
@@ -36,12 +47,13 @@ class Ingress:
         writer: handle of the deployment that takes every write (None: ``index`` itself); it
             also holds the discoveries.
         discovery: ``DiscoveryConfig`` fields (the ingress reads ``keep_images`` and ``window_s``).
+        resilience: ``retry_deadline_s``, ``retry_after_s``, ``write_rate_per_min``, ``write_burst``.
     """
 
     async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
                        api_key_file: str | None = None, read_requires_key: bool = False,
                        explain: dict[str, int] | None = None, writer: Any = None,
-                       discovery: dict[str, Any] | None = None) -> None:
+                       discovery: dict[str, Any] | None = None, resilience: dict[str, float] | None = None) -> None:
         from synthray.config import from_dict
         from synthray.discovery.config import DiscoveryConfig
 
@@ -55,19 +67,52 @@ class Ingress:
             log.warning("no API key configured ($%s): enrollment and deletion are disabled", api_key_env)
         self.discovery_cfg = from_dict(DiscoveryConfig, discovery or {})
         self.metrics = ServiceMetrics(window_s=self.discovery_cfg.window_s)
+        res = {"retry_deadline_s": 10.0, "retry_after_s": 1.0, "write_rate_per_min": 0.0, "write_burst": 20,
+               **(resilience or {})}
+        self.retry_deadline_s, self.retry_after_s = float(res["retry_deadline_s"]), float(res["retry_after_s"])
+        self.write_rate = RateLimit(float(res["write_rate_per_min"]), int(res["write_burst"]))
+        self.retried = 0
         self.model_version = (await self.encoder_info())["model_version"]
 
     def __serve_build_asgi_app__(self) -> Any:
         keep = self.discovery_cfg.enabled and self.discovery_cfg.keep_images
-        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep),
-                          self.metrics)
+        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep,
+                                            self.write_rate), self.metrics)
+
+    async def _call(self, make: Callable[[], Awaitable[Any]], what: str, repeat: bool = True) -> Any:
+        """One deployment call; sent again while a replica failure is the cause (``repeat``).
+
+        Raises:
+            ApiError: 503 ``overloaded`` (a full queue) or ``replica_unavailable`` (still
+                failing at the deadline), both with ``Retry-After``.
+        """
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        deadline = time.monotonic() + self.retry_deadline_s
+        wait = 0.05
+        while True:
+            try:
+                return await call(make())
+            except BackPressureError:
+                raise ApiError(503, "overloaded", f"the service is at capacity ({what}); retry after the "
+                               "Retry-After delay", headers=retry_after(self.retry_after_s)) from None
+            except (RayActorError, ActorUnavailableError, DeploymentUnavailableError) as exc:
+                if not repeat or time.monotonic() + wait > deadline:
+                    raise ApiError(503, "replica_unavailable", f"{what} failed: a replica was lost "
+                                   f"({type(exc).__name__}); retry after the Retry-After delay",
+                                   headers=retry_after(self.retry_after_s)) from None
+                self.retried += 1
+                log.warning("%s: a replica was lost (%s); sending it again", what, type(exc).__name__)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 0.5)
 
     # -- serve.api.Backend over the deployment handles -------------------------------------
     async def embed(self, data: bytes) -> Any:
-        return await call(self.encoder.embed.remote(data))
+        return await self._call(lambda: self.encoder.embed.remote(data), "embedding")
 
     async def encoder_info(self) -> dict[str, Any]:
-        return await call(self.encoder.describe.remote())
+        return await self._call(lambda: self.encoder.describe.remote(), "encoder info")
 
     async def deployments(self) -> dict[str, str]:
         """``{deployment: status}`` of this application, from the Serve controller."""
@@ -78,49 +123,54 @@ class Ingress:
         return {name: str(getattr(d.status, "value", d.status)) for name, d in status.applications[app].deployments.items()}
 
     async def index_info(self) -> dict[str, Any]:
-        return await call(self.index.info.remote())
+        return await self._call(lambda: self.index.info.remote(), "index info")
 
     async def attribute(self, vectors: np.ndarray, model_version: str | None = None, hashes: Sequence[str] | None = None,
                         images: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
-        return await call(self.index.attribute.remote(vectors, model_version, hashes, images))
+        return await self._call(lambda: self.index.attribute.remote(vectors, model_version, hashes, images),
+                                "attribution")
 
     async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
                      images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]:
-        return await call(self.writer.enroll.remote(generator, vectors, list(hashes), list(names),
-                                                    list(images) if images is not None else None, model_version))
+        # Enrollment is keyed by content hash: sent twice, it stores each image once.
+        return await self._call(lambda: self.writer.enroll.remote(generator, vectors, list(hashes), list(names),
+                                                                  list(images) if images is not None else None,
+                                                                  model_version), "enrollment")
 
     async def generators(self) -> dict[str, dict[str, int]]:
-        return await call(self.index.generators.remote())
+        return await self._call(lambda: self.index.generators.remote(), "listing")
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
-        return await call(self.writer.delete_generator.remote(generator))
+        return await self._call(lambda: self.writer.delete_generator.remote(generator), "deletion", repeat=False)
 
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
-        return await call(self.index.class_references.remote(vector, generator, k))
+        return await self._call(lambda: self.index.class_references.remote(vector, generator, k), "explanation")
 
     async def explain(self, data: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
-        return await call(self.encoder.explain.remote(data, references, kinds, lime_samples))
+        return await self._call(lambda: self.encoder.explain.remote(data, references, kinds, lime_samples),
+                                "explanation")
 
     # discovery: grouping, enrollment and feedback live with the one writer
     async def discoveries(self, refresh: bool) -> dict[str, Any]:
-        return await call(self.writer.list_discoveries.remote(refresh))
+        return await self._call(lambda: self.writer.list_discoveries.remote(refresh), "discoveries")
 
     async def discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]:
-        return await call(self.writer.get_discovery.remote(discovery_id, members))
+        return await self._call(lambda: self.writer.get_discovery.remote(discovery_id, members), "discovery")
 
     async def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]:
-        return await call(self.writer.enroll_discovery.remote(discovery_id, name))
+        return await self._call(lambda: self.writer.enroll_discovery.remote(discovery_id, name), "enrollment")
 
     async def add_feedback(self, label: str, hashes: Sequence[str], vectors: np.ndarray | None = None,
                            names: Sequence[str] | None = None, images: Sequence[bytes] | None = None,
                            note: str = "") -> dict[str, Any]:
-        return await call(self.writer.add_feedback.remote(label, list(hashes), vectors, names, images, note))
+        return await self._call(lambda: self.writer.add_feedback.remote(label, list(hashes), vectors, names, images,
+                                                                       note), "feedback")
 
     async def list_feedback(self) -> dict[str, Any]:
-        return await call(self.writer.list_feedback.remote())
+        return await self._call(lambda: self.writer.list_feedback.remote(), "feedback")
 
     async def enroll_feedback(self, label: str) -> dict[str, Any]:
-        return await call(self.writer.enroll_feedback.remote(label))
+        return await self._call(lambda: self.writer.enroll_feedback.remote(label), "enrollment")
 
     async def inbox_stats(self) -> dict[str, Any]:
-        return await call(self.writer.inbox_stats.remote())
+        return await self._call(lambda: self.writer.inbox_stats.remote(), "inbox stats")

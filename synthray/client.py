@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 
 #: File suffixes ``enroll`` picks up from a folder (the formats the server validates).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-#: Statuses worth retrying: the proxy or a replica is (re)starting.
-RETRY_STATUSES = (502, 503, 504)
+#: Statuses worth retrying: the proxy or a replica is (re)starting, the service is at capacity
+#: (503 with Retry-After), or this key's write rate is spent (429 with Retry-After).
+RETRY_STATUSES = (429, 502, 503, 504)
+#: The longest Retry-After the client waits (a longer one ends the retries sooner, not later).
+MAX_RETRY_AFTER_S = 30.0
 #: Images per request when explanations are asked for (the service's default ``max_explain``).
 EXPLAIN_CHUNK = 4
 
@@ -196,6 +199,10 @@ class SynthrayClient:
                     return resp.json()
                 if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
                     raise _error(resp)
+                # The server says when to come back (overload, a replica restarting, a rate limit).
+                asked = _retry_after(resp)
+                if asked is not None:
+                    wait = min(max(asked, wait), MAX_RETRY_AFTER_S)
                 log.warning("%s %s: HTTP %d; retrying in %.1f s", method, path, resp.status_code, wait)
             time.sleep(wait)
             wait *= 2
@@ -285,6 +292,15 @@ def _files(images: Iterable[ImageLike]) -> list[tuple[str, tuple[str, bytes, str
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for s in range(0, len(items), max(1, size)):
         yield items[s:s + size]
+
+
+def _retry_after(resp: Any) -> float | None:
+    """The Retry-After header's delay in seconds (the seconds form; an HTTP date is ignored)."""
+    value = resp.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def _quote(name: str) -> str:

@@ -6,13 +6,15 @@ Shared by the Serve app, evaluation and the CLI, so all three answer identically
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from synthray.attribution.config import AttributionConfig
-from synthray.attribution.embedder import Embedder
 from synthray.attribution.rule import Attribution, Thresholds, attribute
+
+if TYPE_CHECKING:  # torch stays out of processes that only need the rule (the index owner)
+    from synthray.attribution.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

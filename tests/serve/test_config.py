@@ -42,7 +42,7 @@ def test_builder_wires_three_deployments_and_pins_the_checkpoint(tiny_model):
     pinned = resolve_checkpoint(run_folder).resolve()
     # Every encoder replica gets the resolved folder and the version it must find there.
     assert encoder._bound_deployment.init_args == (str(pinned), "auto", checkpoint_version(pinned))
-    assert ingress.init_args[-2] is index  # embedded: the one owner also takes the writes
+    assert ingress.init_args[7] is index  # embedded: the one owner also takes the writes
 
 
 def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, tmp_path):
@@ -75,7 +75,7 @@ def test_bad_app_args_are_refused_before_anything_starts(args, message):
 def test_a_qdrant_server_lets_the_readers_scale_out_behind_one_writer(tiny_model):
     app = build_app({"checkpoint": str(tiny_model.checkpoint), "store_url": "http://qdrant:6333",
                      "index_replicas": 3})
-    reader, writer = app._bound_deployment.init_args[1], app._bound_deployment.init_args[-2]
+    reader, writer = app._bound_deployment.init_args[1], app._bound_deployment.init_args[7]
     assert (reader._bound_deployment.name, reader._bound_deployment.num_replicas) == ("IndexReader", 3)
     assert (writer._bound_deployment.name, writer._bound_deployment.num_replicas) == ("IndexWriter", 1)
     assert reader._bound_deployment.init_args[-2] == "reader" and writer._bound_deployment.init_args[-2] == "writer"
