@@ -15,11 +15,12 @@ import time
 from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from serve.auth import KEY_HEADER, KeyCheck
 from serve.discovery_api import add_discovery_routes
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Enrollment names: letters, digits and ``_ . + -`` or spaces inside (``SD1.4``, ``DALL-E 3``, ``my-gan_v2``).
 NAME_PATTERN = re.compile(NAME_REGEX)
+#: The generator name path parameter, as the schema declares it.
+GENERATOR_NAME = Path(description="generator name (1-64 characters: letters, digits, '_', '.', '+', '-', spaces "
+                      "inside); 'real' and 'unknown' are the service's own labels (409)", pattern=NAME_REGEX)
 #: Labels the service itself answers with; no generator may take them.
 RESERVED_NAMES = ("real", "unknown")
 #: How long /readyz and /metrics wait for the other deployments.
@@ -141,7 +145,7 @@ def canonical_generator(name: str) -> str:
     """The enrollment name checked and spelled as the rest of synthray spells it.
 
     Raises:
-        ApiError: 422 ``invalid_generator_name`` or ``reserved_generator_name``.
+        ApiError: 422 ``invalid_generator_name``; 409 ``reserved_generator_name``.
     """
     from synthray.data.generators import normalize_generator
 
@@ -151,7 +155,8 @@ def canonical_generator(name: str) -> str:
                        "'_', '.', '+', '-', spaces inside)", pattern=NAME_PATTERN.pattern)
     canonical = normalize_generator(name)
     if canonical.lower() in RESERVED_NAMES:
-        raise ApiError(422, "reserved_generator_name",
+        # 409: a well-formed name that conflicts with the service's own labels (not a malformed one).
+        raise ApiError(409, "reserved_generator_name",
                        f"{name!r} means {canonical!r}, a label the service answers with; real images are not "
                        "enrolled, only generators", reserved=list(RESERVED_NAMES))
     return canonical
@@ -190,23 +195,32 @@ class _Metered:
                                          time.perf_counter() - start, scope.get("synthray.error"))
 
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "images as multipart file parts, as JSON with base64 data, or one raw image body",
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-            "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-                "images": {"type": "array", "items": {"oneOf": [
-                    {"type": "string", "description": "base64 (a data: URL is accepted)"},
-                    {"type": "object", "required": ["data"], "properties": {
-                        "name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}}},
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
+def upload_body(max_files: int) -> dict[str, Any]:
+    """The OpenAPI request body of the image routes, with the limits the server enforces."""
+    images = {"type": "array", "minItems": 1, "maxItems": max_files}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": f"1 to {max_files} images as multipart file parts, as JSON with base64 data, or one raw "
+                           "image body; each a decodable image (JPEG, PNG, WebP, BMP, TIFF, GIF) of at least 8 px a "
+                           "side, within the request's byte limit and the per-image pixel limit",
+            "content": {
+                # Only file parts: a text field is refused (400 bad_multipart), so none is declared.
+                "multipart/form-data": {"schema": {"type": "object", "required": ["files"],
+                                                   "additionalProperties": False, "properties": {
+                    "files": {**images, "items": {"type": "string", "format": "binary"}}}}},
+                "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+                    "images": {**images, "items": {"oneOf": [
+                        {"type": "string", "format": "byte", "description": "base64 (a data: URL is accepted)"},
+                        {"type": "object", "required": ["data"], "properties": {
+                            "name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}}},
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
     }
-}
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422)}
+
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 409, 413, 415, 422, 429, 503)}
 
 
 def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics) -> FastAPI:
@@ -228,6 +242,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
     )
     app.add_middleware(_Metered, metrics=metrics)
     limits, auth = settings.limits, settings.auth
+    uploads_body = upload_body(limits.max_files)
     key_header = APIKeyHeader(name=KEY_HEADER, auto_error=False)
     bearer = HTTPBearer(auto_error=False)
     index_size_read = [0.0]
@@ -235,9 +250,14 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
     def presented(api_key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
         return api_key or (token.credentials if token else None)
 
-    async def may_read(api_key: str | None = Security(key_header),
-                       token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    async def keyed_read(api_key: str | None = Security(key_header),
+                         token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         auth.check(presented(api_key, token), write=False)
+
+    async def open_read() -> None:
+        """Reads need no key on this server: the schema declares none for them."""
+
+    may_read = keyed_read if auth.read_requires_key else open_read
 
     async def may_write(api_key: str | None = Security(key_header),
                         token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
@@ -254,15 +274,25 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(tuple(e.get("loc", ())) == ("path", "name") for e in exc.errors()):
+            try:  # a generator name the schema's pattern refuses: the same answer as everywhere else
+                canonical_generator(request.path_params.get("name", ""))
+            except ApiError as named:
+                return _error_response(request, named)
         return _error_response(request, ApiError(422, "invalid_request", "the request does not match the API",
                                                  errors=[{k: str(v) for k, v in e.items()} for e in exc.errors()]))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        # Starlette's 405 carries the Allow header (RFC 9110); keep it, and any other it set.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Allow (RFC 9110) names every method of the path; Starlette's names one route's only.
+            methods = {m for route in app.routes if getattr(route, "methods", None)
+                       and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE for m in route.methods}
+            headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
         return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
-                                                 str(exc.detail), headers=dict(exc.headers or {})))
+                                                 str(exc.detail), headers=headers))
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
@@ -301,7 +331,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         return [{"file": img.name, "reason": "corrupt", "message": f"the encoder could not decode it: {e.error}"}
                 for img, (e, _) in zip(images, embedded) if e.error]
 
-    @app.post("/v1/attribute", response_model=AttributeResponse, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
+    @app.post("/v1/attribute", response_model=AttributeResponse, responses=_ERRORS, openapi_extra=uploads_body,
               dependencies=[Security(may_read)], summary="Attribute one or several images")
     async def attribute(request: Request) -> AttributeResponse:
         """Per image: real / a generator / unknown, the is-AI score, the vote and the nearest references.
@@ -364,10 +394,10 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
         metrics.explanations.labels(",".join(kinds)).inc()
         return {"target": target, "references": len(refs), **out}
 
-    @app.post("/v1/generators/{name}/samples", response_model=EnrollResponse, openapi_extra=_UPLOAD_BODY,
+    @app.post("/v1/generators/{name}/samples", response_model=EnrollResponse, openapi_extra=uploads_body,
               responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
               summary="Enroll images of a generator (few-shot)")
-    async def enroll(name: str, request: Request) -> EnrollResponse:
+    async def enroll(request: Request, name: str = GENERATOR_NAME) -> EnrollResponse:
         """Embeds the images and adds them to the index under ``name``; they count from the next query.
 
         Good files are enrolled and bad ones reported; when no file can be enrolled the
@@ -410,23 +440,18 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
     @app.delete("/v1/generators/{name}", response_model=DeleteResponse,
                 responses={**_ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
                 dependencies=[Security(may_write)], summary="Delete a generator's enrolled samples")
-    async def delete_generator(name: str) -> DeleteResponse:
+    async def delete_generator(name: str = GENERATOR_NAME) -> DeleteResponse:
         """Removes the enrolled references of ``name`` (409 for a generator that has only trained ones)."""
         from synthray.data.generators import normalize_generator
 
         generator = normalize_generator(name)
-        try:
-            result = await backend.delete_generator(generator)
-        except ApiError as exc:
-            if exc.code == "unknown_generator" and not NAME_PATTERN.match(name):
-                canonical_generator(name)  # a malformed name gets the name error, not "not found"
-            raise
+        result = await backend.delete_generator(generator)  # (a malformed name never gets here: 422)
         metrics.deleted.labels(generator).inc(result["deleted"])
         index_size_read[0] = 0.0
         return DeleteResponse(generator=generator, **result)
 
     add_discovery_routes(app, backend, settings.model_version, metrics, may_read, may_write, canonical_generator,
-                         _UPLOAD_BODY, images_of, embed_all, decode_failures, embedding_version)
+                         uploads_body, images_of, embed_all, decode_failures, embedding_version)
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> Health:

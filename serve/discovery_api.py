@@ -10,7 +10,7 @@ import re
 from typing import Any, Callable
 
 import numpy as np
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Query, Request, Security
 
 from serve.errors import ApiError, rejected_images
 from serve.schemas import (
@@ -25,11 +25,12 @@ from serve.schemas import (
     FeedbackList,
     FeedbackRequest,
     FeedbackResponse,
+    NAME_REGEX,
 )
 
 #: Discovery ids as the owner hands them out.
 ID_PATTERN = re.compile(r"^d[0-9]{4,9}$")
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
 
 
 def feedback_label(label: str, canonical_generator: Callable[[str], str]) -> str:
@@ -96,11 +97,11 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
     @app.post("/v1/feedback/images", response_model=FeedbackResponse, responses=_ERRORS,
               openapi_extra=upload_body, dependencies=[Security(may_write)],
               summary="Label uploaded images")
-    async def feedback_images(request: Request, label: str, note: str = "") -> FeedbackResponse:
+    async def feedback_images(request: Request, label: str = Query(..., pattern=NAME_REGEX,
+                                                                   description="'real' or a generator name"),
+                              note: str = Query("", max_length=500)) -> FeedbackResponse:
         """Like POST /v1/feedback, for images sent in the body (any upload format /v1/attribute takes)."""
         label = feedback_label(label, canonical_generator)
-        if len(note) > 500:
-            raise ApiError(422, "invalid_request", "note is limited to 500 characters")
         images, bad = await images_of(request, "feedback")
         embedded = await embed_all(images) if images else []
         bad = bad + decode_failures(images, embedded)

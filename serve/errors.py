@@ -22,6 +22,8 @@ REASON_STATUS = {
     "too_small": 422,
     "truncated": 422,
     "corrupt": 422,
+    # Not the request's fault but the index's state: the image is another generator's already.
+    "indexed_elsewhere": 409,
 }
 
 

@@ -86,7 +86,7 @@ async def _multipart(headers: Any, body: bytes, limits: Limits) -> list[Upload]:
         form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Too many files"):
-            raise ApiError(413, "too_many_files", f"more than {limits.max_files} files in one request; "
+            raise ApiError(422, "too_many_files", f"more than {limits.max_files} files in one request; "
                            "send them in several requests", limit=limits.max_files) from None
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc.message}") from None
     uploads = []
@@ -119,14 +119,16 @@ def _json_images(body: bytes, limits: Limits) -> list[Upload]:
     if not isinstance(items, list):
         raise ApiError(400, "bad_json", 'expected {"images": ["<base64>" or {"name": ..., "data": "<base64>"}, ...]}')
     if len(items) > limits.max_files:
-        raise ApiError(413, "too_many_files", f"{len(items)} images in one request > limit {limits.max_files}",
+        raise ApiError(422, "too_many_files", f"{len(items)} images in one request > limit {limits.max_files}",
                        limit=limits.max_files)
     uploads = []
     for i, item in enumerate(items):
         if isinstance(item, str):
             uploads.append(Upload(f"image-{i}", _decode_b64(item, f"images[{i}]")))
         elif isinstance(item, dict) and isinstance(item.get("data"), str):
-            name = item.get("name") if isinstance(item.get("name"), str) and item.get("name") else f"image-{i}"
+            if "name" in item and not isinstance(item["name"], str):
+                raise ApiError(400, "bad_json", f"images[{i}].name must be a string (the file name)")
+            name = item.get("name") or f"image-{i}"
             uploads.append(Upload(name, _decode_b64(item["data"], f"images[{i}] ({name})")))
         else:
             raise ApiError(400, "bad_json", f'images[{i}] must be a base64 string or {{"name", "data"}}')
@@ -142,7 +144,7 @@ async def parse_uploads(request: Any, limits: Limits) -> list[Upload]:
     Returns:
         one :class:`Upload` per image (not yet validated).
     Raises:
-        ApiError: 413 ``too_large`` / ``too_many_files``; 415 ``unsupported_media_type``;
+        ApiError: 413 ``too_large``; 422 ``too_many_files``; 415 ``unsupported_media_type``;
             400 ``empty_body``, ``no_images``, ``bad_json``, ``bad_base64``, ``bad_multipart``.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

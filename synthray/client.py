@@ -202,7 +202,10 @@ class SynthrayClient:
                 # The server says when to come back (overload, a replica restarting, a rate limit).
                 asked = _retry_after(resp)
                 if asked is not None:
-                    wait = min(max(asked, wait), MAX_RETRY_AFTER_S)
+                    log.warning("%s %s: HTTP %d; the server asks to retry in %.1f s", method, path,
+                                resp.status_code, asked)
+                    time.sleep(min(max(asked, self.backoff_s), MAX_RETRY_AFTER_S))
+                    continue
                 log.warning("%s %s: HTTP %d; retrying in %.1f s", method, path, resp.status_code, wait)
             time.sleep(wait)
             wait *= 2

@@ -261,7 +261,7 @@ BAD_REQUESTS = {
                        413, "too_large"),
     "too_many_pixels": (dict(files=[("files", ("bomb.png", bomb_png_bytes(), "image/png"))]), 413,
                         "decompression_bomb"),
-    "too_many_files": (dict(files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(61)]), 413,
+    "too_many_files": (dict(files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(61)]), 422,
                        "too_many_files"),
     "unsupported_media_type": (dict(data=b"hello", headers={"Content-Type": "text/plain"}), 415,
                                "unsupported_media_type"),
@@ -287,7 +287,7 @@ def test_bad_input_is_a_clear_4xx_and_the_service_keeps_serving(app, index, case
 def test_bad_generator_names_are_refused(app, index, name, code):
     before = counts(app)
     r = enroll(app, name, index.held_out[HELD_OUT][:2])
-    assert error_of(r) == (422, code)
+    assert error_of(r) == (409 if code == "reserved_generator_name" else 422, code)
     assert counts(app) == before
 
 
@@ -408,7 +408,7 @@ def test_feedback_round_trips_over_http(app, index):
         404, "unseen_image")
     assert error_of(_keyed("POST", app, "/v1/feedback", json={"label": "real", "hashes": ["xyz"]}))[0] == 422
     assert error_of(_keyed("POST", app, "/v1/feedback", json={"label": "unknown", "hashes": [_sha(seen)]})) == (
-        422, "reserved_generator_name")
+        409, "reserved_generator_name")
     uploads = index.held_out[HELD_OUT][70:76]
     r = _keyed("POST", app, "/v1/feedback/images?label=fb-gan", files=files(uploads))
     assert r.status_code == 200 and r.json()["stored"] == 6, r.text

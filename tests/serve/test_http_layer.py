@@ -72,9 +72,9 @@ def test_body_over_the_byte_limit_is_413_whether_declared_or_streamed(declare_le
     assert (err.status, err.code) == (413, "too_large")
 
 
-def test_too_many_files_is_413_in_multipart_and_json():
+def test_too_many_files_is_422_in_multipart_and_json():
     body, ctype = multipart([(f"{i}.png", image_bytes(seed=i)) for i in range(LIMITS.max_files + 1)])
-    assert (refused(body, ctype).status, refused(body, ctype).code) == (413, "too_many_files")
+    assert (refused(body, ctype).status, refused(body, ctype).code) == (422, "too_many_files")
     doc = '{"images": [' + ", ".join(['"AAAA"'] * (LIMITS.max_files + 1)) + "]}"
     assert refused(doc.encode(), "application/json").code == "too_many_files"
 
@@ -160,10 +160,10 @@ def test_generator_names_are_checked_and_canonical(name, canonical):
     ("bad/name", "invalid_generator_name"), ("x;rm -rf", "invalid_generator_name"),
     ("tab\tname", "invalid_generator_name"),
 ])
-def test_bad_or_reserved_generator_names_are_422(name, code):
+def test_bad_names_are_422_and_reserved_ones_409(name, code):
     with pytest.raises(ApiError) as info:
         canonical_generator(name)
-    assert (info.value.status, info.value.code) == (422, code)
+    assert (info.value.status, info.value.code) == (409 if code == "reserved_generator_name" else 422, code)
     expected_hint = NAME_PATTERN.pattern if code == "invalid_generator_name" else "a label the service answers with"
     assert expected_hint in info.value.message
 
