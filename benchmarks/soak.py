@@ -3,7 +3,8 @@
 Client threads send single-image attributions, enrollments (each thread into a generator of
 its own, its images re-sent now and then), listings and deletions of a scratch generator, for
 ``--duration-s`` seconds on loopback. On a schedule an Encoder replica and then the IndexOwner
-replica are killed (``ray.kill``, as a crashed process). Afterwards:
+replica are killed (``ray.kill``, as a crashed process), and the app is redeployed with other
+encoder settings (a rolling update). Afterwards:
 
 - client-visible errors (5xx and failed connections; 4xx are the caller's and counted apart),
   per fault window, and the worst latency of requests started in each window;
@@ -13,7 +14,7 @@ replica are killed (``ray.kill``, as a crashed process). Afterwards:
 - each replica process's memory (RSS) at the start and the end (growth = a leak);
 - p50 / p99 latency over the whole run.
 
-    python benchmarks/soak.py                    # 2 minutes, 16 clients, kills at 30% and 60%
+    python benchmarks/soak.py                    # 2 minutes, 16 clients; kills at 30% and 55%, redeploy at 80%
     python benchmarks/soak.py --duration-s 600   # the long one
 
 It builds an untrained encoder and a small index of photo crops (speed and faults do not depend
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -55,8 +56,12 @@ class Call:
 
 @dataclasses.dataclass
 class Kill:
+    """A fault on the schedule: a replica of ``deployment`` killed, or ``action`` run (a
+    redeploy) in a thread of its own, under the label ``deployment``."""
+
     at_s: float  # seconds into the run
-    deployment: str  # Encoder | IndexOwner | Ingress
+    deployment: str  # Encoder | IndexOwner | Ingress, or the action's label
+    action: Callable[[], Any] | None = None
 
 
 def replica_actors(app: str, deployment: str) -> list[dict[str, str]]:
@@ -168,7 +173,8 @@ class Load:
         self.t0 = time.monotonic()
         until = self.t0 + duration_s
         memory = [(0.0, replica_memory_mb(app))]
-        killed = []
+        killed: list[tuple[float, str, str]] = []
+        threads: list[threading.Thread] = []
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             futures = [pool.submit(self.worker, i, until) for i in range(clients)]
             pending = sorted(kills, key=lambda k: k.at_s)
@@ -176,11 +182,18 @@ class Load:
                 now = time.monotonic() - self.t0
                 if pending and now >= pending[0].at_s:
                     k = pending.pop(0)
-                    killed.append((now, k.deployment, kill_one(app, k.deployment)))
-                    log.info("%.1f s: killed %s", now, killed[-1][2])
+                    if k.action is not None:
+                        threads.append(threading.Thread(target=k.action, name=k.deployment))
+                        threads[-1].start()
+                        killed.append((now, k.deployment, k.deployment))
+                    else:
+                        killed.append((now, k.deployment, kill_one(app, k.deployment)))
+                    log.info("%.1f s: %s", now, killed[-1][2])
                 time.sleep(0.2)
             for f in futures:
                 f.result()
+        for t in threads:
+            t.join()
         memory.append((time.monotonic() - self.t0, replica_memory_mb(app)))
         return {"killed": killed, "memory": memory}
 
@@ -193,13 +206,14 @@ def summarize(load: Load, observed: dict[str, Any], counts: dict[str, dict], mod
     # A kill touches the requests in flight at it or started in the ``window_s`` after it; a
     # request touched by two kills counts for the later one it outlived.
     kills = sorted(observed["killed"])
+    actions = {name for _, name, victim in kills if name == victim}  # actions log their own label
     owner: dict[int, list[Call]] = {i: [] for i in range(len(kills))}
     for c in calls:
         end = c.start + c.ms / 1000
         touched = [i for i, (at, _, _) in enumerate(kills) if c.start < at + window_s and end > at]
         if touched:
             owner[touched[-1]].append(c)
-    rows = [{"fault": f"{deployment} replica killed", "answers": sum(200 <= c.status < 300 for c in owner[i]),
+    rows = [{"fault": deployment if deployment in actions else f"{deployment} replica killed", "answers": sum(200 <= c.status < 300 for c in owner[i]),
              "errors": sum(c.status == 0 or c.status >= 500 for c in owner[i]),
              "worst_ms": max((c.ms for c in owner[i]), default=0.0)} for i, (_, deployment, _) in enumerate(kills)]
     versions = {c.model_version for c in calls if c.model_version}
@@ -266,15 +280,19 @@ def main() -> None:
         try:
             port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"checkpoint": str(checkpoint), "store_path": str(work / "qdrant"),
-                                 "api_key_file": str(work / "key"), "device": "cpu", "create_index": True,
-                                 "encoder_replicas": args.encoder_replicas, "encoder_cpus": 0.4,
-                                 "write_rate_per_min": 0}), name="soak", route_prefix="/")
+            app_args = {"checkpoint": str(checkpoint), "store_path": str(work / "qdrant"),
+                        "api_key_file": str(work / "key"), "device": "cpu", "create_index": True,
+                        "encoder_replicas": args.encoder_replicas, "encoder_cpus": 0.4, "write_rate_per_min": 0}
+            serve.run(build_app(app_args), name="soak", route_prefix="/")
             url = f"http://127.0.0.1:{port}"
             load = Load(url, data[:40], [data[40 + 6 * i:46 + 6 * i] for i in range(args.clients)],
                         [data[40 + 6 * (args.clients + i):46 + 6 * (args.clients + i)] for i in range(args.clients)])
             d = args.duration_s
-            observed = load.run(args.clients, d, "soak", [Kill(0.3 * d, "Encoder"), Kill(0.6 * d, "IndexOwner")])
+            redeploy = {**app_args, "encoder_cpus": 0.35, "max_batch_size": 8}  # a rolling update
+            observed = load.run(args.clients, d, "soak", [
+                Kill(0.3 * d, "Encoder"), Kill(0.55 * d, "IndexOwner"),
+                Kill(0.8 * d, "config redeployed under load",
+                     lambda: serve.run(build_app(redeploy), name="soak", route_prefix="/"))])
             time.sleep(2.0)
             import requests
 

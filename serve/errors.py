@@ -77,7 +77,8 @@ def rejected_images(rejected: list[dict[str, str]]) -> ApiError:
         one status (413 for oversized ones, 415 for refused formats), else 422; whose code
         is the reason when there is only one.
     """
-    statuses = {REASON_STATUS.get(r["reason"], 422) for r in rejected}
+    # A second copy in the same request follows the first copy's fate: it sets no status itself.
+    statuses = {REASON_STATUS.get(r["reason"], 422) for r in rejected if r["reason"] != "duplicate"} or {422}
     reasons = sorted({r["reason"] for r in rejected})
     status = statuses.pop() if len(statuses) == 1 else 422
     code = reasons[0] if len(reasons) == 1 else "invalid_images"

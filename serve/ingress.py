@@ -7,8 +7,9 @@ handles and registry rather than a module-level app frozen at import.
 A replica that dies mid-request (killed, out of memory, its node gone) fails the calls it
 held. Calls that are safe to repeat (embedding, attribution, listings, enrollment, which is
 keyed by content hash) are sent again, to another replica or the restarted one, until
-``retry_deadline_s``; only then does the client see a 503 with ``Retry-After``. Deletion is
-not repeated (a second attempt could answer 404 for a deletion that happened). A full queue
+``retry_deadline_s``; only then does the client see a 503 with ``Retry-After``. A deletion
+is repeated too; when the repeat finds nothing left to delete after a lost attempt, the
+answer is a success marked ``unconfirmed`` (the lost attempt did it). A full queue
 at a deployment (``max_queued_requests``) is a 503 with ``Retry-After`` at once.
 """
 
@@ -79,7 +80,8 @@ class Ingress:
         return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep,
                                             self.write_rate), self.metrics)
 
-    async def _call(self, make: Callable[[], Awaitable[Any]], what: str, repeat: bool = True) -> Any:
+    async def _call(self, make: Callable[[], Awaitable[Any]], what: str, repeat: bool = True,
+                    lost: list[str] | None = None) -> Any:
         """One deployment call; sent again while a replica failure is the cause (``repeat``).
 
         Raises:
@@ -103,6 +105,8 @@ class Ingress:
                                    f"({type(exc).__name__}); retry after the Retry-After delay",
                                    headers=retry_after(self.retry_after_s)) from None
                 self.retried += 1
+                if lost is not None:
+                    lost.append(type(exc).__name__)
                 log.warning("%s: a replica was lost (%s); sending it again", what, type(exc).__name__)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 0.5)
@@ -141,7 +145,16 @@ class Ingress:
         return await self._call(lambda: self.index.generators.remote(), "listing")
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
-        return await self._call(lambda: self.writer.delete_generator.remote(generator), "deletion", repeat=False)
+        lost: list[str] = []
+        try:
+            return await self._call(lambda: self.writer.delete_generator.remote(generator), "deletion", lost=lost)
+        except ApiError as exc:
+            if not lost or exc.code not in ("unknown_generator", "trained_generator"):
+                raise
+            # The lost attempt may have deleted them before its replica died: what was asked is
+            # done either way (no enrolled samples remain), but this call cannot say how many.
+            counts = exc.details.get("counts", {"trained": 0, "enrolled": 0})
+            return {"deleted": 0, "counts": {**counts, "enrolled": 0}, "unconfirmed": True}
 
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray:
         return await self._call(lambda: self.index.class_references.remote(vector, generator, k), "explanation")

@@ -109,6 +109,8 @@ class DeleteResponse(BaseModel):
     generator: str
     deleted: int = Field(description="enrolled references removed")
     counts: Counts = Field(description="what remains")
+    unconfirmed: bool = Field(False, description="true when an earlier attempt of this request was lost with its "
+                                                 "replica and had already deleted them: deleted counts this attempt")
 
 
 class ErrorDetail(BaseModel):

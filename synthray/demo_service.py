@@ -78,14 +78,23 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
 
 
 def discovery_story(client: Any, shards: str | Path, family: str, count: int = 60,
-                    query_count: int = 20) -> dict[str, Any]:
+                    query_count: int = 20, seen: Sequence[str] = ()) -> dict[str, Any]:
     """The discovery act: ``count`` images of ``family`` sent one request each, as live traffic
     arrives; the discovery that gathers them, its enrollment by one call, and the family's test
-    images attributed before and after. Leaves the index as it found it."""
+    images attributed before and after, with what the enrollment did to other images (test
+    images of up to 10 seen classes and real photographs). Leaves the index as it found it."""
     import hashlib
 
     queries = [b for _, b in class_images(shards, "test", family, query_count)]
     before = client.attribute(queries)["results"]
+    others = [(c, b) for c in [c for c in seen if c != REAL][:10] for _, b in class_images(shards, "test", c, 3)]
+    others += [(REAL, b) for _, b in class_images(shards, "test", REAL, query_count)]
+
+    def others_right() -> float:
+        answers = client.attribute([b for _, b in others])["results"] if others else []
+        return round(sum(a["label"] == c for (c, _), a in zip(others, answers)) / max(1, len(others)), 3)
+
+    others_before = others_right()
     stream = class_images(shards, "train", family, count)
     answered = [client.attribute([data])["results"][0]["label"] for _, data in stream]
     sent = {hashlib.sha256(data).hexdigest() for _, data in stream}
@@ -104,11 +113,13 @@ def discovery_story(client: Any, shards: str | Path, family: str, count: int = 6
     enrolled = client.enroll_discovery(best["id"], family)
     after = client.attribute(queries)["results"]
     result.update({"discovery": best["id"], "gathered": held, "size": size, "cohesion": best["cohesion"],
-                   "enrolled": enrolled["enrolled"], "source": enrolled["source"], "after": _tally(after, family)})
+                   "enrolled": enrolled["enrolled"], "source": enrolled["source"], "after": _tally(after, family),
+                   "others_right_before": others_before, "others_right_after": others_right()})
     log.info("discovery act: %d %s images sent one by one (%s); discovery %s gathered %d of them (size %d); "
-             "enrolled by one call: its test images named %d/%d before, %d/%d after", len(stream), family,
-             result["answered"], best["id"], held, size, result["before"]["correct"], len(before),
-             result["after"]["correct"], len(after))
+             "enrolled by one call: its test images named %d/%d before, %d/%d after; other classes' test images "
+             "right %.2f before, %.2f after", len(stream), family, result["answered"], best["id"], held, size,
+             result["before"]["correct"], len(before), result["after"]["correct"], len(after),
+             result["others_right_before"], result["others_right_after"])
     client.delete(family)
     return result
 
@@ -189,7 +200,8 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
         log.info("enrolled %d images of %r in %.1f s: its test images attributed right %d/%d before, %d/%d after",
                  e["enrolled"], family, enroll_s, e["before"]["correct"], len(before), e["after"]["correct"], len(after))
         if discover_family:
-            result["discovery"] = discovery_story(client, shards, discover_family, discover_count, query_count)
+            result["discovery"] = discovery_story(client, shards, discover_family, discover_count, query_count,
+                                                  seen=list(seen))
         return result
     finally:
         serve.shutdown()

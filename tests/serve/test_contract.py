@@ -76,6 +76,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same requests every run (the service keeps state between them, so a
+# failure found at random might not replay; a fixed sequence does).
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          database=None)
 def test_every_answer_matches_the_published_contract(case):
     case.call_and_validate(headers={"X-API-Key": KEY}, timeout=120)

@@ -137,6 +137,9 @@ def test_rejected_images_status_follows_the_reasons():
     mixed = rejected_images([bomb, cut])
     assert (mixed.status, mixed.code) == (422, "invalid_images")
     assert mixed.details["rejected"] == [bomb, cut] and "1 more" in mixed.message
+    taken = {"file": "a.png", "reason": "indexed_elsewhere", "message": "m"}
+    again = {"file": "a.png", "reason": "duplicate", "message": "m"}
+    assert rejected_images([taken, again]).status == 409  # the second copy follows the first one's status
 
 
 def test_api_error_survives_pickling_with_every_field():

@@ -77,16 +77,48 @@ def test_a_call_lost_with_its_replica_is_sent_again_and_answers():
     assert asyncio.run(ing._call(make, "attribution")) == "answer" and ing.retried == 2
 
 
-def test_a_deletion_is_not_repeated_and_a_lasting_loss_is_503_with_retry_after():
+def test_a_lasting_loss_is_503_with_retry_after():
     from ray.exceptions import ActorDiedError
 
     with pytest.raises(ApiError) as info:
-        asyncio.run(ingress()._call(failing([ActorDiedError()]), "deletion", repeat=False))
+        asyncio.run(ingress()._call(failing([ActorDiedError()]), "reading", repeat=False))
     assert (info.value.status, info.value.code, info.value.headers) == (503, "replica_unavailable",
                                                                         {"Retry-After": "2"})
     with pytest.raises(ApiError) as info:
         asyncio.run(ingress(deadline_s=0.3)._call(failing([ActorDiedError()] * 1000), "attribution"))
     assert info.value.code == "replica_unavailable"
+
+
+class Remote:
+    """A deployment method stand-in: ``.remote(...)`` answers from a script of outcomes."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+
+    def remote(self, *args):
+        outcome = self.outcomes.pop(0)
+
+        async def answer():
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return answer()
+
+
+def test_a_deletion_lost_with_its_replica_is_repeated_and_a_repeat_finding_nothing_is_done():
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError
+
+    ing = ingress()
+    gone = ApiError(404, "unknown_generator", "no generator 'x' in the index")
+    ing.writer = SimpleNamespace(delete_generator=Remote([ActorDiedError(), gone]))
+    out = asyncio.run(ing.delete_generator("x"))
+    assert out == {"deleted": 0, "counts": {"trained": 0, "enrolled": 0}, "unconfirmed": True}
+    ing.writer = SimpleNamespace(delete_generator=Remote([gone]))  # nothing lost: a plain 404
+    with pytest.raises(ApiError) as info:
+        asyncio.run(ing.delete_generator("x"))
+    assert info.value.status == 404
 
 
 def test_a_full_queue_is_503_overloaded_at_once():
