@@ -104,6 +104,10 @@ class PipelineConfig:
     num_cpus_per_task: float = 1.0  # CPUs reserved by each preprocessing actor
     concurrency: int | None = None  # preprocessing actors; None = one per CPU Ray Data may use
     cpu_budget: float | None = None  # CPUs Ray Data may use at once (leave room for Train workers)
+    # GPUs Ray Data's preprocessing actors may hold (decode/resize on the GPU): None = one per
+    # GPU of the cluster when the device allows, 0 = preprocess on CPUs, a fraction shares one
+    # GPU. Ray Train sets 0 when its workers take the GPUs (they would wait for each other).
+    gpu_budget: float | None = None
     shuffle_buffer: int = 256  # rows in the local shuffle buffer (0 disables)
     balance: str = "downsample"  # "downsample": each epoch keeps as many rows of every class as the
     #   smallest class has (a fresh subset per epoch seed); "none": stream every row

@@ -8,6 +8,7 @@ for training). The preprocessing itself lives in ``preprocess.py`` and runs with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import pickle
@@ -190,15 +191,38 @@ def balance_rates(counts: Mapping[str, int], class_names: Sequence[str]) -> dict
     return {c: smallest / n for c, n in present.items()}
 
 
-def _use_gpu(cfg: PreprocessConfig) -> bool:
-    import ray
+@dataclasses.dataclass(frozen=True)
+class PreprocessPlan:
+    """Where Ray Data preprocesses: how many workers, and the GPU share each holds (0 = CPU)."""
 
-    if cfg.device == "cpu":
-        return False
-    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    if cfg.device.startswith("cuda") and gpus == 0:
-        raise ValueError("preprocess.device='cuda' but the Ray cluster has no GPU")
-    return gpus > 0
+    workers: int
+    gpus_per_worker: float
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+def preprocess_plan(preprocess: PreprocessConfig, pipeline: PipelineConfig,
+                    resources: Mapping[str, float]) -> PreprocessPlan:
+    """The preprocessing resources for a cluster with ``resources`` (``ray.cluster_resources()``).
+
+    GPU actors only within ``pipeline.gpu_budget``: a GPU every Train worker also asks for
+    would leave one side waiting for the other forever.
+
+    Raises:
+        ValueError: ``device: cuda`` on a cluster (or budget) without a GPU.
+    """
+    gpus = float(resources.get("GPU", 0))
+    budget = gpus if pipeline.gpu_budget is None else min(float(pipeline.gpu_budget), gpus)
+    if preprocess.device.startswith("cuda") and budget <= 0:
+        raise ValueError("preprocess.device='cuda' but Ray Data has no GPU: the cluster has none, or "
+                         "pipeline.gpu_budget is 0 (Train workers hold them)")
+    if preprocess.device != "cpu" and budget > 0:
+        workers = pipeline.concurrency or max(1, int(budget))
+        return PreprocessPlan(workers, min(1.0, budget / workers))
+    cpus = pipeline.cpu_budget if pipeline.cpu_budget is not None else float(resources.get("CPU", 1))
+    return PreprocessPlan(pipeline.concurrency or max(1, int(cpus // max(pipeline.num_cpus_per_task, 1e-6))), 0.0)
 
 
 def build_dataset(
@@ -249,25 +273,26 @@ def build_dataset(
         opts.resource_limits = opts.resource_limits.copy(cpu=pipeline.cpu_budget)
     if shuffle_seed is not None:
         ds = ds.randomize_block_order(seed=shuffle_seed)
-    use_gpu = _use_gpu(preprocess)
-    concurrency = pipeline.concurrency or _default_concurrency(pipeline, use_gpu)
+    plan = preprocess_plan(preprocess, pipeline, ray.cluster_resources())
     kwargs: dict[str, Any] = {
         "preprocess": preprocess,
         "class_names": list(class_names),
         **downsampling(pipeline, files, split, class_names,
                        (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed),
     }
-    if use_gpu:
-        # GPU decode/resize on a fixed actor pool, one GPU each; the read tasks keep the CPUs.
+    if plan.on_gpu:
+        # GPU decode/resize on a fixed actor pool within the GPU budget; the read tasks keep the CPUs.
         return ds.map_batches(
             PreprocessBatch,
             fn_constructor_kwargs=kwargs,
             batch_size=pipeline.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            compute=ray.data.ActorPoolStrategy(size=plan.workers),
             num_cpus=min(pipeline.num_cpus_per_task, 0.5),
-            num_gpus=1,
+            num_gpus=plan.gpus_per_worker,
         )
+    # Decoding on CPUs while a GPU is configured: the worker's own device finishes the batch.
+    kwargs["preprocess"] = dataclasses.replace(preprocess, device="cpu")
     # On CPU, tasks rather than actors: Ray Data fuses them with the read (no copy of the
     # encoded bytes between operators), and an actor pool holding every CPU would leave
     # none for the read tasks that feed it (a deadlock on small machines).
@@ -276,19 +301,9 @@ def build_dataset(
         fn_kwargs=kwargs,
         batch_size=pipeline.batch_size,
         batch_format="numpy",
-        compute=ray.data.TaskPoolStrategy(size=concurrency),
+        compute=ray.data.TaskPoolStrategy(size=plan.workers),
         num_cpus=pipeline.num_cpus_per_task,
     )
-
-
-def _default_concurrency(pipeline: PipelineConfig, use_gpu: bool) -> int:
-    import ray
-
-    res = ray.cluster_resources()
-    if use_gpu:
-        return max(1, int(res.get("GPU", 1)))
-    cpus = pipeline.cpu_budget if pipeline.cpu_budget is not None else res.get("CPU", 1)
-    return max(1, int(cpus // max(pipeline.num_cpus_per_task, 1e-6)))
 
 
 def finalize_batch(

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from synthray.config import TrainConfig, from_dict, to_dict
+from synthray.config import PipelineConfig, TrainConfig, from_dict, to_dict
 from synthray.data.preprocess import eval_preprocess
 from synthray.data.shards import write_text_atomic
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
@@ -134,6 +134,14 @@ def _train_worker(config: dict[str, Any]) -> None:
         train_loop(cfg, classes, config["steps_per_epoch"], rt)
 
 
+def data_pipeline(cfg: TrainConfig, data_cpus: float) -> PipelineConfig:
+    """Ray Data's share of a training cluster: ``data_cpus`` CPUs, and no GPU when the Train
+    workers use GPUs (one each): Ray Data decodes on its CPUs and each worker finishes its
+    batches on its own GPU (``finalize_batch``), so neither waits for the other."""
+    return dataclasses.replace(cfg.pipeline, cpu_budget=data_cpus, num_cpus_per_task=min(1.0, data_cpus),
+                               gpu_budget=0 if cfg.use_gpu else cfg.pipeline.gpu_budget)
+
+
 def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
     """Runs training as a Ray Train job on the connected (or a new local) Ray cluster.
 
@@ -159,7 +167,7 @@ def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
             f"{cfg.num_workers} worker(s) x {cfg.cpus_per_worker} CPU leave {data_cpus:g} of the cluster's "
             f"{cluster_cpus:g} CPUs for Ray Data preprocessing; lower cpus_per_worker or set data_cpus"
         )
-    pipeline = dataclasses.replace(cfg.pipeline, cpu_budget=data_cpus, num_cpus_per_task=min(1.0, data_cpus))
+    pipeline = data_pipeline(cfg, data_cpus)
     val_pre = eval_preprocess(cfg.preprocess)
     datasets = {
         # sample_seed None: each epoch's pass draws a fresh downsampled subset of big classes.
