@@ -173,7 +173,7 @@ class Load:
         self.t0 = time.monotonic()
         until = self.t0 + duration_s
         memory = [(0.0, replica_memory_mb(app))]
-        killed: list[tuple[float, str, str]] = []
+        killed: list[tuple[float, str]] = []  # (seconds into the run, the fault as the table names it)
         threads: list[threading.Thread] = []
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
             futures = [pool.submit(self.worker, i, until) for i in range(clients)]
@@ -185,10 +185,10 @@ class Load:
                     if k.action is not None:
                         threads.append(threading.Thread(target=k.action, name=k.deployment))
                         threads[-1].start()
-                        killed.append((now, k.deployment, k.deployment))
+                        killed.append((now, k.deployment))
                     else:
-                        killed.append((now, k.deployment, kill_one(app, k.deployment)))
-                    log.info("%.1f s: %s", now, killed[-1][2])
+                        killed.append((now, f"{k.deployment} replica killed"))
+                        log.info("%.1f s: killed %s", now, kill_one(app, k.deployment))
                 time.sleep(0.2)
             for f in futures:
                 f.result()
@@ -206,16 +206,15 @@ def summarize(load: Load, observed: dict[str, Any], counts: dict[str, dict], mod
     # A kill touches the requests in flight at it or started in the ``window_s`` after it; a
     # request touched by two kills counts for the later one it outlived.
     kills = sorted(observed["killed"])
-    actions = {name for _, name, victim in kills if name == victim}  # actions log their own label
     owner: dict[int, list[Call]] = {i: [] for i in range(len(kills))}
     for c in calls:
         end = c.start + c.ms / 1000
-        touched = [i for i, (at, _, _) in enumerate(kills) if c.start < at + window_s and end > at]
+        touched = [i for i, (at, _) in enumerate(kills) if c.start < at + window_s and end > at]
         if touched:
             owner[touched[-1]].append(c)
-    rows = [{"fault": deployment if deployment in actions else f"{deployment} replica killed", "answers": sum(200 <= c.status < 300 for c in owner[i]),
+    rows = [{"fault": fault, "answers": sum(200 <= c.status < 300 for c in owner[i]),
              "errors": sum(c.status == 0 or c.status >= 500 for c in owner[i]),
-             "worst_ms": max((c.ms for c in owner[i]), default=0.0)} for i, (_, deployment, _) in enumerate(kills)]
+             "worst_ms": max((c.ms for c in owner[i]), default=0.0)} for i, (_, fault) in enumerate(kills)]
     versions = {c.model_version for c in calls if c.model_version}
     missing = {g: (len(h), counts.get(g, {}).get("count", 0)) for g, h in load.acknowledged.items()
                if counts.get(g, {}).get("count", 0) != len(h)}

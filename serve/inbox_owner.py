@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -50,6 +50,7 @@ class InboxMixin:
         self._recent: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
         self._pending = 0
         self._tasks: set[asyncio.Task] = set()
+        self._regrouping: asyncio.Task | None = None
         self.recorded = self.dropped = self.record_failures = 0
 
     async def _on_inbox(self, fn: Callable[..., T], *args: Any) -> T:
@@ -191,10 +192,7 @@ class InboxMixin:
 
     async def list_feedback(self) -> dict[str, Any]:
         rows = await self._on_inbox(self._need_discoveries().feedback)
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r["label"]] = counts.get(r["label"], 0) + 1
-        return {"feedback": rows, "counts": counts}
+        return {"feedback": rows, "counts": dict(Counter(r["label"] for r in rows))}
 
     async def enroll_feedback(self, label: str) -> dict[str, Any]:
         """Enrolls every feedback sample labelled ``label`` (``real`` adds real references);
@@ -237,13 +235,11 @@ class InboxMixin:
                 except Exception:  # noqa: BLE001 - the schedule keeps going; the listing says when it last ran
                     log.exception("scheduled regrouping of the inbox failed")
 
-        task = asyncio.get_running_loop().create_task(every())
-        self._tasks_forever = task
+        self._regrouping = asyncio.get_running_loop().create_task(every())
 
     def close_inbox(self) -> None:
-        task = getattr(self, "_tasks_forever", None)
-        if task is not None:
-            task.cancel()
+        if self._regrouping is not None:
+            self._regrouping.cancel()
         if self._inbox_thread is not None:
             self._inbox_thread.shutdown(wait=True)
             self._inbox_thread = None

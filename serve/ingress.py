@@ -22,6 +22,8 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from serve.api import ApiSettings, ExplainSettings, call, create_api
 from serve.auth import KeyCheck, resolve_api_key
@@ -88,9 +90,6 @@ class Ingress:
             ApiError: 503 ``overloaded`` (a full queue) or ``replica_unavailable`` (still
                 failing at the deadline), both with ``Retry-After``.
         """
-        from ray.exceptions import ActorUnavailableError, RayActorError
-        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
         deadline = time.monotonic() + self.retry_deadline_s
         wait = 0.05
         while True:

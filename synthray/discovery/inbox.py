@@ -160,12 +160,7 @@ class Inbox:
 
     def get(self, hashes: Sequence[str], kind: str = INBOX) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
         """``{hash: (vector, payload)}`` of the hashes held as ``kind``."""
-        wanted_ids = {self._id(kind, h): h for h in hashes}
-        if not wanted_ids:
-            return {}
-        vectors, payloads = self.entries(kind)
-        return {p["content_hash"]: (v, p) for v, p in zip(vectors, payloads)
-                if self._id(kind, p["content_hash"]) in wanted_ids}
+        return {p["content_hash"]: (v, p) for v, p in self.store.points_by_id([self._id(kind, h) for h in hashes]).values()}
 
     def remove(self, hashes: Sequence[str], kind: str = INBOX) -> None:
         self.store.delete([self._id(kind, h) for h in hashes])

@@ -123,9 +123,9 @@ class QdrantStore(BaseStore):
                                             offset=offset, with_vectors=True, with_payload=True)
         return [(str(p.id), p.vector, dict(p.payload or {})) for p in points], offset
 
-    def _retrieve_page(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {str(p.id): dict(p.payload or {})
-                for p in self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=False)}
+    def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
+        return [(str(p.id), p.vector if with_vectors else None, dict(p.payload or {}))
+                for p in self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vectors)]
 
     def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]:
         from qdrant_client import models as qm

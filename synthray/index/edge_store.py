@@ -170,9 +170,9 @@ class EdgeStore(BaseStore):
                                                           with_payload=True, with_vector=True))
         return [(str(r.id), r.vector[VECTOR], dict(r.payload or {})) for r in records], offset
 
-    def _retrieve_page(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {str(r.id): dict(r.payload or {})
-                for r in self.shard.retrieve(ids, with_payload=True, with_vector=False)}
+    def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
+        return [(str(r.id), r.vector[VECTOR] if with_vectors else None, dict(r.payload or {}))
+                for r in self.shard.retrieve(ids, with_payload=True, with_vector=with_vectors)]
 
     def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]:
         from qdrant_edge import Query, QueryBatchRequest, QueryRequest, SearchParams

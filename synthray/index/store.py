@@ -158,7 +158,7 @@ class BaseStore:
     def _count(self, where: Where | None) -> int: ...
     def _generator_counts(self, where: Where) -> dict[str, int]: ...
     def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]: ...
-    def _retrieve_page(self, ids: list[str]) -> dict[str, dict[str, Any]]: ...
+    def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]: ...
     def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]: ...
     def close(self) -> None: ...
 
@@ -176,12 +176,10 @@ class BaseStore:
                 break
         return np.concatenate(blocks), payloads, ids
 
-    def _retrieve(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """``{id: payload}`` of the ids that are stored."""
-        ids, out = list(ids), {}
-        for s in range(0, len(ids), 1024):
-            out.update(self._retrieve_page(ids[s:s + 1024]))
-        return out
+    def _retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
+        """``(id, vector or None, payload)`` of the ids that are stored."""
+        ids = list(ids)
+        return [row for s in range(0, len(ids), 1024) for row in self._retrieve_page(ids[s:s + 1024], with_vectors)]
 
     # -- the interface ----------------------------------------------------------------------
     def _check_open(self, create: bool, exists: bool, create_fn: Any) -> None:
@@ -259,7 +257,11 @@ class BaseStore:
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """``{id: payload}`` of the ids that are stored."""
-        return self._retrieve(ids)
+        return {i: p for i, _, p in self._retrieve(ids)}
+
+    def points_by_id(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+        """``{id: (vector, payload)}`` of the ids that are stored (a lookup, not a scan)."""
+        return {i: (np.asarray(v, dtype=np.float32), p) for i, v, p in self._retrieve(ids, with_vectors=True)}
 
     def count_where(self, where: Where | None = None) -> int:
         """Points matching ``where`` (all when None)."""
@@ -285,11 +287,11 @@ class BaseStore:
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored."""
-        return set(self._retrieve(ids))
+        return {i for i, _, _ in self._retrieve(ids)}
 
     def stored_labels(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """``{id: (generator, origin)}`` of the ids already stored."""
-        return {i: (str(p.get("generator")), str(p.get("origin", "trained"))) for i, p in self._retrieve(ids).items()}
+        return {i: (str(p.get("generator")), str(p.get("origin", "trained"))) for i, _, p in self._retrieve(ids)}
 
     def count(self) -> int:
         """References stored (trained and enrolled; calibration photographs are not references)."""
