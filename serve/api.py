@@ -24,6 +24,7 @@ from starlette.routing import Match
 
 from serve.auth import KEY_HEADER, KeyCheck
 from serve.discovery_api import add_discovery_routes
+from serve.admission import Admission, Gate
 from serve.errors import ApiError, rejected_images, retry_after
 from serve.metrics import ServiceMetrics, route_template
 from serve.rate import RateLimit
@@ -223,13 +224,14 @@ def upload_body(max_files: int) -> dict[str, Any]:
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 409, 413, 415, 422, 429, 503)}
 
 
-def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics) -> FastAPI:
+def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics, gate: Gate | None = None) -> FastAPI:
     """The FastAPI app of one ingress replica.
 
     Args:
         backend: does the work (encoder, index).
         settings: limits, auth, model version.
         metrics: this replica's metric families (served at /metrics).
+        gate: admission (the bound on requests in progress, draining); None: admit everything.
     Returns:
         a FastAPI app (OpenAPI at /docs and /openapi.json).
     """
@@ -240,6 +242,10 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
                     "contrastive embedding index); enroll a new generator with a few dozen images. "
                     f"Write endpoints need an API key ({KEY_HEADER} header or Bearer token).",
     )
+    gate = gate if gate is not None else Gate()
+    # Starlette runs the middleware added last outermost: _Metered wraps Admission, so the
+    # requests the gate refuses are counted too.
+    app.add_middleware(Admission, gate=gate)
     app.add_middleware(_Metered, metrics=metrics)
     limits, auth = settings.limits, settings.auth
     uploads_body = upload_body(limits.max_files)
@@ -460,7 +466,11 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics)
 
     @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready}}, summary="Readiness")
     async def readyz() -> Any:
-        """Ready when the encoder and the index owner answer and agree on the model version."""
+        """Ready when the encoder and the index owner answer and agree on the model version
+        (and the service is not stopping: a load balancer should send nothing more)."""
+        if gate.draining:
+            return JSONResponse(Ready(status="not_ready", reason="shutting down: finishing the requests in "
+                                      "progress").model_dump(), status_code=503)
         try:
             enc, idx = await asyncio.wait_for(asyncio.gather(backend.encoder_info(), backend.index_info()),
                                               PROBE_TIMEOUT_S)

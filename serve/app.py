@@ -67,6 +67,10 @@ class AppArgs(BaseModel):
     # Overload and faults (the ingress sends a call again when a replica dies under it).
     max_queued_requests: int = Field(256, ge=-1, description="requests queued per caller and deployment beyond "
                                      "max_ongoing_requests; more are answered 503 with Retry-After (-1: no bound)")
+    ingress_max_connections: int = Field(2048, ge=1, description="requests an ingress replica holds at once (it is "
+                                         "asynchronous: a waiting request costs little); it admits "
+                                         "max_ongoing_requests + max_queued_requests of them to the API and answers "
+                                         "the rest 503 overloaded at once, in the API's JSON error shape")
     retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of a 503 (overload, a replica lost)")
     retry_deadline_s: float = Field(10.0, ge=0, description="how long a call that is safe to repeat is sent again "
                                     "while replicas die or restart, before a 503")
@@ -174,11 +178,19 @@ def build_app(args: AppArgs) -> Application:
                                ).bind(encoder, store, args.create_index, args.attribution, version, "writer",
                                       args.discovery)
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
+    admitted = 0 if args.max_queued_requests < 0 else args.max_ongoing_requests + args.max_queued_requests
     resilience = {"retry_deadline_s": args.retry_deadline_s, "retry_after_s": args.retry_after_s,
-                  "write_rate_per_min": args.write_rate_per_min, "write_burst": args.write_burst}
+                  "write_rate_per_min": args.write_rate_per_min, "write_burst": args.write_burst,
+                  "max_in_flight": admitted}
+    # The ingress holds many more requests than it admits, so overload is answered by the API
+    # (JSON 503); the proxy's own refusal (plain text 503 with Retry-After) only beyond that.
+    # The proxy's queue bound too: its router queues requests while it picks a replica, so a
+    # burst arriving at once would overflow a short queue however idle the ingress is.
+    connections = max(args.ingress_max_connections, admitted + 16)
+    ingress_options = {**args.serving_options(), "max_ongoing_requests": connections,
+                       "max_queued_requests": -1 if admitted == 0 else connections}
     return serve.deployment(Ingress).options(
-        num_replicas=args.ingress_replicas, ray_actor_options={"num_cpus": args.ingress_cpus}, **args.serving_options(),
-        # The proxy answers a full ingress queue itself: 503 with Retry-After.
+        num_replicas=args.ingress_replicas, ray_actor_options={"num_cpus": args.ingress_cpus}, **ingress_options,
         backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
     ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
            {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery,

@@ -25,6 +25,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from serve.admission import Gate
 from serve.api import ApiSettings, ExplainSettings, call, create_api
 from serve.auth import KeyCheck, resolve_api_key
 from serve.errors import ApiError, retry_after
@@ -50,7 +51,8 @@ class Ingress:
         writer: handle of the deployment that takes every write (None: ``index`` itself); it
             also holds the discoveries.
         discovery: ``DiscoveryConfig`` fields (the ingress reads ``keep_images`` and ``window_s``).
-        resilience: ``retry_deadline_s``, ``retry_after_s``, ``write_rate_per_min``, ``write_burst``.
+        resilience: ``retry_deadline_s``, ``retry_after_s``, ``write_rate_per_min``, ``write_burst``,
+            ``max_in_flight`` (API requests admitted at once; 0: no bound).
     """
 
     async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
@@ -71,7 +73,8 @@ class Ingress:
         self.discovery_cfg = from_dict(DiscoveryConfig, discovery or {})
         self.metrics = ServiceMetrics(window_s=self.discovery_cfg.window_s)
         res = {"retry_deadline_s": 10.0, "retry_after_s": 1.0, "write_rate_per_min": 0.0, "write_burst": 20,
-               **(resilience or {})}
+               "max_in_flight": 0, **(resilience or {})}
+        self.gate = Gate(limit=int(res["max_in_flight"]), retry_after_s=float(res["retry_after_s"]))
         self.retry_deadline_s, self.retry_after_s = float(res["retry_deadline_s"]), float(res["retry_after_s"])
         self.write_rate = RateLimit(float(res["write_rate_per_min"]), int(res["write_burst"]))
         self.retried = 0
@@ -80,7 +83,14 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         keep = self.discovery_cfg.enabled and self.discovery_cfg.keep_images
         return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep,
-                                            self.write_rate), self.metrics)
+                                            self.write_rate), self.metrics, self.gate)
+
+    async def drain(self) -> dict[str, Any]:
+        """Stops admitting API requests (503 ``shutting_down``; /readyz 503) and says how many
+        are still in progress here. Called by a stopping ``synthray serve`` until every replica
+        says 0 (see :func:`serve.local.drain`)."""
+        self.gate.draining = True
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "in_flight": self.gate.in_flight}
 
     async def _call(self, make: Callable[[], Awaitable[Any]], what: str, repeat: bool = True,
                     lost: list[str] | None = None) -> Any:

@@ -53,21 +53,70 @@ def start(app_args: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000
     return url
 
 
+def drain(name: str, replicas: int, timeout_s: float) -> bool:
+    """Lets the app's ingress replicas finish what they took, admitting nothing new.
+
+    Each call to an ingress replica's ``drain`` closes its gate (new API requests: 503
+    ``shutting_down`` with Retry-After; /readyz: 503) and reports how many requests it still
+    works on; calls repeat until every one of ``replicas`` has reported 0 or ``timeout_s``
+    passes. A closed gate admits nothing, so a replica that reported 0 stays at 0.
+
+    Returns:
+        True when every replica finished its requests in time.
+    """
+    from ray import serve
+
+    handle = serve.get_app_handle(name)
+    start = time.monotonic()
+    deadline = start + timeout_s
+    latest: dict[str, int] = {}
+    while True:
+        report = handle.drain.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
+        if report["replica"] not in latest:
+            log.info("draining: ingress replica %s had %d request(s) in progress", report["replica"],
+                     report["in_flight"])
+        latest[report["replica"]] = report["in_flight"]
+        if len(latest) >= replicas and not any(latest.values()):
+            log.info("drained in %.1f s: every request in progress was answered", time.monotonic() - start)
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("drain: %d request(s) still in progress after %.0f s; stopping anyway",
+                        sum(latest.values()), timeout_s)
+            return False
+        time.sleep(0.1)
+
+
 def serve_forever(app_args: Mapping[str, Any], **kwargs: Any) -> None:
-    """:func:`start`, then block until Ctrl-C (or SIGTERM), then stop Serve and Ray."""
+    """:func:`start`, then block until Ctrl-C (or SIGTERM); then drain (:func:`drain`, at most
+    ``graceful_shutdown_timeout_s``; a second Ctrl-C skips it) and stop Serve and Ray."""
     import signal
 
     import ray
     from ray import serve
 
+    from serve.app import AppArgs
+
+    args = AppArgs.model_validate(dict(app_args))
+    started = False
     try:
         start(app_args, **kwargs)
+        started = True
         # After start: ray.init installs its own SIGTERM handler; a plain kill should stop cleanly too.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
-        log.info("stopping")
+        if started:
+            log.info("stopping: finishing the requests in progress first (at most %.0f s; Ctrl-C again to stop "
+                     "at once)", args.graceful_shutdown_timeout_s)
+            try:
+                drain(kwargs.get("name", "synthray"), args.ingress_replicas, args.graceful_shutdown_timeout_s)
+            except KeyboardInterrupt:
+                log.warning("stopping at once")
+            except Exception as exc:  # noqa: BLE001 - a failed drain must not keep the process from stopping
+                log.warning("drain failed (%s: %s); stopping anyway", type(exc).__name__, exc)
+        else:
+            log.info("stopping")
     finally:
         if ray.is_initialized():
             serve.shutdown()

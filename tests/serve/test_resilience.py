@@ -151,3 +151,17 @@ def test_the_client_waits_as_long_as_retry_after_says(monkeypatch):
     monkeypatch.setattr(c.session, "request", lambda *a, **k: replies.pop(0))
     assert c.generators() == {"ok": True}
     assert waits == [3.0, 1.0]  # the server's delays (each above the client's own backoff)
+
+
+def test_the_gate_refuses_past_its_bound_and_everything_once_draining():
+    from serve.admission import Gate
+
+    gate = Gate(limit=2, retry_after_s=3.0)
+    assert gate.refusal() is None
+    gate.in_flight = 2
+    full = gate.refusal()
+    assert full is not None and (full.status, full.code) == (503, "overloaded") and full.headers["Retry-After"] == "3"
+    gate.in_flight, gate.draining = 0, True
+    stopping = gate.refusal()
+    assert stopping is not None and (stopping.status, stopping.code) == (503, "shutting_down")
+    assert Gate(limit=0).refusal() is None  # no bound
