@@ -5,11 +5,13 @@ decode every image, resize it to ``--resolution`` x ``--resolution``, scale to f
 [0, 1]. The Ray pipeline runs with a CPU budget of 1 and of 2 (``--cpus``); per-core
 throughput is compared with the plain loop, which uses one core.
 
-    python benchmarks/bench_preprocess.py                 # 1,500 photo crops, 256 px
+    python benchmarks/bench_preprocess.py                 # 1,500 photo crops, 256 px, 3 runs each
     python benchmarks/bench_preprocess.py --images 4000 --resolution 128 --cpus 1 2 4
 
 The data are crops of the photographs scikit-learn ships (JPEG and PNG, 192-512 px sides),
-ingested once into a temporary shard folder.
+ingested once into a temporary shard folder. Each setting runs ``--repeats`` times (median
+and spread). Ray's fixed start-up (planning, worker processes) is separated from its steady
+rate by running every repeat at full and at half size (see :func:`split_cost`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from results import Row, write_rows  # benchmarks/results.py (the script's folder is on sys.path)
+from results import Row, median_spread, write_rows  # benchmarks/results.py (the script's folder is on sys.path)
 
 log = logging.getLogger("bench_preprocess")
 
@@ -67,32 +70,37 @@ def plain_loop(files: list[str], resolution: int) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def ray_pipeline(
-    shards: Path, classes: list[str], resolution: int, cpus: int, batch_size: int
-) -> tuple[int, float, float, float]:
-    """The same work through :func:`synthray.data.pipeline.build_dataset` with ``cpus`` CPUs.
-
-    Returns (images, seconds, seconds to the first batch, images/s after the first batch):
-    Ray's start-up (worker processes importing torch) is a fixed cost that the steady rate
-    leaves out and the end-to-end rate keeps in.
-    """
+def ray_pipeline(shards: Sequence[str], classes: list[str], resolution: int, cpus: int, batch_size: int) -> tuple[int, float]:
+    """The same work through :func:`synthray.data.pipeline.build_dataset` with ``cpus`` CPUs:
+    (images, seconds) from building the dataset to its last batch."""
     from synthray.config import PipelineConfig, PreprocessConfig
     from synthray.data.pipeline import build_dataset, finalize_batch
 
     pre = PreprocessConfig(resolution=resolution, device="cpu")
     pipe = PipelineConfig(batch_size=batch_size, cpu_budget=cpus, concurrency=cpus, balance="none")
     start = time.perf_counter()
-    ds = build_dataset(shards, classes, pre, pipe, split=None)
-    n, first, first_n = 0, None, 0
+    ds = build_dataset(list(shards), classes, pre, pipe, split=None)
+    n = 0
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         # The uint8 -> float [0, 1] step runs where batches are consumed, as in training.
         batch = finalize_batch(batch, pre)
         n += len(batch["label"])
-        if first is None:
-            first, first_n = time.perf_counter(), n
-    end = time.perf_counter()
-    steady = (n - first_n) / (end - first) if first is not None and end > first else 0.0
-    return n, end - start, first - start if first else 0.0, steady
+    return n, time.perf_counter() - start
+
+
+def split_cost(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
+    """(steady images/s, fixed start-up seconds) from two runs of different sizes.
+
+    Time is start-up plus images over the steady rate, so the difference of the two runs
+    cancels the start-up: rate = extra images / extra seconds. (A rate "after the first
+    batch" does not do this: Ray Data preprocesses ahead while the first batch is awaited,
+    so images finished during start-up are counted as if done after it.)
+    """
+    (n1, t1), (n2, t2) = small, large
+    if n2 <= n1 or t2 <= t1:
+        return float("nan"), float("nan")
+    rate = (n2 - n1) / (t2 - t1)
+    return rate, max(0.0, t2 - n2 / rate)
 
 
 def main() -> None:
@@ -101,7 +109,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each; the best is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each setting; the median and spread are reported")
     parser.add_argument("--workdir", help="keep data here instead of a temporary folder")
     parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
@@ -123,46 +131,54 @@ def main() -> None:
         # Several shards so Ray has blocks to spread over its workers.
         ingest("folder", tree, shards, IngestConfig(use_ray=False, max_rows_per_shard=max(50, args.images // 16)))
         files = find_shards(shards)
+        half = files[: len(files) // 2]
         classes = sorted(class_counts(shards))
 
-        plain = min((plain_loop(files, args.resolution) for _ in range(args.repeats)), key=lambda r: r[1])
-        ray_runs: dict[int, tuple[int, float, float, float]] = {}
+        plain = [plain_loop(files, args.resolution) for _ in range(args.repeats)]
+        # Per repeat: (full run, half run) images and seconds, so start-up and rate separate.
+        ray_runs: dict[int, list[tuple[tuple[int, float], tuple[int, float]]]] = {}
         ray.init(address="local", num_cpus=max(args.cpus), include_dashboard=False, log_to_driver=False)
         try:
             for cpus in args.cpus:
-                runs = [ray_pipeline(shards, classes, args.resolution, cpus, args.batch_size) for _ in range(args.repeats)]
-                ray_runs[cpus] = min(runs, key=lambda r: r[1])
+                ray_runs[cpus] = []
+                for r in range(args.repeats):
+                    full = ray_pipeline(files, classes, args.resolution, cpus, args.batch_size)
+                    part = ray_pipeline(half, classes, args.resolution, cpus, args.batch_size)
+                    log.info("Ray Data, %d CPU(s), run %d: %d images in %.2f s, %d in %.2f s", cpus, r + 1, *full, *part)
+                    ray_runs[cpus].append((full, part))
         finally:
             ray.shutdown()
 
-    base_n, base_s = plain
-    base_rate = base_n / base_s
+    base_n = plain[0][0]
+    base_rate, base_spread = median_spread([n / s for n, s in plain])
     lines = [
         f"preprocess: decode + resize to {args.resolution}px + scale, {base_n} images, "
-        f"best of {args.repeats}, machine: {os.cpu_count()} cores",
+        f"median of {args.repeats} runs (lowest-highest), machine: {os.cpu_count()} cores",
         "",
-        "| pipeline | CPUs | seconds | images/s end to end | per CPU vs plain | first batch s | images/s after first batch | that per CPU vs plain |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| plain PIL loop (1 process) | 1 | {base_s:.2f} | {base_rate:.0f} | 1.00 | - | {base_rate:.0f} | 1.00 |",
+        "| pipeline | CPUs | images/s end to end | per CPU vs plain | start-up s | steady images/s | steady per CPU vs plain |",
+        "|---|---|---|---|---|---|---|",
+        f"| plain PIL loop (1 process) | 1 | {base_rate:.0f} ({base_spread[0]:.0f}-{base_spread[1]:.0f}) | 1.00 | - | "
+        f"{base_rate:.0f} | 1.00 |",
     ]
-    for cpus, (n, s, first, steady) in ray_runs.items():
-        rate = n / s
-        lines.append(
-            f"| Ray Data | {cpus} | {s:.2f} | {rate:.0f} | {rate / cpus / base_rate:.2f} | {first:.1f} | "
-            f"{steady:.0f} | {steady / cpus / base_rate:.2f} |"
-        )
-    if len(ray_runs) > 1:
-        (c0, r0), (c1, r1) = list(ray_runs.items())[0], list(ray_runs.items())[-1]
-        lines.append("")
-        lines.append(f"scaling {c0} -> {c1} CPUs: x{(r1[0] / r1[1]) / (r0[0] / r0[1]):.2f} end to end, "
-                     f"x{r1[3] / r0[3]:.2f} steady")
+    rows = []
+    baseline = "plain PIL loop, 1 process"
+    for cpus, runs in ray_runs.items():
+        rate, spread = median_spread([n / s for (n, s), _ in runs])
+        split = [split_cost(part, full) for full, part in runs]
+        steady, steady_spread = median_spread([r for r, _ in split])
+        startup, startup_spread = median_spread([s for _, s in split])
+        lines.append(f"| Ray Data | {cpus} | {rate:.0f} ({spread[0]:.0f}-{spread[1]:.0f}) | {rate / cpus / base_rate:.2f} | "
+                     f"{startup:.1f} ({startup_spread[0]:.1f}-{startup_spread[1]:.1f}) | {steady:.0f} "
+                     f"({steady_spread[0]:.0f}-{steady_spread[1]:.0f}) | {steady / cpus / base_rate:.2f} |")
+        rows.append(Row("preprocess", f"Ray Data, {cpus} CPU(s), images/s per CPU end to end", rate / cpus,
+                        "images/s/CPU", baseline, base_rate, spread=(spread[0] / cpus, spread[1] / cpus),
+                        runs=len(runs), notes=f"start-up {startup:.1f} s"))
+        rows.append(Row("preprocess", f"Ray Data, {cpus} CPU(s), steady images/s per CPU (start-up removed)",
+                        steady / cpus, "images/s/CPU", baseline, base_rate,
+                        spread=(steady_spread[0] / cpus, steady_spread[1] / cpus), runs=len(runs),
+                        notes="from a full and a half-size run: extra images / extra seconds"))
     print("\n".join(lines))  # the benchmark's result table is its output
-    baseline = f"plain PIL loop, 1 process ({base_rate:.0f} images/s)"
-    write_rows(args.json, [
-        Row("preprocess", f"Ray Data, {cpus} CPU(s), images/s per CPU end to end", n / s / cpus, "images/s/CPU",
-            baseline, base_rate, notes=f"{steady / cpus:.0f}/CPU after the first batch ({first:.1f} s)")
-        for cpus, (n, s, first, steady) in ray_runs.items()
-    ], images=base_n, resolution=args.resolution)
+    write_rows(args.json, rows, images=base_n, resolution=args.resolution)
 
 
 if __name__ == "__main__":

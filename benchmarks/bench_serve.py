@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the `serve` package
 from bench_index import make_checkpoint  # noqa: E402  (benchmarks/ is not a package)
 from bench_preprocess import make_photo_tree  # noqa: E402
-from results import Row, write_rows  # noqa: E402
+from results import Row, median_spread, write_rows  # noqa: E402
 
 log = logging.getLogger("bench_serve")
 KEY = "bench-key"
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet10t")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every setting (median and spread reported)")
     parser.add_argument("--quick", action="store_true", help="48 requests per setting")
     parser.add_argument("--json", help="also write the figures as JSON rows (benchmarks/run_all.py)")
     args = parser.parse_args()
@@ -155,7 +156,8 @@ def main() -> None:
         checkpoint = make_checkpoint(work / "ckpt", args.backbone, args.resolution)
         store = work / "qdrant"
         build_index(checkpoint, store, refs)
-        plain = plain_baseline(checkpoint, store, queries[:32], [p.read_bytes() for p in enroll])
+        plain = [plain_baseline(checkpoint, store, queries[:32], [p.read_bytes() for p in enroll])
+                 for _ in range(args.repeats)]
         (work / "key").write_text(KEY)
 
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
@@ -165,57 +167,82 @@ def main() -> None:
                     "max_ongoing_requests": 64}
         url = f"http://127.0.0.1:{port}"
         rows, table = [], []
+        measured: dict[tuple[str, int], list[dict[str, float]]] = {}
+        enroll_runs: list[float] = []
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             t = time.perf_counter()
             serve.run(build_app(app_args), name="bench", route_prefix="/")
             start_s = time.perf_counter() - t
             load(url, queries, 4, 16)  # warm-up
-            measured: dict[tuple[str, int], dict[str, float]] = {}
-            for batching in ("on", "off"):
-                if batching == "off":  # user_config only: the replicas are reconfigured, not restarted
-                    serve.run(build_app({**app_args, "max_batch_size": 1}), name="bench", route_prefix="/")
-                for c in args.concurrency:
-                    m = measured[(batching, c)] = load(url, queries, c, args.requests)
-                    log.info("batching %s, concurrency %d: %s", batching, c, m)
-            serve.run(build_app(app_args), name="bench", route_prefix="/")
             files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in enroll]
-            t = time.perf_counter()
-            r = requests.post(f"{url}/v1/generators/bench-gen/samples", files=files, headers={"X-API-Key": KEY},
-                              timeout=600)
-            enroll_s = time.perf_counter() - t
-            r.raise_for_status()
-            assert r.json()["enrolled"] == len(enroll), r.text
+            # Settings interleaved within each repeat, so drift of a shared machine spreads over all.
+            for r in range(args.repeats):
+                for batching in ("on", "off"):
+                    # user_config only: the replicas are reconfigured, not restarted
+                    serve.run(build_app({**app_args, "max_batch_size": args.max_batch_size if batching == "on" else 1}),
+                              name="bench", route_prefix="/")
+                    for c in args.concurrency:
+                        m = load(url, queries, c, args.requests)
+                        measured.setdefault((batching, c), []).append(m)
+                        log.info("run %d, batching %s, concurrency %d: %s", r + 1, batching, c, m)
+                t = time.perf_counter()
+                resp = requests.post(f"{url}/v1/generators/bench-gen/samples", files=files,
+                                     headers={"X-API-Key": KEY}, timeout=600)
+                enroll_runs.append(time.perf_counter() - t)
+                resp.raise_for_status()
+                assert resp.json()["enrolled"] == len(enroll), resp.text
+                requests.delete(f"{url}/v1/generators/bench-gen", headers={"X-API-Key": KEY}, timeout=120).raise_for_status()
         finally:
             serve.shutdown()
             ray.shutdown()
 
-    table.append("| path | batching | concurrency | requests | p50 ms | p95 ms | p99 ms | req/s | mean encoder batch |")
-    table.append("|---|---|---|---|---|---|---|---|---|")
-    table.append(f"| in-process (no HTTP, no Serve) | - | 1 | 32 | {plain['p50']:.1f} | {plain['p95']:.1f} | "
-                 f"{plain['p99']:.1f} | {plain['rps']:.1f} | 1 |")
-    for (batching, c), m in measured.items():
-        table.append(f"| Serve, HTTP | {batching} | {c} | {args.requests} | {m['p50']:.1f} | {m['p95']:.1f} | "
-                     f"{m['p99']:.1f} | {m['rps']:.1f} | {m['batch']:.1f} |")
-    on_off = [f"c={c}: x{measured[('on', c)]['rps'] / measured[('off', c)]['rps']:.2f}" for c in args.concurrency]
-    print(f"\nServe attribution, {args.backbone} at {args.resolution} px, max_batch_size {args.max_batch_size}, "
-          f"{args.cpus} Ray CPUs (app start {start_s:.0f} s)\n")
-    print("\n".join(table))
-    print(f"\nThroughput, batching on / off: {', '.join(on_off)}")
-    print(f"Enroll {len(enroll)} images in one request: {enroll_s:.2f} s over HTTP "
-          f"(in-process embed + upsert: {plain['enroll_s']:.2f} s)")
+    def med(runs: list[dict[str, float]], key: str) -> tuple[float, tuple[float, float]]:
+        return median_spread([m[key] for m in runs])
 
+    def cell(runs: list[dict[str, float]], key: str) -> str:
+        value, (lo, hi) = med(runs, key)
+        return f"{value:.1f} ({lo:.1f}-{hi:.1f})"
+
+    table.append("| path | batching | concurrency | requests x runs | p50 ms | p99 ms | req/s | mean encoder batch |")
+    table.append("|---|---|---|---|---|---|---|---|")
+    table.append(f"| in-process (no HTTP, no Serve) | - | 1 | 32 x {len(plain)} | {cell(plain, 'p50')} | "
+                 f"{cell(plain, 'p99')} | {cell(plain, 'rps')} | 1 |")
+    for (batching, c), runs in measured.items():
+        table.append(f"| Serve, HTTP | {batching} | {c} | {args.requests} x {len(runs)} | {cell(runs, 'p50')} | "
+                     f"{cell(runs, 'p99')} | {cell(runs, 'rps')} | {med(runs, 'batch')[0]:.1f} |")
+    on_off = [f"c={c}: x{med(measured[('on', c)], 'rps')[0] / med(measured[('off', c)], 'rps')[0]:.2f}"
+              for c in args.concurrency]
+    print(f"\nServe attribution, {args.backbone} at {args.resolution} px, max_batch_size {args.max_batch_size}, "
+          f"{args.cpus} Ray CPUs (app start {start_s:.0f} s); medians of {args.repeats} runs (lowest-highest)\n")
+    print("\n".join(table))
+    print(f"\nThroughput, batching on / off (medians): {', '.join(on_off)}")
+    enroll_s, enroll_spread = median_spread(enroll_runs)
+    plain_enroll, _ = median_spread([p["enroll_s"] for p in plain])
+    print(f"Enroll {len(enroll)} images in one request: {enroll_s:.2f} s over HTTP "
+          f"(in-process embed + upsert: {plain_enroll:.2f} s)")
+
+    runs = args.repeats
     for c in args.concurrency:
         on, off = measured[("on", c)], measured[("off", c)]
-        rows.append(Row("serve", f"attribute, batching on, concurrency {c}, req/s", on["rps"], "req/s",
-                        f"batching off, concurrency {c}", off["rps"], notes=f"p50 {on['p50']:.0f} ms, "
-                        f"p99 {on['p99']:.0f} ms, mean batch {on['batch']:.1f}"))
-    one = measured[("on", args.concurrency[0])]
-    rows.append(Row("serve", f"attribute p50 latency, concurrency {args.concurrency[0]}", one["p50"], "ms",
-                    "in-process, no HTTP", plain["p50"], higher_is_better=False))
+        rps, spread = med(on, "rps")
+        rows.append(Row("serve", f"attribute, batching on, concurrency {c}, req/s", rps, "req/s",
+                        f"batching off, concurrency {c}", med(off, "rps")[0], spread=spread, runs=runs,
+                        notes=f"p50 {med(on, 'p50')[0]:.0f} ms, p99 {med(on, 'p99')[0]:.0f} ms, "
+                              f"mean batch {med(on, 'batch')[0]:.1f}"))
+    plain_rps = med(plain, "rps")[0]
+    for c in args.concurrency:
+        rps, spread = med(measured[("on", c)], "rps")
+        rows.append(Row("serve", f"attribute, concurrency {c}, req/s vs in-process single-image", rps, "req/s",
+                        "in-process, one image at a time", plain_rps, spread=spread, runs=runs))
+    first = measured[("on", args.concurrency[0])]
+    p50, spread = med(first, "p50")
+    rows.append(Row("serve", f"attribute p50 latency, concurrency {args.concurrency[0]}", p50, "ms",
+                    "in-process, no HTTP", med(plain, "p50")[0], higher_is_better=False, spread=spread, runs=runs))
     rows.append(Row("serve", f"enroll {len(enroll)} images, one request", enroll_s, "s", "in-process embed + upsert",
-                    plain["enroll_s"], higher_is_better=False))
-    write_rows(args.json, rows, requests=args.requests, concurrency=args.concurrency,
+                    plain_enroll, higher_is_better=False, spread=enroll_spread, runs=runs))
+    rows.append(Row("serve", "app start (serve.run until ready)", start_s, "s", notes="fixed cost, once per deploy"))
+    write_rows(args.json, rows, requests=args.requests, concurrency=args.concurrency, repeats=args.repeats,
                max_batch_size=args.max_batch_size, backbone=args.backbone, resolution=args.resolution)
 
 

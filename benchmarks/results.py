@@ -27,12 +27,25 @@ class Row:
     baseline_value: float | None = None
     higher_is_better: bool = True  # ratio = value/baseline (higher better) or baseline/value (lower better)
     notes: str = ""
+    spread: tuple[float, float] | None = None  # lowest and highest of the repeats (value is their median)
+    runs: int = 1  # repeats behind value (and baseline_value, measured as many times in the same run)
 
     @property
     def ratio(self) -> float | None:
         if not self.baseline_value or not self.value:
             return None
         return self.value / self.baseline_value if self.higher_is_better else self.baseline_value / self.value
+
+
+def median_spread(values: Sequence[float]) -> tuple[float, tuple[float, float]]:
+    """The median of repeated measurements and their (lowest, highest): one run of a setting on
+    a shared 2-core machine is noise, so every figure is a median beside its spread."""
+    if not values:
+        raise ValueError("no measurements")
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return median, (ordered[0], ordered[-1])
 
 
 def machine() -> dict[str, Any]:

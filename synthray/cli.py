@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -131,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from synthray.index.build import build_index, index_configs
+    from synthray.index.build import build_index, choose_ray, index_configs
     from synthray.index.store import StoreError
     from synthray.train.checkpoint import CheckpointError
 
@@ -142,14 +143,18 @@ def cmd_index(args: argparse.Namespace) -> int:
 
             _emit(index_admin(args.action, cfg.store, args.target, overwrite=args.overwrite, keep=args.keep))
             return 0
-        if args.no_ray:
+        # No flag: Ray where it pays off (choose_ray). With no cluster named, this machine
+        # decides before a local cluster is started for nothing.
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        use_ray = False if args.no_ray else True if args.ray else (None if address else choose_ray(None))
+        if use_ray is False:
             summary = build_index(cfg, attribution, use_ray=False)
         else:
             import ray
 
-            ray.init(address=args.address) if args.address else ray.init()
+            ray.init(address=address) if address else ray.init()
             try:
-                summary = build_index(cfg, attribution, use_ray=True)
+                summary = build_index(cfg, attribution, use_ray=use_ray)
             finally:
                 ray.shutdown()
     except (CheckpointError, StoreError, FileNotFoundError) as exc:
@@ -365,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML with index: and attribution: sections (configs/cpu_demo_index.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field: per_class=all, store.path=..., attribution.k=5")
-    p.add_argument("--no-ray", action="store_true", help="embed in this process, without Ray")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--no-ray", action="store_true", help="embed in this process, without Ray")
+    where.add_argument("--ray", action="store_true", help="embed on Ray even where this process would be faster "
+                       "(default: Ray with GPUs, several nodes or more than 4 CPUs; this process otherwise)")
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, or a local one)")
     p.set_defaults(func=cmd_index)
 

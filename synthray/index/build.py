@@ -249,13 +249,61 @@ def _warn_short(choice: Choice, cap: int | None) -> None:
                         c, n, choice.split, cap)
 
 
-def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, use_ray: bool = True) -> dict[str, Any]:
+#: Up to this many CPUs on one GPU-less node, embedding in the driver beats Ray Data's actor
+#: pool (benchmarks/RESULTS.md, 2 cores: the pool ran at 0.10x the in-process loop, its
+#: actors and the driver competing for the same cores while torch already uses them all).
+LOCAL_MAX_CPUS = 4
+
+
+def ray_pays_off(nodes: int, cpus: float, gpus: float) -> tuple[bool, str]:
+    """Whether embedding on Ray is worth it on a cluster of this size, and why.
+
+    Ray spreads the work over nodes and GPUs; on one small CPU-only node it only adds
+    processes that compete for the cores torch already uses, so the driver does it alone.
+    """
+    if gpus > 0:
+        return True, f"{gpus:g} GPU(s): Ray Data's actors embed on them"
+    if nodes > 1:
+        return True, f"{nodes} nodes: Ray Data spreads the embedding over them"
+    if cpus > LOCAL_MAX_CPUS:
+        return True, f"{cpus:g} CPUs on one node: Ray Data's actors decode and embed in parallel"
+    return False, (f"one CPU-only node with {cpus:g} CPUs: embedding in this process is faster than Ray Data's actor "
+                   "pool there (benchmarks/RESULTS.md); use_ray=True uses Ray anyway")
+
+
+def choose_ray(use_ray: bool | None) -> bool:
+    """``use_ray`` when given; otherwise (None) decided by :func:`ray_pays_off` on the
+    connected Ray cluster, or on this machine when Ray is not initialized. Logs the choice."""
+    if use_ray is not None:
+        return use_ray
+    try:
+        import ray
+
+        if ray.is_initialized():
+            total = ray.cluster_resources()
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+            choice, why = ray_pays_off(nodes, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        else:
+            import os
+
+            import torch
+
+            choice, why = ray_pays_off(1, os.cpu_count() or 1, torch.cuda.device_count())
+    except ImportError:
+        choice, why = False, "Ray is not installed"
+    log.info("index: embedding %s: %s", "on Ray" if choice else "in this process", why)
+    return choice
+
+
+def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
+                use_ray: bool | None = None) -> dict[str, Any]:
     """Embeds the chosen shard rows into the store, then calibrates and stores the rule.
 
     Args:
         cfg: checkpoint, shards, per-class cap, classes, store.
         attribution: the rule calibrated and stored with the index (None = defaults).
-        use_ray: embed with Ray Data on an actor pool; False embeds in this process.
+        use_ray: embed with Ray Data on an actor pool (True) or in this process (False);
+            None chooses the faster for the cluster (:func:`choose_ray`).
     Returns:
         a JSON-able summary: collection, store, model_version, counts per class
         ({trained, enrolled}), added, already_present, calibration, timings, images_per_s.
@@ -270,6 +318,7 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None, 
     from synthray.data.shards import read_labels
 
     attribution = attribution or AttributionConfig()
+    use_ray = choose_ray(use_ray)
     start = time.perf_counter()
     timings = {"select_s": 0.0, "read_s": 0.0, "embed_s": 0.0, "write_s": 0.0, "calibrate_s": 0.0}
     cap = parse_cap(cfg.per_class)

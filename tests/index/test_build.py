@@ -236,7 +236,8 @@ def test_job_entrypoint_on_ray_matches_the_no_ray_path(ray_cluster, built, tiny_
     address = ray_cluster.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     job = subprocess.run(
-        [sys.executable, "jobs/build_index.py", "--config", str(tmp_path / "index.yaml"), "--address", address,
+        # --ray: on this 2-CPU cluster the default would embed in the driver (faster there).
+        [sys.executable, "jobs/build_index.py", "--config", str(tmp_path / "index.yaml"), "--address", address, "--ray",
          "--set", "per_class=20", "--set", "real_per_class=20", "--set", f"store.path={store}",
          "--set", "attribution.vote=weighted"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540,
@@ -267,3 +268,22 @@ def test_index_configs_sections_and_overrides():
         index_configs({"index": {}, "serve": {}})
     with pytest.raises(TypeError, match="unknown config keys"):
         index_configs({"index": {"per_klass": 5}})
+
+
+def test_ray_is_chosen_where_it_pays_off_and_the_reason_is_given():
+    from synthray.index.build import ray_pays_off
+
+    local, why = ray_pays_off(nodes=1, cpus=2, gpus=0)
+    assert not local and "2 CPUs" in why and "use_ray=True" in why
+    assert ray_pays_off(nodes=1, cpus=2, gpus=1)[0]
+    assert ray_pays_off(nodes=3, cpus=6, gpus=0)[0]
+    assert ray_pays_off(nodes=1, cpus=32, gpus=0)[0]
+
+
+def test_the_default_embeds_in_process_on_the_two_cpu_cluster_and_says_why(ray_cluster, caplog):
+    from synthray.index.build import choose_ray
+
+    with caplog.at_level(logging.INFO, logger="synthray.index.build"):
+        assert choose_ray(None) is False
+    assert "one CPU-only node with 2 CPUs" in caplog.text
+    assert choose_ray(True) is True and choose_ray(False) is False
