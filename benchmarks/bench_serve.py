@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96, help="requests per (batching, concurrency) setting")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch-size", type=int, default=16, help="encoder batch size with batching on")
-    parser.add_argument("--batch-wait-s", type=float, default=0.01)
+    parser.add_argument("--batch-wait-s", type=float, default=0.0, help="the encoder's batch_wait_timeout_s")
     parser.add_argument("--backbone", default="resnet10t")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")

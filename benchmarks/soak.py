@@ -253,6 +253,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--encoder-replicas", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an AppArgs field for the app under test, e.g. health_check_period_s=0.5")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -265,6 +267,7 @@ def main() -> None:
     from bench_serve import build_index, free_port
     from serve.app import build_app
     from synthray.train.checkpoint import checkpoint_version
+    from synthray.train.overrides import apply_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -282,6 +285,7 @@ def main() -> None:
             app_args = {"checkpoint": str(checkpoint), "store_path": str(work / "qdrant"),
                         "api_key_file": str(work / "key"), "device": "cpu", "create_index": True,
                         "encoder_replicas": args.encoder_replicas, "encoder_cpus": 0.4, "write_rate_per_min": 0}
+            app_args = apply_overrides(app_args, args.set)
             serve.run(build_app(app_args), name="soak", route_prefix="/")
             url = f"http://127.0.0.1:{port}"
             load = Load(url, data[:40], [data[40 + 6 * i:46 + 6 * i] for i in range(args.clients)],

@@ -54,7 +54,11 @@ class AppArgs(BaseModel):
     max_explain: int = Field(4, ge=1, description="images per request that ?explain= may be asked for")
     explain_lime_samples: int = Field(150, ge=10, le=1000, description="LIME occluded views per image by default")
     max_batch_size: int = Field(16, ge=1, description="encoder dynamic batch size (1 = batching off)")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill")
+    # 0: a batch is what queued while the encoder was busy. Waiting to fill costs a lone request
+    # the whole wait (benchmarks/bench_serve.py, 2 cores, resnet10t: p50 56 ms at concurrency 1
+    # with 10 ms, 43 ms with 0) and bought no throughput under load beyond the runs' spread.
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill (0: it takes what "
+                                        "queued while the encoder was busy)")
     encoder_replicas: int = Field(1, ge=1)
     index_replicas: int = Field(1, ge=1, description="index reader replicas against a server (writes go to one "
                                 "writer); 1 when embedded")

@@ -1,8 +1,8 @@
 """The encoder deployment: a checkpoint's embedder behind Serve's dynamic batching.
 
 Each query image is one call to :meth:`Encoder.embed`; ``@serve.batch`` gathers the
-calls that arrive within ``batch_wait_timeout_s`` (up to ``max_batch_size``) into one
-forward pass. Both settings live in the deployment's ``user_config`` and are applied in
+calls that queued while it was busy, or arrive within ``batch_wait_timeout_s`` (up to
+``max_batch_size``), into one forward pass. Both settings live in the deployment's ``user_config`` and are applied in
 :meth:`Encoder.reconfigure`, so they change without restarting the replica (after Ray's
 ``serve/doc_code/batching_guide.py``).
 """
@@ -22,7 +22,7 @@ from synthray.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Batching defaults; ``AppArgs`` passes its own through ``user_config``.
-DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}
 
 
 @dataclasses.dataclass

@@ -214,7 +214,7 @@ class IndexOwner(IndexService):
             raise StoreError(f"the encoder runs model version {info['model_version']}, the app is pinned to "
                              f"{model_version}: refusing to serve mixed versions")
         cfg = from_dict(StoreConfig, store)
-        deadline = time.monotonic() + OPEN_WAIT_S
+        deadline, waited = time.monotonic() + OPEN_WAIT_S, False
         while True:
             try:
                 opened = open_store(cfg, info["model_version"], int(info["dim"]), create=create and role != "reader")
@@ -224,8 +224,10 @@ class IndexOwner(IndexService):
                 # the embedded folder's lock; it is released when that process is gone.
                 if "another process" not in str(exc) or time.monotonic() > deadline:
                     raise
-                log.info("store still held by the previous owner; retrying")
-                await asyncio.sleep(1.0)
+                if not waited:
+                    log.info("store still held by the previous owner; waiting for it (at most %.0f s)", OPEN_WAIT_S)
+                waited = True
+                await asyncio.sleep(0.2)  # often: requests wait for this replica meanwhile
         archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
         disc = from_dict(DiscoveryConfig, discovery or {})
         inbox = self._open_inbox(cfg, opened, disc, role) if disc.enabled else None
