@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthray.data.augment import blur
 from synthray.methods.explain_config import EXPLAIN_KINDS, ExplainConfig  # noqa: F401 - re-exported here
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -83,13 +84,6 @@ def superpixels(image: torch.Tensor, n_segments: int, compactness: float) -> np.
     return ids.reshape(seg.shape).astype(np.int64)
 
 
-def _blurred(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
-    k = max(3, int(2 * round(3 * sigma) + 1))
-    return TF.gaussian_blur(image[None], kernel_size=[k, k], sigma=[sigma, sigma])[0]
-
-
 def lime_map(score_fn: ScoreFn, image: torch.Tensor, cfg: ExplainConfig | None = None) -> LimeResult:
     """LIME-style superpixel occlusion.
 
@@ -107,7 +101,7 @@ def lime_map(score_fn: ScoreFn, image: torch.Tensor, cfg: ExplainConfig | None =
     image = image.detach()
     segments = superpixels(image, cfg.n_segments, cfg.compactness)
     n_seg = int(segments.max()) + 1
-    baseline = _blurred(image, cfg.blur_sigma or image.shape[-1] / 8.0)
+    baseline = blur(image, cfg.blur_sigma or image.shape[-1] / 8.0)
     rng = np.random.default_rng(cfg.seed)
     masks = rng.random((cfg.n_samples, n_seg)) < cfg.keep_prob
     masks[0] = True  # the unoccluded image anchors the surrogate
