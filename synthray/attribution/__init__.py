@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from synthray.attribution.attributor import Attributor
     from synthray.attribution.config import AttributionConfig
     from synthray.attribution.embedder import Embedder, resolve_checkpoint
-    from synthray.attribution.knn import KnnResult, knn_classify, knn_search
+    from synthray.models.knn import KnnResult, knn_classify, knn_search
     from synthray.attribution.openset import UNKNOWN, Votes, fpr_threshold, quantile_threshold, vote
     from synthray.attribution.rule import (
         Attribution,
@@ -38,9 +38,9 @@ _EXPORTS = {
     "AttributionConfig": "synthray.attribution.config",
     "Embedder": "synthray.attribution.embedder",
     "resolve_checkpoint": "synthray.attribution.embedder",
-    "KnnResult": "synthray.attribution.knn",
-    "knn_classify": "synthray.attribution.knn",
-    "knn_search": "synthray.attribution.knn",
+    "KnnResult": "synthray.models.knn",
+    "knn_classify": "synthray.models.knn",
+    "knn_search": "synthray.models.knn",
     **{name: "synthray.attribution.openset" for name in _OPENSET},
     **{name: "synthray.attribution.rule" for name in _RULE},
 }

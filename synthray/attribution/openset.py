@@ -74,7 +74,7 @@ def vote(labels: np.ndarray, similarities: np.ndarray, weighted: bool = True,
     w = np.clip(sims, 0, None) if weighted else np.ones_like(sims)
     votes = np.zeros((n, len(names)))
     np.add.at(votes, (np.repeat(np.arange(n), k), idx.ravel()), w.ravel())
-    # Tie-break as synthray.attribution.knn: the class whose nearest voter is closest wins.
+    # Tie-break as synthray.models.knn: the class whose nearest voter is closest wins.
     first_rank = np.full((n, len(names)), k, dtype=np.int64)
     np.minimum.at(first_rank, (np.repeat(np.arange(n), k), idx.ravel()), np.tile(np.arange(k), n))
     best = votes.max(axis=1, keepdims=True)

@@ -136,7 +136,7 @@ def umap_plot(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: 
     import torch
     import umap
 
-    from synthray.attribution.knn import knn_search
+    from synthray.models.knn import knn_search
 
     # Exact cosine neighbours handed to UMAP (self first, at distance 0): exact at any n,
     # and it skips compiling UMAP's approximate search, most of its first-call cost.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from synthray.attribution.config import AttributionConfig
-from synthray.attribution.knn import knn_search
+from synthray.models.knn import knn_search
 from synthray.attribution.openset import Votes, vote
 from synthray.eval.metrics import closed_set_metrics
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthray.attribution.knn import knn_search
+from synthray.models.knn import knn_search
 from synthray.attribution.openset import vote
 from synthray.data.schema import REAL
 from synthray.methods.base import AI, Prediction, adam_steps, check_head

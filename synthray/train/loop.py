@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from synthray.attribution.knn import knn_classify
+from synthray.models.knn import knn_classify
 from synthray.config import TrainConfig, to_dict
 from synthray.losses import build_loss
 from synthray.models import build_encoder

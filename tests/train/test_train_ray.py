@@ -105,7 +105,7 @@ def _knn_accuracy(checkpoint: str, shards: Path) -> float:
     import torch
 
     from synthray.attribution.embedder import Embedder
-    from synthray.attribution.knn import knn_classify
+    from synthray.models.knn import knn_classify
     from synthray.data.shards import shard_paths
 
     rows = pa.concat_tables([pq.read_table(p, columns=["image", "generator", "split"])
