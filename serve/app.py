@@ -24,6 +24,7 @@ from ray.serve import Application
 from serve.encoder import Encoder
 from serve.index_owner import IndexOwner
 from serve.ingress import Ingress
+from serve.standby import IndexStandby
 
 
 class AppArgs(BaseModel):
@@ -63,6 +64,8 @@ class AppArgs(BaseModel):
     index_replicas: int = Field(1, ge=1, description="index reader replicas against a server (writes go to one "
                                 "writer); 1 when embedded")
     ingress_replicas: int = Field(1, ge=1)
+    index_standby: bool = Field(True, description="embedded store: a warm standby process takes the store over "
+                                "when the index owner is lost, until the owner's replacement has started")
     encoder_cpus: float = Field(0.5, ge=0)
     encoder_gpus: float = Field(0, ge=0)
     index_cpus: float = Field(0.25, ge=0)
@@ -165,12 +168,18 @@ def build_app(args: AppArgs) -> Application:
         user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
     ).bind(checkpoint, args.device, version)
     owner = serve.deployment(IndexOwner)
+    standby = None
     if args.store_url is None:
-        # Embedded: one process may open the store, so one owner reads and writes.
+        # Embedded: one process may open the store, so one owner reads and writes; the
+        # standby (no CPUs reserved: it idles while the owner lives) stands in when it is lost.
+        if args.index_standby:
+            standby = serve.deployment(IndexStandby).options(
+                num_replicas=1, **args.serving_options(), ray_actor_options={"num_cpus": 0},
+            ).bind(encoder, store, args.attribution, version, args.discovery)
         index = owner.options(num_replicas=1, **args.serving_options(),
                               ray_actor_options={"num_cpus": args.index_cpus},
                               ).bind(encoder, store, args.create_index, args.attribution, version, "owner",
-                                     args.discovery)
+                                     args.discovery, standby)
         writer = index
     else:
         # A server: readers scale out, every write goes through one writer (one lock, one archive).
@@ -198,4 +207,4 @@ def build_app(args: AppArgs) -> Application:
         backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
     ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
            {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery,
-           resilience)
+           resilience, standby)

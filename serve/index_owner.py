@@ -204,52 +204,15 @@ class IndexOwner(IndexService):
 
     async def __init__(self, encoder: Any, store: dict[str, Any], create: bool = False,
                        attribution: dict[str, Any] | None = None, model_version: str | None = None,
-                       role: str = "owner", discovery: dict[str, Any] | None = None) -> None:  # type: ignore[misc]
-        from synthray.config import from_dict
-
-        if role not in ("owner", "reader", "writer"):
-            raise ValueError(f"role must be owner, reader or writer, got {role!r}")
-        info = await encoder.describe.remote()
-        if model_version is not None and info["model_version"] != model_version:
-            raise StoreError(f"the encoder runs model version {info['model_version']}, the app is pinned to "
-                             f"{model_version}: refusing to serve mixed versions")
-        cfg = from_dict(StoreConfig, store)
-        deadline, waited = time.monotonic() + OPEN_WAIT_S, False
-        while True:
-            try:
-                opened = open_store(cfg, info["model_version"], int(info["dim"]), create=create and role != "reader")
-                break
-            except StoreError as exc:
-                # During a redeploy or after a crash the previous owner may still be exiting with
-                # the embedded folder's lock; it is released when that process is gone.
-                if "another process" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                if not waited:
-                    log.info("store still held by the previous owner; waiting for it (at most %.0f s)", OPEN_WAIT_S)
-                waited = True
-                await asyncio.sleep(0.2)  # often: requests wait for this replica meanwhile
-        archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
-        disc = from_dict(DiscoveryConfig, discovery or {})
-        inbox = self._open_inbox(cfg, opened, disc, role) if disc.enabled else None
-        super().__init__(opened, from_dict(AttributionConfig, attribution) if attribution else None, archive,
-                         inbox, disc, groups=role != "reader")
+                       role: str = "owner", discovery: dict[str, Any] | None = None,
+                       standby: Any = None) -> None:  # type: ignore[misc]
+        parts = await open_parts(encoder, store, create, attribution, model_version, role, discovery,
+                                 standby=standby)
+        super().__init__(**parts)
         self.role = role
         self.start_regrouping()
-        log.info("index %s: %s at %s (%d references)", role, opened.collection, opened.where(), opened.count())
-
-    @staticmethod
-    def _open_inbox(cfg: StoreConfig, index: BaseStore, disc: DiscoveryConfig, role: str) -> Inbox | None:
-        """The inbox collection beside the index (created by the owner or the writer; a reader
-        that finds none yet records nothing, and says so)."""
-        inbox_cfg = dataclasses.replace(cfg, collection=inbox_collection(index.collection))
-        try:
-            store = open_store(inbox_cfg, index.model_version, index.dim, create=role != "reader")
-        except StoreError as exc:
-            if role != "reader":
-                raise
-            log.warning("no discovery inbox yet (%s): this reader records no unknown answers", exc)
-            return None
-        return Inbox(store, disc, disc.images_root(cfg.enrolled_root()))
+        log.info("index %s: %s at %s (%d references)", role, self.store.collection, self.store.where(),
+                 self.store.count())
 
     async def enroll(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self.role == "reader":
@@ -265,3 +228,66 @@ class IndexOwner(IndexService):
         # Serve calls this on a graceful replica stop; it frees the embedded folder for the next owner.
         if hasattr(self, "store"):
             self.close()
+
+
+async def open_parts(encoder: Any, store: dict[str, Any], create: bool, attribution: dict[str, Any] | None,
+                     model_version: str | None, role: str, discovery: dict[str, Any] | None,
+                     wait_s: float = OPEN_WAIT_S, standby: Any = None) -> dict[str, Any]:
+    """Opens what an :class:`IndexService` serves (its keyword arguments): the store for the
+    encoder's model version, the enrollment archive, the discovery inbox.
+
+    Args:
+        wait_s: how long to wait for another process to release an embedded store (the
+            previous owner during a redeploy, or the standby after a failover); 0 = not at all.
+        standby: handle of :class:`serve.standby.IndexStandby`, asked to release the store
+            when it holds it.
+    Raises:
+        StoreError: the store cannot be opened (held by another process beyond ``wait_s``).
+    """
+    from synthray.config import from_dict
+
+    if role not in ("owner", "reader", "writer"):
+        raise ValueError(f"role must be owner, reader or writer, got {role!r}")
+    info = await encoder.describe.remote()
+    if model_version is not None and info["model_version"] != model_version:
+        raise StoreError(f"the encoder runs model version {info['model_version']}, the app is pinned to "
+                         f"{model_version}: refusing to serve mixed versions")
+    cfg = from_dict(StoreConfig, store)
+    deadline, waited = time.monotonic() + wait_s, False
+    while True:
+        try:
+            opened = open_store(cfg, info["model_version"], int(info["dim"]), create=create and role != "reader")
+            break
+        except StoreError as exc:
+            # During a redeploy or after a crash the previous owner may still be exiting with
+            # the embedded folder's lock (released when that process is gone), or the standby
+            # holds it since it took over from a lost owner.
+            if "another process" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            if not waited:
+                log.info("store held by another process; waiting for it (at most %.0f s)", wait_s)
+                if standby is not None and await standby.release.remote():
+                    log.info("the standby released the store")
+                    continue
+            waited = True
+            await asyncio.sleep(0.2)  # often: requests wait for this replica meanwhile
+    archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
+    disc = from_dict(DiscoveryConfig, discovery or {})
+    inbox = _open_inbox(cfg, opened, disc, role) if disc.enabled else None
+    return {"store": opened, "attribution": from_dict(AttributionConfig, attribution) if attribution else None,
+            "archive": archive, "inbox": inbox, "discovery": disc, "groups": role != "reader"}
+
+
+def _open_inbox(cfg: StoreConfig, index: BaseStore, disc: DiscoveryConfig, role: str) -> Inbox | None:
+    """The inbox collection beside the index (created by the owner or the writer; a reader
+    that finds none yet records nothing, and says so)."""
+    inbox_cfg = dataclasses.replace(cfg, collection=inbox_collection(index.collection))
+    try:
+        store = open_store(inbox_cfg, index.model_version, index.dim, create=role != "reader")
+    except StoreError as exc:
+        if role != "reader":
+            raise
+        log.warning("no discovery inbox yet (%s): this reader records no unknown answers", exc)
+        return None
+    return Inbox(store, disc, disc.images_root(cfg.enrolled_root()))
+

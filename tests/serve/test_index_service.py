@@ -192,3 +192,46 @@ def test_enrollment_is_calibrated_refuses_real_looking_sets_and_delete_undoes_it
         assert "gan-new" not in svc.store.metadata()["thresholds"]["acceptance"]
     finally:
         svc.close()
+
+
+class _EncoderHandle:
+    """Stands in for the encoder's Serve handle: the standby asks it only for the model
+    version and embedding size (a real kill and failover are in tests/serve/test_soak.py)."""
+
+    class _Describe:
+        async def _answer(self) -> dict:
+            return {"model_version": VERSION, "dim": DIM}
+
+        def remote(self):
+            return self._answer()
+
+    describe = _Describe()
+
+
+def test_the_standby_takes_the_store_only_when_the_owner_let_go_and_gives_it_back(tmp_path):
+    from serve.standby import IndexStandby
+
+    owner = open_store(tmp_path / "q")
+    owner.upsert(cluster(0, 5), [Reference("gan-a", False, h) for h in hashes("a", 5)])
+    owner_service = IndexService(owner)
+
+    async def scenario() -> None:
+        standby = IndexStandby.__new__(IndexStandby)  # its constructor is async, as Serve runs it
+        await standby.__init__(_EncoderHandle(), {"path": str(tmp_path / "q")}, None, VERSION, None)
+        with pytest.raises(ApiError) as held:  # the owner holds the folder: the standby stays idle
+            await standby.generators()
+        assert held.value.code == "standby_idle" and not standby.holds_store()
+        owner_service.close()  # the owner's process is gone
+        assert await standby.generators() == {"gan-a": {"trained": 5, "enrolled": 0}}
+        out = await standby.enroll("gan-new", cluster(3, 4), hashes("new", 4), [f"{i}.png" for i in range(4)])
+        assert out["enrolled"] == 4 and standby.holds_store()
+        assert await standby.release() is True and not standby.holds_store()
+        again = IndexService(open_store(tmp_path / "q"))  # the owner's replacement opens it
+        try:
+            assert await again.generators() == {"gan-a": {"trained": 5, "enrolled": 0},
+                                                "gan-new": {"trained": 0, "enrolled": 4}}
+        finally:
+            again.close()
+        assert await standby.release() is False  # nothing held: nothing to give back
+
+    run(scenario())

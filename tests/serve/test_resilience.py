@@ -57,6 +57,7 @@ def ingress(deadline_s: float = 5.0) -> Ingress:
     target = getattr(Ingress, "__wrapped__", Ingress)
     obj = object.__new__(target)
     obj.retry_deadline_s, obj.retry_after_s, obj.retried = deadline_s, 2.0, 0
+    obj.standby, obj.owner_lost = None, False
     return obj
 
 
@@ -119,6 +120,20 @@ def test_a_deletion_lost_with_its_replica_is_repeated_and_a_repeat_finding_nothi
     with pytest.raises(ApiError) as info:
         asyncio.run(ing.delete_generator("x"))
     assert info.value.status == 404
+
+
+def test_a_lost_owner_sends_calls_to_the_standby_until_it_says_the_owner_is_back():
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError
+
+    ing = ingress()
+    idle = ApiError(503, "standby_idle", "the index owner holds the store")
+    ing.index = ing.writer = SimpleNamespace(generators=Remote([ActorDiedError(), {"from": "owner"}]))
+    ing.standby = SimpleNamespace(generators=Remote([{"from": "standby"}, {"from": "standby"}, idle]))
+    assert asyncio.run(ing.generators()) == {"from": "standby"} and ing.owner_lost  # lost: to the standby at once
+    assert asyncio.run(ing.generators()) == {"from": "standby"}  # later calls go straight there
+    assert asyncio.run(ing.generators()) == {"from": "owner"} and not ing.owner_lost  # the owner is back
 
 
 def test_a_full_queue_is_503_overloaded_at_once():
