@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,11 +268,10 @@ def test_job_entrypoint(tmp_path: Path) -> None:
     make_tree("folder", root, per_class=3)
     config = tmp_path / "ingest.yaml"
     config.write_text("max_rows_per_shard: 4\nsplit:\n  salt: job\n", encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("ingest_job", REPO / "jobs" / "ingest.py")
-    assert spec and spec.loader
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    assert job.main(["folder", str(root), str(out), "--config", str(config), "--no-ray"]) == 0
+    # As a job runs it: the script from the repository root (it is `synthray ingest`).
+    done = subprocess.run([sys.executable, "jobs/ingest.py", "folder", str(root), str(out), "--config", str(config),
+                           "--no-ray"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_manifest(out)
     assert manifest["config"]["max_rows_per_shard"] == 4 and manifest["config"]["split"]["salt"] == "job"
     assert manifest["config"]["use_ray"] is False and all(s["rows"] <= 4 for s in manifest["shards"])
