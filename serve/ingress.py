@@ -137,14 +137,14 @@ class Ingress:
                 if failover and not switched:
                     # The other of owner and standby, at once: the standby is a started
                     # process that opens the store the lost owner's exit released.
+                    gone, other = ("standby", "index owner") if self.owner_lost else ("index owner", "standby")
                     self.owner_lost = not self.owner_lost
                     switched = True
                     self.retried += 1
                     if lost is not None:
                         lost.append(type(exc).__name__)
-                    log.warning("%s: %s was lost (%s); sending it to the %s", what,
-                                "the standby" if not self.owner_lost else "the index owner", type(exc).__name__,
-                                "standby" if self.owner_lost else "index owner")
+                    log.warning("%s: the %s was lost (%s); sending it to the %s", what, gone, type(exc).__name__,
+                                other)
                     continue
                 if not repeat or time.monotonic() + wait > deadline:
                     raise ApiError(503, "replica_unavailable", f"{what} failed: a replica was lost "
@@ -171,9 +171,15 @@ class Ingress:
         """
         handle = self.writer if writer else self.index
 
-        def make() -> Any:
-            return getattr(self.standby if self.owner_lost and self.standby is not None else handle,
-                           name).remote(*args)
+        def make() -> Any:  # owner_lost is only ever set when there is a standby
+            return getattr(self.standby if self.owner_lost else handle, name).remote(*args)
+
+        def to_standby(how: str) -> None:
+            if not self.owner_lost:
+                log.warning("%s: the index owner did not answer within %.1f s and the standby %s: sending calls "
+                            "to the standby until the owner is back", what, HEDGE_AFTER_S, how)
+            self.owner_lost = True
+            first.cancel()
 
         if self.standby is None or self.owner_lost:
             return await self._call(make, what, lost=lost, failover=True)
@@ -189,11 +195,7 @@ class Ingress:
                 await call(self.standby.acquire.remote())
             except Exception:  # noqa: BLE001 - standby_idle (the owner is alive) or the standby lost
                 return await first
-            first.cancel()
-            if not self.owner_lost:
-                log.warning("%s: the index owner did not answer within %.1f s and the standby took the store: "
-                            "sending calls to the standby until the owner is back", what, HEDGE_AFTER_S)
-            self.owner_lost = True
+            to_standby("took the store")
             return await self._call(make, what, lost=lost, failover=True)
         try:
             answer = await call(getattr(self.standby, name).remote(*args))
@@ -204,11 +206,7 @@ class Ingress:
             return await first  # the owner is alive, only slow
         except Exception:  # noqa: BLE001 - the standby failing is no answer: the owner's still counts
             return await first
-        if not self.owner_lost:
-            log.warning("%s: the index owner did not answer within %.1f s and the standby could open the store: "
-                        "sending calls to the standby until the owner is back", what, HEDGE_AFTER_S)
-        self.owner_lost = True
-        first.cancel()
+        to_standby("could open the store")
         return answer
 
     # -- serve.api.Backend over the deployment handles -------------------------------------

@@ -17,8 +17,9 @@ serialized and nothing is written twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 
 from serve.errors import ApiError
 from serve.index_owner import IndexService, open_parts
@@ -70,25 +71,30 @@ class IndexStandby:
                 log.warning("standby: the index owner was lost; this process holds the store now")
         return self._service
 
-    async def forward(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def _counted(self) -> AsyncIterator[IndexService]:
+        """The service, for one call that :meth:`release` waits for."""
         if self._releasing:
             raise idle()
         # Counted before the store is opened: a release waits for calls still opening it too.
         self._in_flight += 1
         self._drained.clear()
         try:
-            service = await self._active()
-            return await getattr(service, name)(*args, **kwargs)
+            yield await self._active()
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._drained.set()
 
+    async def forward(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        async with self._counted() as service:
+            return await getattr(service, name)(*args, **kwargs)
+
     async def acquire(self) -> bool:
         """Takes the store when it is free (the owner's process is gone); 503 ``standby_idle``
         when the owner holds it. Holding it, the standby knows no owner is writing."""
-        await self._active()
-        return True
+        async with self._counted():
+            return True
 
     async def release(self) -> bool:
         """Gives the store back (the owner's replacement asks): refuses new calls, waits for
