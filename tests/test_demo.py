@@ -18,9 +18,9 @@ SMALL = {
     "demo": {
         "per_class": 100, "real_per_class": 200, "procedural": 6, "held_out": ["pixel_shuffle", "proc_0001"],
         "resolution": 48, "crop": 32, "bench_train_steps": 40, "num_cpus": 2,
-        "batch_size": 32, "samples_per_class": 4, "epochs": 2, "steps_per_epoch": 15,
+        "batch_size": 32, "samples_per_class": 4, "epochs": 2, "steps_per_epoch": 30,
         "index_per_class": 20, "eval_max_test_per_class": 20, "eval_degradations": ["jpeg:75"], "umap": False,
-        "enroll_count": 20, "query_count": 12, "discover_count": 30,
+        "enroll_count": 40, "query_count": 20, "discover_count": 30,
     }
 }
 
@@ -74,12 +74,16 @@ def test_demo_runs_every_stage(tmp_path):
     # serve: HTTP attributions, and enrollment turns the held-out family from wrong to right
     serve = summary["serve"]
     e = serve["enrollment"]
-    assert e["family"] in held_out and e["enrolled"] == 20 and e["rejected"] == 0
+    assert e["family"] in held_out and e["enrolled"] == 40 and e["rejected"] == 0
     assert e["before"]["correct"] == 0  # never seen: it cannot be named before enrollment
-    # After: named right at least sometimes. How often depends on the 2-minute encoder (most
-    # of the 20 is usual; one run here named fewer than half), so the bar is that enrollment takes effect.
-    assert e["after"]["correct"] >= 2 and e["after"]["correct"] > e["before"]["correct"], e
-    assert serve["deleted_after"] == 20
+    # After: the family is named. How often depends on the small encoder: with 15 steps an
+    # epoch and 20 enrolled it named 4 of 12 here and 0 of 12 in CI; with 30 steps and 40
+    # enrolled it named 18, 16, 18 and 11 of 20 in four runs here. The bar is 6 of 20 (0.3;
+    # the earlier bar was 2 of 12, 0.17).
+    assert e["after"]["correct"] >= 6 and e["after"]["correct"] > e["before"]["correct"], e
+    # ...and the enrolled family does not take over real photographs (measured 35 -> 34, 36 -> 36 of 40)
+    assert e["real_after"]["correct"] >= e["real_before"]["correct"] - 2, e
+    assert serve["deleted_after"] == 40
     assert e["real_before"]["images"] == e["real_after"]["images"] > 0
     assert e["calibration"]["real_fpr_after"] <= e["calibration"]["real_fpr_before"] + 0.005 + 1e-9
     assert sum(k["images"] for k in serve["known_classes"].values()) > 0
