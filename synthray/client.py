@@ -227,12 +227,12 @@ def explanation_figure(image: bytes, result: dict[str, Any], path: str | Path) -
     import base64
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from PIL import Image
+
+    from synthray.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     exp = result.get("explanation")
     if not exp:
@@ -258,12 +258,7 @@ def explanation_figure(image: bytes, result: dict[str, Any], path: str | Path) -
         ax.axis("off")
     fig.suptitle(f"{result.get('file')}: {result['label']} (toward {exp['target']}, similarity {exp['score']:.2f})",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def image_files(folder: str | Path) -> list[Path]:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Lower numbers sit lower; a module may import its own layer and the ones below.
 LAYERS = {
-    "synthray.errors": 0, "synthray.lazy": 0, "synthray.registry": 0, "synthray.config": 0,
+    "synthray.errors": 0, "synthray.lazy": 0, "synthray.registry": 0, "synthray.config": 0, "synthray.plots": 0,
     "synthray.data": 1,
     "synthray.losses": 2, "synthray.models": 2,
     "synthray.train": 3,

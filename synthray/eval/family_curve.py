@@ -145,11 +145,9 @@ def _write_markdown(curve: dict[str, Any], path: Path) -> None:
 
 
 def _plot(curve: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from synthray.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = [p["families"] for p in curve["points"]]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot(n, [p["auroc"] for p in curve["points"]], "o-", label="AUROC held-out vs real")
@@ -160,6 +158,4 @@ def _plot(curve: dict[str, Any], path: Path) -> None:
     ax.set_title("Zero-shot detection of held-out generators")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

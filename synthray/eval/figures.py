@@ -13,24 +13,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from synthray.plots import pyplot as _plt
+from synthray.plots import save_figure as _save
+
 log = logging.getLogger(__name__)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
 
 
 def confusion_heatmap(conf: Mapping[str, Any], path: Path, title: str) -> Path:

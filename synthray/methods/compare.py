@@ -392,11 +392,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars of the quality metrics per method (failed methods left out)."""
-    import matplotlib
+    from synthray.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ok = [r for r in rows if "error" not in r]
     metrics = [(k, h) for k, h in COLUMNS if k not in ("train_s", "infer_img_s", "params")]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(ok) + 2.0), 4.5))
@@ -410,10 +408,7 @@ def bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.18))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_compare_config(data: dict[str, Any]) -> CompareConfig:

@@ -248,11 +248,11 @@ def explanation_figure(images: Sequence[np.ndarray], rows: Sequence[tuple[str, S
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from skimage.segmentation import mark_boundaries
+
+    from synthray.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     n_img = len(images)
     fig, axes = plt.subplots(1 + len(rows), 2 * n_img, figsize=(2.2 * 2 * n_img, 2.2 * (1 + len(rows))), squeeze=False)
@@ -276,9 +276,4 @@ def explanation_figure(images: Sequence[np.ndarray], rows: Sequence[tuple[str, S
                 axes[i, 2 * j + 1].imshow(mark_boundaries(img, exp.lime.segments, color=(1, 1, 1)))
                 axes[i, 2 * j + 1].imshow(m, cmap="bwr", vmin=-top, vmax=top, alpha=0.55)
                 axes[i, 2 * j + 1].set_title(f"LIME (R2 {exp.lime.r2:.2f})", fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,0 +1,31 @@
+"""Figures as PNG files: matplotlib's Agg backend (no display needed) and one way to save.
+
+Every figure the project draws (reports, explanations, curves) goes through these two
+calls, so the backend choice and the save (folder created, layout tightened, figure closed
+so long runs do not accumulate open figures) live in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (imported on first use: matplotlib is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Writes ``fig`` to ``path`` (PNG; parent folders created) and closes it; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
