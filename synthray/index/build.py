@@ -223,7 +223,7 @@ def stream_ray(files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexCo
 
 
 def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
-                    attribution: AttributionConfig) -> Any:
+                    attribution: AttributionConfig, figure: Path | None = None) -> Any:
     """The rule's thresholds from queries of known classes, scored against ``store``.
 
     Args:
@@ -231,6 +231,7 @@ def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
         vectors: (N, D) query embeddings.
         true_labels: N true classes (each indexed).
         attribution: k, unknown rate and target FPR.
+        figure: where to draw the scores and the chosen thresholds (PNG); None: no figure.
     Returns:
         :class:`~synthray.attribution.rule.Thresholds`.
     """
@@ -238,8 +239,18 @@ def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
 
     hits = store.class_hits(np.asarray(vectors, dtype=np.float32), attribution.k)
     classes = sorted(store.counts())
-    return calibrate(class_scores(hits, classes), true_labels, attribution.target_fpr, attribution.unknown_rate,
-                     attribution.k)
+    cs = class_scores(hits, classes)
+    thresholds = calibrate(cs, true_labels, attribution.target_fpr, attribution.unknown_rate, attribution.k)
+    if figure is not None:
+        from synthray.attribution.figure import calibration_figure
+
+        try:
+            calibration_figure(cs, true_labels, thresholds, figure)
+        except Exception as e:  # noqa: BLE001 - a picture must never cost the index
+            log.warning("calibration figure not drawn (%s: %s)", type(e).__name__, e)
+        else:
+            log.info("calibration figure: %s", figure)
+    return thresholds
 
 
 def _warn_short(choice: Choice, cap: int | None) -> None:
@@ -374,10 +385,12 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
                         len(sink.missing))
 
         t0 = time.perf_counter()
-        thresholds, calibration = None, _calibration_gap(cal, cfg)
+        thresholds, calibration, calibration_png = None, _calibration_gap(cal, cfg), None
         if sink.cal_labels:
             cal_vectors = np.stack(sink.cal_vectors)
-            thresholds = calibrate_store(store, cal_vectors, sink.cal_labels, attribution)
+            figure = cfg.figures_root() / f"calibration-{embedder.model_version}.png"
+            thresholds = calibrate_store(store, cal_vectors, sink.cal_labels, attribution, figure)
+            calibration_png = str(figure) if figure.exists() else None
             calibration = {**thresholds.calibration, **calibration}
             _keep_real_calibration(store, cal_vectors, sink)
         store.set_metadata({
@@ -417,6 +430,7 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
             "added": sink.added,
             "already_present": len(present),
             "calibration": calibration,
+            "calibration_figure": calibration_png,
             "enrollments": reenrolled,
             "active": {"alias": alias_name(cfg.store), "previous": previous} if cfg.activate else None,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 
 @dataclasses.dataclass
@@ -65,4 +66,10 @@ class IndexConfig:
     # Point the active alias (store.alias) at this collection once it is complete: queries of
     # the alias move from the old version to the new in one step (roll back: synthray index activate).
     activate: bool = True
+    # Where the calibration figure (scores and chosen thresholds) goes; None = beside the
+    # embedded store's folder (<store.path>/..).
+    figures_dir: str | None = None
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
+
+    def figures_root(self) -> Path:
+        return Path(self.figures_dir or os.path.dirname(os.path.abspath(self.store.path)))

@@ -83,6 +83,10 @@ def test_build_indexes_the_smallest_hashes_of_each_trained_class(built, tiny_mod
     assert meta["classes"] == s["classes"] and meta["held_out"] == ["dots"] and meta["per_class"] == 20
     assert meta["attribution"]["k"] == 11 and meta["checkpoint"] == s["checkpoint"]
     assert meta["thresholds"]["calibration"]["queries"] == s["calibration"]["queries"] > 0
+    # the calibration as a picture, beside the store, named by model version
+    figure = Path(s["calibration_figure"])
+    assert figure.parent == Path(built.cfg.store.path).resolve().parent
+    assert figure.name == f"calibration-{emb.model_version}.png" and figure.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_real_gets_more_references_than_each_generator_by_default(tiny_model, tmp_path):
@@ -206,6 +210,7 @@ def test_without_calibration_images_no_thresholds_are_stored(built, tiny_model, 
     caplog.set_level(logging.WARNING, logger="synthray.index.build")
     summary = build_index(_cfg(tiny_model, tmp_path / "q", per_class=5, calibration_split="holdout"), use_ray=False)
     assert summary["calibration"] == {"skipped": "no images of the indexed classes in split 'holdout'"}
+    assert summary["calibration_figure"] is None
     assert any("no open-set thresholds stored" in r.getMessage() for r in caplog.records)
     assert "thresholds" not in _stored(cfg, emb.model_version, emb.dim)[1]  # the first build's are gone too
     with open_store(cfg.store, emb.model_version, emb.dim, create=False) as store:
