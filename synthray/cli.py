@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,8 +43,16 @@ from synthray.config import (
 log = logging.getLogger("synthray")
 
 
-def _emit(result: Any) -> None:
-    """The command's result (not status) goes to stdout as JSON, for people and scripts."""
+def _emit(result: Any, one_line_per_key: bool = False) -> None:
+    """The command's result (not status) goes to stdout as JSON, for people and scripts.
+
+    ``one_line_per_key``: each top-level entry on one line (a long summary stays a screen
+    long; still one JSON document).
+    """
+    if one_line_per_key and isinstance(result, dict):
+        body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in result.items())
+        sys.stdout.write("{\n" + body + "\n}\n")
+        return
     sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
 
 
@@ -170,8 +179,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = from_dict(DemoConfig, _yaml_section(args.config, "demo"))
     if args.per_class is not None:
         cfg.per_class = args.per_class
+    # Warnings Ray raises about its own internals (deprecations inside Ray Data and Ray
+    # Train, task-concurrency hints) are nothing a demo user can act on.
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    # Ray Data logs its operators' progress every 10 s where there is no terminal to draw
+    # bars on (13 lines a time); once a minute keeps a long stage visibly alive.
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
     summary = run_demo(args.out, cfg)
-    _emit(headline(summary))
+    _emit(headline(summary), one_line_per_key=True)
     return 0
 
 

@@ -51,6 +51,26 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     log.info("== stage %s: done in %.1f s", name, timings[name])
 
 
+def link_ray_logs(link: Path) -> None:
+    """Points ``link`` at the running Ray session's log folder (each worker's and actor's
+    output), and says where it is; a stale link from an earlier run is replaced."""
+    import ray
+
+    try:
+        # Ray has no public call for the log folder; the node object knows it.
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # noqa: SLF001
+    except AttributeError:  # another Ray version: say where to look instead of failing the demo
+        log.info("Ray's worker logs: under Ray's temp folder (session_latest/logs)")
+        return
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        log.info("Ray's worker and Serve logs: %s (%s is taken)", logs, link)
+        return
+    link.symlink_to(logs, target_is_directory=True)
+    log.info("Ray's worker and Serve logs: %s (-> %s)", link, logs)
+
+
 def demo_train_config(
     out: Path, cfg: DemoConfig, pre: PreprocessConfig, pipe: PipelineConfig, held_out: tuple[str, ...]
 ) -> TrainConfig:
@@ -130,8 +150,13 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     from synthray.index.build import build_index
     from synthray.index.config import IndexConfig, StoreConfig
 
-    # A fresh local cluster of our own (never one left running elsewhere).
-    ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False)
+    # A fresh local cluster of our own (never one left running elsewhere). Its processes'
+    # output (Ray Data's per-operator bars from the Train worker, Serve's access log, Ray
+    # Train's internal warnings: thousands of lines) goes to Ray's log files, linked from the
+    # run folder; this terminal keeps one line per stage, training steps with an ETA
+    # (followed from the run folder), and the summary.
+    ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    link_ray_logs(out / "ray-logs")
     try:
         with stage("ingest", timings):
             manifest = ingest("folder", out / "synthbench", out / "shards", IngestConfig(use_ray=True))
@@ -148,7 +173,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
             summary["stream"] = stream_summary(out / "shards", pre, pipe, cfg.batch_size, split="train", seed=cfg.seed)
         with stage("train", timings):
             train_cfg = demo_train_config(out, cfg, pre, pipe, held_out=tuple(bench.get("held_out") or ()))
-            result = fit_ray(train_cfg)
+            result = fit_ray(train_cfg, follow_progress=True)
             summary["train"] = {
                 "run": result["run"],
                 "checkpoint": result["checkpoint"],
@@ -159,6 +184,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
                     for h in result["history"]
                 ],
                 "model_version": result["metrics"].get("model_version"),
+                "curves": result.get("curves"),
             }
         store = StoreConfig(path=str(out / "index" / "qdrant"))
         checkpoint = str(result["checkpoint"])

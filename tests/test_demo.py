@@ -37,6 +37,12 @@ def test_demo_runs_every_stage(tmp_path):
     # stdout carries the printed summary (Ray's raylet may print warnings before it)
     printed = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     summary = json.loads((out / "summary.json").read_text())
+    # Output a person reads: one line per stage, training progress, the summary; Ray's own
+    # output (thousands of lines before) in the Ray session's logs, linked from the run folder.
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) <= 200, f"{len(lines)} lines printed:\n" + "\n".join(lines[:300])
+    assert "train: epoch 2/2" in proc.stderr and "== stage serve: done" in proc.stderr
+    assert (out / "ray-logs").is_symlink() and any((out / "ray-logs").iterdir())
     assert set(summary["timings_s"]) == {"synthbench", "ingest", "stream", "train", "index", "evaluate", "serve"}
 
     # shards: every benchmark image ingested once, none lost; splits by source photograph

@@ -20,8 +20,10 @@ from synthray.config import TrainConfig, to_dict
 from synthray.data.loader import iter_balanced_local
 from synthray.data.preprocess import eval_preprocess
 from synthray.train.checkpoint import latest_good
+from synthray.train.curves import draw_curves
 from synthray.train.loop import Runtime, train_loop
 from synthray.train.plan import make_plan, run_path
+from synthray.train.progress import PROGRESS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def fit_local(cfg: TrainConfig, device: str | torch.device | None = None) -> dic
         cfg: the training config (``num_workers`` must be 1).
         device: torch device; None = CUDA when available, else CPU.
     Returns:
-        {"metrics": last epoch's metrics, "checkpoint": folder, "classes": [...], "run": folder}.
+        {"metrics": last epoch's metrics, "checkpoint": folder, "classes": [...], "run": folder,
+        "curves": the training-curves PNG}.
     """
     if cfg.num_workers != 1:
         raise ValueError("fit_local runs one process; use the Ray trainer for num_workers > 1")
@@ -71,7 +74,8 @@ def fit_local(cfg: TrainConfig, device: str | torch.device | None = None) -> dic
         return found[1] if found else None
 
     rt = Runtime(rank=0, world_size=1, device=dev, train_batches=train_batches, val_batches=val_batches,
-                 report=report, restore=restore, scratch_dir=ckpt_dir)
+                 report=report, restore=restore, scratch_dir=ckpt_dir, progress_file=run / PROGRESS_FILE)
     metrics = train_loop(cfg, plan.classes, plan.steps_per_epoch, rt)
     last = checkpoint_folders(run)
-    return {"metrics": metrics, "checkpoint": str(last[-1]) if last else None, "classes": plan.classes, "run": str(run)}
+    return {"metrics": metrics, "checkpoint": str(last[-1]) if last else None, "classes": plan.classes, "run": str(run),
+            "curves": draw_curves(run)}

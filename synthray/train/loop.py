@@ -27,6 +27,7 @@ from synthray.config import TrainConfig, to_dict
 from synthray.losses import build_loss
 from synthray.models import build_encoder
 from synthray.train.checkpoint import save_checkpoint
+from synthray.train.progress import StepProgress
 from synthray.train.step import autocast_context, supcon_step
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Runtime:
     restore: Callable[[], dict[str, Any] | None]  # the checkpoint to resume from, loaded, or None
     scratch_dir: Path  # where this worker may write a checkpoint before reporting it
     prepare_model: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP wrapping
+    progress_file: Path | None = None  # rank 0 appends its progress records here (None: log only)
 
 
 def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -184,6 +186,8 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
     metrics: dict[str, Any] = dict(restored["meta"].get("metrics", {})) if restored is not None else {}
     ddp_model = rt.prepare_model(model)
     no_sync = getattr(ddp_model, "no_sync", None)
+    # Rank 0 speaks for the group (every rank runs the same steps); others stay quiet.
+    progress = StepProgress(total_steps, cfg.epochs, first_step=step, file=rt.progress_file) if rt.rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
         t0 = time.perf_counter()
@@ -219,6 +223,8 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
             n_steps += 1
             n_images += len(y)
             loss_sum += float(loss)
+            if progress is not None:
+                progress.step(step, epoch, loss_sum / n_steps, len(y))
         train_s = time.perf_counter() - t0
         images_total, loss_total, steps_total = _all_reduce([n_images, loss_sum, n_steps], device, rt.world_size)
         metrics = {
@@ -243,11 +249,8 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
             }
             meta = {"config": to_dict(cfg), "classes": classes, "metrics": metrics, "epoch": epoch, "step": step}
             metrics["model_version"] = save_checkpoint(folder, model, state, meta)
-            log.info(
-                "epoch %d: train_loss %.4f val_loss %.4f val_knn_acc %.3f (%d img/s) model %s",
-                epoch, metrics["train_loss"], metrics["val_loss"], metrics["val_knn_acc"],
-                metrics["train_images_per_s"], metrics["model_version"],
-            )
+        if progress is not None:
+            progress.epoch(metrics)
         rt.report(metrics, folder)
     return metrics
 

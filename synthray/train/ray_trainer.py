@@ -11,6 +11,7 @@ same run folder continues from it too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,8 +25,10 @@ from synthray.config import PipelineConfig, TrainConfig, from_dict, to_dict
 from synthray.data.preprocess import eval_preprocess
 from synthray.data.shards import write_text_atomic
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
+from synthray.train.curves import draw_curves
 from synthray.train.loop import Runtime, train_loop
 from synthray.train.plan import make_plan, run_path
+from synthray.train.progress import PROGRESS_FILE, following
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         rt = Runtime(rank=rank, world_size=world, device=device, train_batches=train_batches,
                      val_batches=val_batches, report=report,
                      restore=restore,
-                     scratch_dir=Path(scratch), prepare_model=prepare)
+                     scratch_dir=Path(scratch), prepare_model=prepare,
+                     progress_file=Path(config["run"]) / PROGRESS_FILE)
         train_loop(cfg, classes, config["steps_per_epoch"], rt)
 
 
@@ -142,13 +146,17 @@ def data_pipeline(cfg: TrainConfig, data_cpus: float) -> PipelineConfig:
                                gpu_budget=0 if cfg.use_gpu else cfg.pipeline.gpu_budget)
 
 
-def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
+def fit_ray(cfg: TrainConfig, follow_progress: bool = False) -> dict[str, Any]:
     """Runs training as a Ray Train job on the connected (or a new local) Ray cluster.
 
     Args:
         cfg: the training config.
+        follow_progress: log rank 0's progress records from the run folder here (for a driver
+            whose workers' output is not forwarded, ``ray.init(log_to_driver=False)``; the
+            folder must be on a file system this process sees).
     Returns:
-        {"metrics", "checkpoint", "classes", "held_out", "run", "history"} of the result.
+        {"metrics", "checkpoint", "classes", "held_out", "run", "history", "curves"} of the result
+        (``curves``: the training-curves PNG in the run folder).
     """
     import ray
     import ray.train
@@ -205,7 +213,9 @@ def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
     )
     log.info("training %s on %d worker(s): classes %s, held out %s, %d steps/epoch",
              cfg.experiment.setting, cfg.num_workers, plan.classes, plan.held_out, plan.steps_per_epoch)
-    result = trainer.fit()
+    (run / PROGRESS_FILE).unlink(missing_ok=True)  # a follower must not replay an earlier run's records
+    with following(run / PROGRESS_FILE) if follow_progress else contextlib.nullcontext():
+        result = trainer.fit()
     if result.error is not None:
         raise result.error
     history_file = run / "metrics.jsonl"
@@ -217,4 +227,5 @@ def fit_ray(cfg: TrainConfig) -> dict[str, Any]:
         "held_out": plan.held_out,
         "run": str(run),
         "history": history,
+        "curves": draw_curves(run),
     }

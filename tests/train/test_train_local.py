@@ -30,6 +30,10 @@ def test_local_training_learns_checkpoints_and_resumes(texture_shards, tmp_path,
     assert ckpt["meta"]["classes"] == out["classes"] == ["real", "checks", "rings", "stripes"]
     assert ckpt["meta"]["model_version"] == hist[-1]["model_version"]
     assert ckpt["state"]["step"] == 3 * hist[0]["epoch_steps"]
+    # progress: rank 0's epoch records in the run folder, and the curves drawn from them
+    progress = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in progress if r["kind"] == "epoch"] == [0, 1, 2]
+    assert out["curves"] == str(run / "training_curves.png") and (run / "training_curves.png").stat().st_size > 0
 
     # Started again with more epochs: it continues at epoch 3 with the same step count.
     cfg.epochs = 4

@@ -357,15 +357,18 @@ def build_synthbench(
         )
     workers = max(1, min(num_workers or _available_cores(), len(todo)))
     logger.info(
-        "synthbench: building %d classes x %d images at %dpx into %s (%d worker%s)",
-        len(todo), cfg.per_class, cfg.resolution, out, workers, "" if workers == 1 else "s",
+        "synthbench: building %d classes x %d images at %dpx from %d photographs (%d files skipped) into %s "
+        "(%d worker%s)",
+        len(todo), cfg.per_class, cfg.resolution, len(found), len(skipped), out, workers, "" if workers == 1 else "s",
     )
     for done, (job, info) in enumerate(_run_jobs(todo, workers), 1):
         state["classes"][job.label] = info
         store.write_json(out / STATE_NAME, state)  # the class is now safe from interruption
+        fit = info.get("fit") or {}
         logger.info(
-            "synthbench [%d/%d] %s: %d images in %.1fs",
+            "synthbench [%d/%d] %s: %d images in %.1fs%s",
             done, len(todo), job.label, cfg.per_class, info["seconds"],
+            f" (fitted: loss {fit['loss_first']} -> {fit['loss_last']})" if fit.get("loss_first") is not None else "",
         )
     generation_seconds = time.perf_counter() - total_start
     _write_sources(out, cfg)

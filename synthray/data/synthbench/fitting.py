@@ -91,5 +91,6 @@ def fit_family(
     seconds = time.perf_counter() - start
     head = float(np.mean(losses[:10])) if losses else None
     tail = float(np.mean(losses[-10:])) if losses else None
-    logger.info("fitted %s: %d steps, loss %s -> %s (%.1fs)", model.name, steps, head, tail, seconds)
+    # Debug: the build logs one line per finished class; the fit's figures are in its summary.
+    logger.debug("fitted %s: %d steps, loss %s -> %s (%.1fs)", model.name, steps, head, tail, seconds)
     return FitResult(steps, batch_size, head, tail, seconds)

@@ -191,9 +191,8 @@ def find_photos(min_side: int = MIN_SIDE) -> tuple[list[Photo], list[dict[str, s
             "no usable photograph found in scikit-image, scikit-learn or matplotlib; "
             "synthbench needs at least one of them installed"
         )
-    logger.info(
-        "synthbench: %d source photographs; %d files skipped", len(used), len(skipped),
-    )
+    # Every build worker finds them again: the build's own line reports the count once.
+    logger.debug("synthbench: %d source photographs; %d files skipped", len(used), len(skipped))
     return used, skipped
 
 
