@@ -258,6 +258,8 @@ def test_summary_describes_the_build(built: tuple[Path, dict]) -> None:
     assert set(summary["timings"]["classes_s"]) == set(summary["labels"])
     for key in ("baseline", "fingerprint_probe"):
         assert summary[key]["attribution"]["n_classes"] == len(summary["labels"])
+    # a look at the classes, beside the summary
+    assert Path(summary["samples_figure"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_same_seed_gives_identical_bytes_different_seed_does_not(

@@ -235,6 +235,17 @@ def _run_jobs(jobs: list[ClassJob], num_workers: int) -> Iterator[tuple[ClassJob
                     future.cancel()  # on an error, do not start the classes still queued
 
 
+def _draw_samples(out: Path, labels: list[str]) -> str | None:
+    """``samples.png`` (a few test images of each class); a failure to draw is a warning only."""
+    from synthray.data.synthbench.samples import sample_grid
+
+    try:
+        return str(sample_grid(out, labels))
+    except Exception as e:  # noqa: BLE001 - a picture must never cost the benchmark
+        logger.warning("synthbench: sample images not drawn (%s: %s)", type(e).__name__, e)
+        return None
+
+
 def _summary(
     cfg: SynthbenchConfig,
     identity: str,
@@ -386,6 +397,7 @@ def build_synthbench(
     summary = _summary(cfg, identity, state["classes"], photos, skipped, timings)
     summary["baseline"] = baseline
     summary["fingerprint_probe"] = probe
+    summary["samples_figure"] = _draw_samples(out, labels)
     store.write_json(out / SUMMARY_NAME, summary)
     (out / STATE_NAME).unlink(missing_ok=True)
     logger.info(
