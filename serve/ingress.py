@@ -164,9 +164,9 @@ class Ingress:
 
         A read the owner has not answered within :data:`HEDGE_AFTER_S` is also sent to the
         standby: a killed owner often fails no call (its requests wait in Serve's queue for
-        the replacement), so a slow answer is how its loss shows. The standby answers only
-        when the store is free, i.e. the owner's process is gone; otherwise it says
-        ``standby_idle`` and the owner's answer is awaited. A slow write is moved to the
+        the replacement), so a slow answer is how its loss shows. The standby is asked to
+        take the store first; it can only when the store is free, i.e. the owner's process is
+        gone. When it cannot, the owner's answer is awaited. A slow write is moved to the
         standby only once the standby holds the store (see below), never sent twice.
         """
         handle = self.writer if writer else self.index
@@ -187,19 +187,23 @@ class Ingress:
         done, _ = await asyncio.wait({first}, timeout=HEDGE_AFTER_S)
         if done:
             return first.result()
+        # Asked first, for reads too: a standby that cannot take the store says so in an
+        # answer, where a read sent to it would fail with a logged error each time.
+        try:
+            held = await call(self.standby.acquire.remote())
+        except Exception:  # noqa: BLE001 - the standby lost: the owner's answer still counts
+            return await first
+        if not held:  # the owner is alive, only slow
+            return await first
         if name not in READS:
             # A write is sent once: only when the standby holds the store (so no owner process
             # is running, and the queued call cannot have started) is it withdrawn from the
             # owner's queue and sent to the standby.
-            try:
-                await call(self.standby.acquire.remote())
-            except Exception:  # noqa: BLE001 - standby_idle (the owner is alive) or the standby lost
-                return await first
             to_standby("took the store")
             return await self._call(make, what, lost=lost, failover=True)
         try:
             answer = await call(getattr(self.standby, name).remote(*args))
-        except ApiError as exc:
+        except ApiError as exc:  # standby_idle: released to the owner's replacement meanwhile
             if exc.code != "standby_idle":
                 first.cancel()
                 raise

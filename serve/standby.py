@@ -91,10 +91,17 @@ class IndexStandby:
             return await getattr(service, name)(*args, **kwargs)
 
     async def acquire(self) -> bool:
-        """Takes the store when it is free (the owner's process is gone); 503 ``standby_idle``
-        when the owner holds it. Holding it, the standby knows no owner is writing."""
-        async with self._counted():
-            return True
+        """Takes the store when it is free (the owner's process is gone) and says True; False
+        when the owner holds it (or a release is under way). Holding it, the standby knows no
+        owner is writing. A refusal is an answer, not an error: the ingress asks on every slow
+        call, and the owner being alive is the usual case (an error would log a traceback each time)."""
+        try:
+            async with self._counted():
+                return True
+        except ApiError as exc:
+            if exc.code != "standby_idle":
+                raise
+            return False
 
     async def release(self) -> bool:
         """Gives the store back (the owner's replacement asks): refuses new calls, waits for

@@ -221,6 +221,7 @@ def test_the_standby_takes_the_store_only_when_the_owner_let_go_and_gives_it_bac
         with pytest.raises(ApiError) as held:  # the owner holds the folder: the standby stays idle
             await standby.generators()
         assert held.value.code == "standby_idle" and not standby.holds_store()
+        assert await standby.acquire() is False and not standby.holds_store()  # an answer, not an error
         owner_service.close()  # the owner's process is gone
         assert await standby.generators() == {"gan-a": {"trained": 5, "enrolled": 0}}
         out = await standby.enroll("gan-new", cluster(3, 4), hashes("new", 4), [f"{i}.png" for i in range(4)])

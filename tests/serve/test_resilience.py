@@ -136,6 +136,39 @@ def test_a_lost_owner_sends_calls_to_the_standby_until_it_says_the_owner_is_back
     assert asyncio.run(ing.generators()) == {"from": "owner"} and not ing.owner_lost  # the owner is back
 
 
+class Slow:
+    """A deployment method stand-in whose answer takes ``delay_s`` (an owner that is slow or gone)."""
+
+    def __init__(self, answer, delay_s: float):
+        self.answer, self.delay_s, self.calls = answer, delay_s, 0
+
+    def remote(self, *args):
+        self.calls += 1
+
+        async def answer():
+            await asyncio.sleep(self.delay_s)
+            return self.answer
+        return answer()
+
+
+def test_a_slow_owner_is_waited_for_when_the_standby_cannot_take_the_store_and_left_when_it_can():
+    from types import SimpleNamespace
+
+    ing = ingress()
+    owner = Slow({"from": "owner"}, delay_s=0.6)  # past the hedge delay (0.3 s)
+    ing.index = ing.writer = SimpleNamespace(generators=owner)
+    standby_read = Remote([{"from": "standby"}])
+    # The owner holds the store: the standby answers False (no error, nothing logged as failed)
+    # and is never sent the read; the owner's answer comes back.
+    ing.standby = SimpleNamespace(acquire=Remote([False]), generators=standby_read)
+    assert asyncio.run(ing.generators()) == {"from": "owner"} and not ing.owner_lost
+    assert standby_read.outcomes == [{"from": "standby"}]  # untouched
+    # The owner's process is gone (its call waits in a queue): the standby takes the store,
+    # answers, and later calls go to it.
+    ing.standby = SimpleNamespace(acquire=Remote([True]), generators=standby_read)
+    assert asyncio.run(ing.generators()) == {"from": "standby"} and ing.owner_lost
+
+
 def test_a_full_queue_is_503_overloaded_at_once():
     from ray.serve.exceptions import BackPressureError
 
