@@ -181,6 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg.per_class = args.per_class
     # Warnings Ray raises about its own internals (deprecations inside Ray Data and Ray
     # Train, task-concurrency hints) are nothing a demo user can act on.
+    import ray.util.annotations  # noqa: F401 - it adds its own filter for its deprecations at import; ours goes first
+
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     # Ray Data logs its operators' progress every 10 s where there is no terminal to draw
     # bars on (13 lines a time); once a minute keeps a long stage visibly alive.
