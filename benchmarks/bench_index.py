@@ -46,15 +46,18 @@ def make_checkpoint(folder: Path, backbone: str, resolution: int) -> Path:
     from synthray.models import EncoderConfig, build_encoder
     from synthray.train.checkpoint import save_checkpoint
 
-    cfg = TrainConfig(encoder=EncoderConfig(backbone=backbone, embedding_dim=128),
-                      preprocess=PreprocessConfig(resolution=resolution, device="cpu"))
+    cfg = TrainConfig(
+        encoder=EncoderConfig(backbone=backbone, embedding_dim=128),
+        preprocess=PreprocessConfig(resolution=resolution, device="cpu"),
+    )
     model = build_encoder(cfg.encoder)
     save_checkpoint(folder, model, {}, {"config": to_dict(cfg), "classes": ["fake", "real"]})
     return folder
 
 
-def bench_embedding(work: Path, images: int, backbone: str, resolution: int, batch_size: int,
-                    cpus: int) -> dict[str, float | None]:
+def bench_embedding(
+    work: Path, images: int, backbone: str, resolution: int, batch_size: int, cpus: int
+) -> dict[str, float | None]:
     """Images/s of the Ray Data stream and of the in-process loop over the same rows."""
     import ray
 
@@ -92,13 +95,18 @@ def bench_embedding(work: Path, images: int, backbone: str, resolution: int, bat
     finally:
         ray.shutdown()
     assert n == plain_n, (n, plain_n)
-    return {"images": n, "plain_s": plain_s, "plain_rate": plain_n / plain_s, "ray_s": end - start,
-            "ray_rate": n / (end - start), "ray_first_s": (first or end) - start,
-            # Only meaningful when batches really stream in: small inputs come out of Ray Data as
-            # one block, every batch at the same moment.
-            "ray_steady_rate": ((n - first_n) / (end - first)
-                                if first and end - first > 0.1 * (end - start) else None),
-            "torch_threads": __import__("torch").get_num_threads()}
+    return {
+        "images": n,
+        "plain_s": plain_s,
+        "plain_rate": plain_n / plain_s,
+        "ray_s": end - start,
+        "ray_rate": n / (end - start),
+        "ray_first_s": (first or end) - start,
+        # Only meaningful when batches really stream in: small inputs come out of Ray Data as
+        # one block, every batch at the same moment.
+        "ray_steady_rate": ((n - first_n) / (end - first) if first and end - first > 0.1 * (end - start) else None),
+        "torch_threads": __import__("torch").get_num_threads(),
+    }
 
 
 def _num(x: float | None, fmt: str = ".0f") -> str:
@@ -150,8 +158,9 @@ def _agreement(found: list[list[int]], exact: list[list[int]]) -> tuple[float, f
     return same, recall
 
 
-def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, efs: list[int],
-              client_max: int) -> list[dict[str, Any]]:
+def bench_knn(
+    work: Path, size: int, kind: str, queries: int, k: int, dim: int, efs: list[int], client_max: int
+) -> list[dict[str, Any]]:
     """kNN of ``queries`` single queries among ``size`` points: exact numpy (the plain baseline),
     synthray's exact path, Qdrant Edge's HNSW at each ``hnsw_ef``, qdrant-client's local mode."""
     import dataclasses
@@ -170,8 +179,16 @@ def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, 
         return top[np.argsort(-sims[top])].tolist()
 
     ms, exact = _search_timed(topk, q)
-    rows.append({"engine": "numpy exact (plain baseline)", "load_s": None, "build_s": None, "ms": ms,
-                 "same": 1.0, "recall": 1.0})
+    rows.append(
+        {
+            "engine": "numpy exact (plain baseline)",
+            "load_s": None,
+            "build_s": None,
+            "ms": ms,
+            "same": 1.0,
+            "recall": 1.0,
+        }
+    )
 
     def ids(hits: list[Any]) -> list[int]:
         return [index_of[h.id] for h in hits]
@@ -180,12 +197,19 @@ def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, 
     with open_store(cfg, version, dim) as store:
         t0 = time.perf_counter()
         for s in range(0, size, 20_000):
-            store.upsert(refs[s:s + 20_000], payloads[s:s + 20_000])
+            store.upsert(refs[s : s + 20_000], payloads[s : s + 20_000])
         load_s = time.perf_counter() - t0
         store.search(q[:1], k)  # fills the cached matrix once
         ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), q)
-        rows.append({"engine": "synthray exact path (numpy over the cached matrix)", "load_s": load_s,
-                     "build_s": None, "ms": ms, **dict(zip(("same", "recall"), _agreement(found, exact)))})
+        rows.append(
+            {
+                "engine": "synthray exact path (numpy over the cached matrix)",
+                "load_s": load_s,
+                "build_s": None,
+                "ms": ms,
+                **dict(zip(("same", "recall"), _agreement(found, exact))),
+            }
+        )
         t0 = time.perf_counter()
         store.optimize()
         build_s = time.perf_counter() - t0
@@ -193,20 +217,35 @@ def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, 
             store.cfg = dataclasses.replace(cfg, exact_max=0, hnsw_ef=ef)
             store.search(q[:1], k)
             ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), q)
-            rows.append({"engine": f"Qdrant Edge HNSW, hnsw_ef {ef}", "load_s": load_s, "build_s": build_s,
-                         "ms": ms, **dict(zip(("same", "recall"), _agreement(found, exact)))})
+            rows.append(
+                {
+                    "engine": f"Qdrant Edge HNSW, hnsw_ef {ef}",
+                    "load_s": load_s,
+                    "build_s": build_s,
+                    "ms": ms,
+                    **dict(zip(("same", "recall"), _agreement(found, exact))),
+                }
+            )
     if size <= client_max:
-        ccfg = StoreConfig(path=str(work / f"client-{kind}-{size}"), engine="client-local", upsert_batch=4096,
-                           exact_max=0)
+        ccfg = StoreConfig(
+            path=str(work / f"client-{kind}-{size}"), engine="client-local", upsert_batch=4096, exact_max=0
+        )
         with open_store(ccfg, version, dim) as store:
             t0 = time.perf_counter()
             for s in range(0, size, 20_000):
-                store.upsert(refs[s:s + 20_000], payloads[s:s + 20_000])
+                store.upsert(refs[s : s + 20_000], payloads[s : s + 20_000])
             load_s = time.perf_counter() - t0
             few = q[: max(10, queries // 10)]  # seconds per query at 100k: fewer of them
             ms, found = _search_timed(lambda row: ids(store.search(row[None], k)[0]), few)
-            rows.append({"engine": "qdrant-client local mode", "load_s": load_s, "build_s": None, "ms": ms,
-                         **dict(zip(("same", "recall"), _agreement(found, exact[:len(few)])))})
+            rows.append(
+                {
+                    "engine": "qdrant-client local mode",
+                    "load_s": load_s,
+                    "build_s": None,
+                    "ms": ms,
+                    **dict(zip(("same", "recall"), _agreement(found, exact[: len(few)]))),
+                }
+            )
     for r in rows:
         r.update(size=size, kind=kind, p50=_percentiles(r["ms"])[0], p99=_percentiles(r["ms"])[1], queries=len(r["ms"]))
         del r["ms"]
@@ -217,13 +256,26 @@ def bench_knn(work: Path, size: int, kind: str, queries: int, k: int, dim: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 images; 2k and 10k points")
-    parser.add_argument("--kinds", nargs="+", default=["clustered", "random"], choices=["clustered", "random"],
-                        help="vector sets for (b)")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["clustered", "random"],
+        choices=["clustered", "random"],
+        help="vector sets for (b)",
+    )
     parser.add_argument("--efs", type=int, nargs="+", default=[64, 128, 256, 512], help="HNSW search beams for (b)")
-    parser.add_argument("--random-max", type=int, default=100_000,
-                        help="largest size random vectors are tried at (HNSW builds slowest on them)")
-    parser.add_argument("--client-max", type=int, default=100_000,
-                        help="largest size qdrant-client's local mode is loaded at (35 s per 100k points)")
+    parser.add_argument(
+        "--random-max",
+        type=int,
+        default=100_000,
+        help="largest size random vectors are tried at (HNSW builds slowest on them)",
+    )
+    parser.add_argument(
+        "--client-max",
+        type=int,
+        default=100_000,
+        help="largest size qdrant-client's local mode is loaded at (35 s per 100k points)",
+    )
     parser.add_argument("--images", type=int, help="images embedded in (a) (default 1200, quick 300)")
     parser.add_argument("--sizes", type=int, nargs="+", help="reference points in (b) (default 10k 100k 1M)")
     parser.add_argument("--queries", type=int, default=200)
@@ -234,8 +286,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray cluster")
     parser.add_argument("--skip-embedding", action="store_true", help="only (b)")
-    parser.add_argument("--store-dir", help="folder for the embedded stores of (b) (default: the temp dir); "
-                        "/dev/shm takes the disk's per-point fsync out of the load time")
+    parser.add_argument(
+        "--store-dir",
+        help="folder for the embedded stores of (b) (default: the temp dir); "
+        "/dev/shm takes the disk's per-point fsync out of the load time",
+    )
     parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -247,12 +302,20 @@ def main() -> None:
         Path(args.store_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        emb = None if args.skip_embedding else bench_embedding(
-            work, images, args.backbone, args.resolution, args.batch_size, args.cpus)
+        emb = (
+            None
+            if args.skip_embedding
+            else bench_embedding(work, images, args.backbone, args.resolution, args.batch_size, args.cpus)
+        )
         store_dir = Path(tempfile.mkdtemp(dir=args.store_dir)) if args.store_dir else work
         try:
-            knn = [r for kind in args.kinds for n in sizes if kind != "random" or n <= args.random_max
-                   for r in bench_knn(store_dir, n, kind, args.queries, args.k, args.dim, args.efs, args.client_max)]
+            knn = [
+                r
+                for kind in args.kinds
+                for n in sizes
+                if kind != "random" or n <= args.random_max
+                for r in bench_knn(store_dir, n, kind, args.queries, args.k, args.dim, args.efs, args.client_max)
+            ]
         finally:
             if args.store_dir:
                 shutil.rmtree(store_dir, ignore_errors=True)
@@ -275,12 +338,28 @@ def main() -> None:
             f"{_num(steady and steady / emb['plain_rate'], '.2f')} |",
             "",
         ]
-        rows.append(Row("index", "embedding, Ray Data actor pool, images/s end to end", emb["ray_rate"], "images/s",
-                        "in-process loop", emb["plain_rate"],
-                        notes=f"{emb['images']} images, {args.backbone} {args.resolution}px"))
+        rows.append(
+            Row(
+                "index",
+                "embedding, Ray Data actor pool, images/s end to end",
+                emb["ray_rate"],
+                "images/s",
+                "in-process loop",
+                emb["plain_rate"],
+                notes=f"{emb['images']} images, {args.backbone} {args.resolution}px",
+            )
+        )
         if steady:
-            rows.append(Row("index", "embedding, Ray Data, images/s after the first batch", steady, "images/s",
-                            "in-process loop", emb["plain_rate"]))
+            rows.append(
+                Row(
+                    "index",
+                    "embedding, Ray Data, images/s after the first batch",
+                    steady,
+                    "images/s",
+                    "in-process loop",
+                    emb["plain_rate"],
+                )
+            )
     lines += [
         f"(b) kNN, k={args.k}, {args.dim}-d unit vectors, {args.queries} single queries; identical = the share of "
         f"queries whose neighbour set equals exact kNN's; stores in {args.store_dir or tempfile.gettempdir()}",
@@ -291,13 +370,24 @@ def main() -> None:
     base = {(r["kind"], r["size"]): r["p50"] for r in knn if r["engine"].startswith("numpy")}
     for r in knn:
         ratio = base[(r["kind"], r["size"])] / r["p50"] if r["p50"] else None
-        lines.append(f"| {r['kind']} | {r['size']:,} | {r['engine']} | {_num(r['load_s'], '.1f')} | "
-                     f"{_num(r['build_s'], '.1f')} | {r['p50']:.3f} | {r['p99']:.3f} | {_num(ratio, '.2f')}x | "
-                     f"{100 * r['same']:.1f}% | {r['recall']:.3f} |")
+        lines.append(
+            f"| {r['kind']} | {r['size']:,} | {r['engine']} | {_num(r['load_s'], '.1f')} | "
+            f"{_num(r['build_s'], '.1f')} | {r['p50']:.3f} | {r['p99']:.3f} | {_num(ratio, '.2f')}x | "
+            f"{100 * r['same']:.1f}% | {r['recall']:.3f} |"
+        )
         if not r["engine"].startswith("numpy"):
-            rows.append(Row("index", f"kNN p50, {r['engine']}, {r['kind']} {r['size']:,} points", r["p50"], "ms",
-                            "exact numpy", base[(r["kind"], r["size"])], higher_is_better=False,
-                            notes=f"identical sets {100 * r['same']:.1f}%, recall {r['recall']:.3f}"))
+            rows.append(
+                Row(
+                    "index",
+                    f"kNN p50, {r['engine']}, {r['kind']} {r['size']:,} points",
+                    r["p50"],
+                    "ms",
+                    "exact numpy",
+                    base[(r["kind"], r["size"])],
+                    higher_is_better=False,
+                    notes=f"identical sets {100 * r['same']:.1f}%, recall {r['recall']:.3f}",
+                )
+            )
     print("\n".join(lines))
     write_rows(args.json, rows, images=images, sizes=sizes, backbone=args.backbone, resolution=args.resolution)
     if any(r["same"] < 1.0 for r in knn if "exact" in r["engine"]):

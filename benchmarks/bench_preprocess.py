@@ -92,15 +92,21 @@ def same_code_loop(files: list[str], resolution: int, batch_size: int) -> tuple[
                 fn = PreprocessBatch(pre, sorted(set(table.column("generator").to_pylist()) | {"fake", "real"}))
             for lo in range(0, table.num_rows, batch_size):
                 part = table.slice(lo, batch_size)
-                batch = fn({"image": np.array(part.column("image").to_pylist(), dtype=object),
-                            "generator": np.array(part.column("generator").to_pylist(), dtype=object)})
+                batch = fn(
+                    {
+                        "image": np.array(part.column("image").to_pylist(), dtype=object),
+                        "generator": np.array(part.column("generator").to_pylist(), dtype=object),
+                    }
+                )
                 n += len(finalize_batch(batch, pre)["label"])
         return n, time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
 
 
-def ray_pipeline(shards: Sequence[str], classes: list[str], resolution: int, cpus: int, batch_size: int) -> tuple[int, float]:
+def ray_pipeline(
+    shards: Sequence[str], classes: list[str], resolution: int, cpus: int, batch_size: int
+) -> tuple[int, float]:
     """The same work through :func:`synthray.data.pipeline.build_dataset` with ``cpus`` CPUs:
     (images, seconds) from building the dataset to its last batch."""
     from synthray.config import PipelineConfig, PreprocessConfig
@@ -139,7 +145,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each setting; the median and spread are reported")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each setting; the median and spread are reported"
+    )
     parser.add_argument("--workdir", help="keep data here instead of a temporary folder")
     parser.add_argument("--json", help="also write the figures as JSON rows here (for run_all.py)")
     args = parser.parse_args()
@@ -175,7 +183,9 @@ def main() -> None:
                 for r in range(args.repeats):
                     full = ray_pipeline(files, classes, args.resolution, cpus, args.batch_size)
                     part = ray_pipeline(half, classes, args.resolution, cpus, args.batch_size)
-                    log.info("Ray Data, %d CPU(s), run %d: %d images in %.2f s, %d in %.2f s", cpus, r + 1, *full, *part)
+                    log.info(
+                        "Ray Data, %d CPU(s), run %d: %d images in %.2f s, %d in %.2f s", cpus, r + 1, *full, *part
+                    )
                     ray_runs[cpus].append((full, part))
         finally:
             ray.shutdown()
@@ -203,24 +213,64 @@ def main() -> None:
         split = [split_cost(part, full) for full, part in runs]
         steady, steady_spread = median_spread([r for r, _ in split])
         startup, startup_spread = median_spread([s for _, s in split])
-        lines.append(f"| Ray Data | {cpus} | {rate:.0f} ({spread[0]:.0f}-{spread[1]:.0f}) | {rate / cpus / base_rate:.2f} | "
-                     f"{startup:.1f} ({startup_spread[0]:.1f}-{startup_spread[1]:.1f}) | {steady:.0f} "
-                     f"({steady_spread[0]:.0f}-{steady_spread[1]:.0f}) | {steady / cpus / base_rate:.2f} | "
-                     f"{steady / cpus / same_rate:.2f} |")
-        rows.append(Row("preprocess", f"Ray Data, {cpus} CPU(s), images/s per CPU end to end", rate / cpus,
-                        "images/s/CPU", baseline, base_rate, spread=(spread[0] / cpus, spread[1] / cpus),
-                        runs=len(runs), notes=f"start-up {startup:.1f} s"))
-        rows.append(Row("preprocess", f"Ray Data, {cpus} CPU(s), steady images/s per CPU (start-up removed)",
-                        steady / cpus, "images/s/CPU", baseline, base_rate,
-                        spread=(steady_spread[0] / cpus, steady_spread[1] / cpus), runs=len(runs),
-                        notes="from a full and a half-size run: extra images / extra seconds"))
-        rows.append(Row("preprocess", f"Ray Data, {cpus} CPU(s), steady images/s per CPU vs the same code in one process",
-                        steady / cpus, "images/s/CPU", "the library's preprocessing, 1 process, 1 thread", same_rate,
-                        spread=(steady_spread[0] / cpus, steady_spread[1] / cpus), runs=len(runs),
-                        notes="Ray's own overhead (same decode and resize on both sides)"))
-    rows.append(Row("preprocess", "the library's preprocessing in one process, images/s", same_rate, "images/s",
-                    baseline, base_rate, spread=same_spread, runs=len(same),
-                    notes="its decode and resize against a minimal PIL loop, no Ray"))
+        lines.append(
+            f"| Ray Data | {cpus} | {rate:.0f} ({spread[0]:.0f}-{spread[1]:.0f}) | {rate / cpus / base_rate:.2f} | "
+            f"{startup:.1f} ({startup_spread[0]:.1f}-{startup_spread[1]:.1f}) | {steady:.0f} "
+            f"({steady_spread[0]:.0f}-{steady_spread[1]:.0f}) | {steady / cpus / base_rate:.2f} | "
+            f"{steady / cpus / same_rate:.2f} |"
+        )
+        rows.append(
+            Row(
+                "preprocess",
+                f"Ray Data, {cpus} CPU(s), images/s per CPU end to end",
+                rate / cpus,
+                "images/s/CPU",
+                baseline,
+                base_rate,
+                spread=(spread[0] / cpus, spread[1] / cpus),
+                runs=len(runs),
+                notes=f"start-up {startup:.1f} s",
+            )
+        )
+        rows.append(
+            Row(
+                "preprocess",
+                f"Ray Data, {cpus} CPU(s), steady images/s per CPU (start-up removed)",
+                steady / cpus,
+                "images/s/CPU",
+                baseline,
+                base_rate,
+                spread=(steady_spread[0] / cpus, steady_spread[1] / cpus),
+                runs=len(runs),
+                notes="from a full and a half-size run: extra images / extra seconds",
+            )
+        )
+        rows.append(
+            Row(
+                "preprocess",
+                f"Ray Data, {cpus} CPU(s), steady images/s per CPU vs the same code in one process",
+                steady / cpus,
+                "images/s/CPU",
+                "the library's preprocessing, 1 process, 1 thread",
+                same_rate,
+                spread=(steady_spread[0] / cpus, steady_spread[1] / cpus),
+                runs=len(runs),
+                notes="Ray's own overhead (same decode and resize on both sides)",
+            )
+        )
+    rows.append(
+        Row(
+            "preprocess",
+            "the library's preprocessing in one process, images/s",
+            same_rate,
+            "images/s",
+            baseline,
+            base_rate,
+            spread=same_spread,
+            runs=len(same),
+            notes="its decode and resize against a minimal PIL loop, no Ray",
+        )
+    )
     print("\n".join(lines))  # the benchmark's result table is its output
     write_rows(args.json, rows, images=base_n, resolution=args.resolution)
 

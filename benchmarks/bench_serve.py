@@ -60,8 +60,13 @@ def build_index(checkpoint: Path, store_path: Path, refs: list[Path]) -> None:
     embedder = Embedder(checkpoint, device="cpu")
     data = [p.read_bytes() for p in refs]
     with open_store(StoreConfig(path=str(store_path)), embedder.model_version, embedder.dim) as store:
-        store.upsert(embedder.embed_bytes(data), [Reference(p.parent.name, p.parent.name == "real",
-                                                            hashlib.sha256(d).hexdigest()) for p, d in zip(refs, data)])
+        store.upsert(
+            embedder.embed_bytes(data),
+            [
+                Reference(p.parent.name, p.parent.name == "real", hashlib.sha256(d).hexdigest())
+                for p, d in zip(refs, data)
+            ],
+        )
 
 
 def plain_baseline(checkpoint: Path, store_path: Path, queries: list[bytes], enroll: list[bytes]) -> dict[str, float]:
@@ -121,8 +126,13 @@ def load(url: str, queries: list[bytes], concurrency: int, requests_total: int) 
         results = [x for part in pool.map(worker, shares) for x in part]
     wall = time.perf_counter() - start
     p50, p95, p99 = percentiles([ms for ms, _ in results])
-    return {"p50": p50, "p95": p95, "p99": p99, "rps": len(results) / wall,
-            "batch": float(np.mean([b for _, b in results]))}
+    return {
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "rps": len(results) / wall,
+        "batch": float(np.mean([b for _, b in results])),
+    }
 
 
 def main() -> None:
@@ -156,15 +166,23 @@ def main() -> None:
         checkpoint = make_checkpoint(work / "ckpt", args.backbone, args.resolution)
         store = work / "qdrant"
         build_index(checkpoint, store, refs)
-        plain = [plain_baseline(checkpoint, store, queries[:32], [p.read_bytes() for p in enroll])
-                 for _ in range(args.repeats)]
+        plain = [
+            plain_baseline(checkpoint, store, queries[:32], [p.read_bytes() for p in enroll])
+            for _ in range(args.repeats)
+        ]
         (work / "key").write_text(KEY)
 
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         port = free_port()
-        app_args = {"checkpoint": str(checkpoint), "store_path": str(store), "api_key_file": str(work / "key"),
-                    "device": "cpu", "max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_s,
-                    "max_ongoing_requests": 64}
+        app_args = {
+            "checkpoint": str(checkpoint),
+            "store_path": str(store),
+            "api_key_file": str(work / "key"),
+            "device": "cpu",
+            "max_batch_size": args.max_batch_size,
+            "batch_wait_timeout_s": args.batch_wait_s,
+            "max_ongoing_requests": 64,
+        }
         url = f"http://127.0.0.1:{port}"
         rows, table = [], []
         measured: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -180,19 +198,25 @@ def main() -> None:
             for r in range(args.repeats):
                 for batching in ("on", "off"):
                     # user_config only: the replicas are reconfigured, not restarted
-                    serve.run(build_app({**app_args, "max_batch_size": args.max_batch_size if batching == "on" else 1}),
-                              name="bench", route_prefix="/")
+                    serve.run(
+                        build_app({**app_args, "max_batch_size": args.max_batch_size if batching == "on" else 1}),
+                        name="bench",
+                        route_prefix="/",
+                    )
                     for c in args.concurrency:
                         m = load(url, queries, c, args.requests)
                         measured.setdefault((batching, c), []).append(m)
                         log.info("run %d, batching %s, concurrency %d: %s", r + 1, batching, c, m)
                 t = time.perf_counter()
-                resp = requests.post(f"{url}/v1/generators/bench-gen/samples", files=files,
-                                     headers={"X-API-Key": KEY}, timeout=600)
+                resp = requests.post(
+                    f"{url}/v1/generators/bench-gen/samples", files=files, headers={"X-API-Key": KEY}, timeout=600
+                )
                 enroll_runs.append(time.perf_counter() - t)
                 resp.raise_for_status()
                 assert resp.json()["enrolled"] == len(enroll), resp.text
-                requests.delete(f"{url}/v1/generators/bench-gen", headers={"X-API-Key": KEY}, timeout=120).raise_for_status()
+                requests.delete(
+                    f"{url}/v1/generators/bench-gen", headers={"X-API-Key": KEY}, timeout=120
+                ).raise_for_status()
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -206,44 +230,104 @@ def main() -> None:
 
     table.append("| path | batching | concurrency | requests x runs | p50 ms | p99 ms | req/s | mean encoder batch |")
     table.append("|---|---|---|---|---|---|---|---|")
-    table.append(f"| in-process (no HTTP, no Serve) | - | 1 | 32 x {len(plain)} | {cell(plain, 'p50')} | "
-                 f"{cell(plain, 'p99')} | {cell(plain, 'rps')} | 1 |")
+    table.append(
+        f"| in-process (no HTTP, no Serve) | - | 1 | 32 x {len(plain)} | {cell(plain, 'p50')} | "
+        f"{cell(plain, 'p99')} | {cell(plain, 'rps')} | 1 |"
+    )
     for (batching, c), runs in measured.items():
-        table.append(f"| Serve, HTTP | {batching} | {c} | {args.requests} x {len(runs)} | {cell(runs, 'p50')} | "
-                     f"{cell(runs, 'p99')} | {cell(runs, 'rps')} | {med(runs, 'batch')[0]:.1f} |")
-    on_off = [f"c={c}: x{med(measured[('on', c)], 'rps')[0] / med(measured[('off', c)], 'rps')[0]:.2f}"
-              for c in args.concurrency]
-    print(f"\nServe attribution, {args.backbone} at {args.resolution} px, max_batch_size {args.max_batch_size}, "
-          f"{args.cpus} Ray CPUs (app start {start_s:.0f} s); medians of {args.repeats} runs (lowest-highest)\n")
+        table.append(
+            f"| Serve, HTTP | {batching} | {c} | {args.requests} x {len(runs)} | {cell(runs, 'p50')} | "
+            f"{cell(runs, 'p99')} | {cell(runs, 'rps')} | {med(runs, 'batch')[0]:.1f} |"
+        )
+    on_off = [
+        f"c={c}: x{med(measured[('on', c)], 'rps')[0] / med(measured[('off', c)], 'rps')[0]:.2f}"
+        for c in args.concurrency
+    ]
+    print(
+        f"\nServe attribution, {args.backbone} at {args.resolution} px, max_batch_size {args.max_batch_size}, "
+        f"{args.cpus} Ray CPUs (app start {start_s:.0f} s); medians of {args.repeats} runs (lowest-highest)\n"
+    )
     print("\n".join(table))
     print(f"\nThroughput, batching on / off (medians): {', '.join(on_off)}")
     enroll_s, enroll_spread = median_spread(enroll_runs)
     plain_enroll, _ = median_spread([p["enroll_s"] for p in plain])
-    print(f"Enroll {len(enroll)} images in one request: {enroll_s:.2f} s over HTTP "
-          f"(in-process embed + upsert: {plain_enroll:.2f} s)")
+    print(
+        f"Enroll {len(enroll)} images in one request: {enroll_s:.2f} s over HTTP "
+        f"(in-process embed + upsert: {plain_enroll:.2f} s)"
+    )
 
     runs = args.repeats
     for c in args.concurrency:
         on, off = measured[("on", c)], measured[("off", c)]
         rps, spread = med(on, "rps")
-        rows.append(Row("serve", f"attribute, batching on, concurrency {c}, req/s", rps, "req/s",
-                        f"batching off, concurrency {c}", med(off, "rps")[0], spread=spread, runs=runs,
-                        notes=f"p50 {med(on, 'p50')[0]:.0f} ms, p99 {med(on, 'p99')[0]:.0f} ms, "
-                              f"mean batch {med(on, 'batch')[0]:.1f}"))
+        rows.append(
+            Row(
+                "serve",
+                f"attribute, batching on, concurrency {c}, req/s",
+                rps,
+                "req/s",
+                f"batching off, concurrency {c}",
+                med(off, "rps")[0],
+                spread=spread,
+                runs=runs,
+                notes=f"p50 {med(on, 'p50')[0]:.0f} ms, p99 {med(on, 'p99')[0]:.0f} ms, "
+                f"mean batch {med(on, 'batch')[0]:.1f}",
+            )
+        )
     plain_rps = med(plain, "rps")[0]
     for c in args.concurrency:
         rps, spread = med(measured[("on", c)], "rps")
-        rows.append(Row("serve", f"attribute, concurrency {c}, req/s vs in-process single-image", rps, "req/s",
-                        "in-process, one image at a time", plain_rps, spread=spread, runs=runs))
+        rows.append(
+            Row(
+                "serve",
+                f"attribute, concurrency {c}, req/s vs in-process single-image",
+                rps,
+                "req/s",
+                "in-process, one image at a time",
+                plain_rps,
+                spread=spread,
+                runs=runs,
+            )
+        )
     first = measured[("on", args.concurrency[0])]
     p50, spread = med(first, "p50")
-    rows.append(Row("serve", f"attribute p50 latency, concurrency {args.concurrency[0]}", p50, "ms",
-                    "in-process, no HTTP", med(plain, "p50")[0], higher_is_better=False, spread=spread, runs=runs))
-    rows.append(Row("serve", f"enroll {len(enroll)} images, one request", enroll_s, "s", "in-process embed + upsert",
-                    plain_enroll, higher_is_better=False, spread=enroll_spread, runs=runs))
+    rows.append(
+        Row(
+            "serve",
+            f"attribute p50 latency, concurrency {args.concurrency[0]}",
+            p50,
+            "ms",
+            "in-process, no HTTP",
+            med(plain, "p50")[0],
+            higher_is_better=False,
+            spread=spread,
+            runs=runs,
+        )
+    )
+    rows.append(
+        Row(
+            "serve",
+            f"enroll {len(enroll)} images, one request",
+            enroll_s,
+            "s",
+            "in-process embed + upsert",
+            plain_enroll,
+            higher_is_better=False,
+            spread=enroll_spread,
+            runs=runs,
+        )
+    )
     rows.append(Row("serve", "app start (serve.run until ready)", start_s, "s", notes="fixed cost, once per deploy"))
-    write_rows(args.json, rows, requests=args.requests, concurrency=args.concurrency, repeats=args.repeats,
-               max_batch_size=args.max_batch_size, backbone=args.backbone, resolution=args.resolution)
+    write_rows(
+        args.json,
+        rows,
+        requests=args.requests,
+        concurrency=args.concurrency,
+        repeats=args.repeats,
+        max_batch_size=args.max_batch_size,
+        backbone=args.backbone,
+        resolution=args.resolution,
+    )
 
 
 if __name__ == "__main__":

@@ -80,15 +80,25 @@ def main() -> None:
         ingest("folder", tmp / "tree", tmp / "shards", IngestConfig(use_ray=False, max_rows_per_shard=200))
 
         def config(run_name: str) -> TrainConfig:
-            return from_dict(TrainConfig, {
-                "shards": str(tmp / "shards"), "run_dir": str(tmp / "runs"), "run_name": run_name,
-                "epochs": args.epochs, "batch_size": args.batch_size, "steps_per_epoch": args.steps,
-                "val_batches": 2, "knn_val_per_class": 16, "use_gpu": args.use_gpu,
-                "cpus_per_worker": max(1, args.cpus - 1), "data_cpus": 1,
-                "encoder": {"backbone": args.backbone},
-                "preprocess": {"resolution": args.resolution, "device": "cpu"},
-                "pipeline": {"samples_per_class": 4},
-            })
+            return from_dict(
+                TrainConfig,
+                {
+                    "shards": str(tmp / "shards"),
+                    "run_dir": str(tmp / "runs"),
+                    "run_name": run_name,
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "steps_per_epoch": args.steps,
+                    "val_batches": 2,
+                    "knn_val_per_class": 16,
+                    "use_gpu": args.use_gpu,
+                    "cpus_per_worker": max(1, args.cpus - 1),
+                    "data_cpus": 1,
+                    "encoder": {"backbone": args.backbone},
+                    "preprocess": {"resolution": args.resolution, "device": "cpu"},
+                    "pipeline": {"samples_per_class": 4},
+                },
+            )
 
         def steady(history: list[dict]) -> float:
             rates = [h["train_images_per_s"] for h in history if h["epoch"] >= 1]
@@ -124,10 +134,23 @@ def main() -> None:
     lines.append("")
     lines.append(f"Ray Train overhead on throughput: {100 * (1 - rows[1][1] / base):+.1f}%")
     print("\n".join(lines))  # the benchmark's result table is its output
-    write_rows(args.json, [Row("train", f"Ray Train 1 worker, {args.backbone} {args.resolution}px, train images/s",
-                               rows[1][1], "images/s", "same loop in a plain process", base,
-                               notes=f"wall {rows[1][2]:.0f} s vs {rows[0][2]:.0f} s")],
-               backbone=args.backbone, resolution=args.resolution, device=args.device)
+    write_rows(
+        args.json,
+        [
+            Row(
+                "train",
+                f"Ray Train 1 worker, {args.backbone} {args.resolution}px, train images/s",
+                rows[1][1],
+                "images/s",
+                "same loop in a plain process",
+                base,
+                notes=f"wall {rows[1][2]:.0f} s vs {rows[0][2]:.0f} s",
+            )
+        ],
+        backbone=args.backbone,
+        resolution=args.resolution,
+        device=args.device,
+    )
 
 
 if __name__ == "__main__":

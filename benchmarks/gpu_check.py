@@ -130,7 +130,7 @@ def jpeg_bytes(count: int, side: int) -> list[bytes]:
         photo = photos[i % len(photos)]
         y, x = rng.integers(0, photo.shape[0] - side), rng.integers(0, photo.shape[1] - side)
         buf = io.BytesIO()
-        Image.fromarray(photo[y:y + side, x:x + side]).save(buf, "JPEG", quality=90)
+        Image.fromarray(photo[y : y + side, x : x + side]).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
@@ -144,8 +144,9 @@ def jpeg_rate(backbone: str, device: Any, args: argparse.Namespace, amp: Any) ->
     from synthray.train.step import autocast_context
 
     model = encoder(backbone, device, args.channels_last).eval()
-    pre = Preprocessor(PreprocessConfig(resolution=args.resolution, device=str(device),
-                                        channels_last=args.channels_last))
+    pre = Preprocessor(
+        PreprocessConfig(resolution=args.resolution, device=str(device), channels_last=args.channels_last)
+    )
     data = jpeg_bytes(args.embed_batch, args.resolution)
 
     def run() -> None:
@@ -162,9 +163,21 @@ def cuda_tests() -> str:
     except ImportError:
         return "pytest not installed"
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(root / "tests" / "data" / "test_preprocess.py")],
-                          capture_output=True, text=True, cwd=root, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(root / "tests" / "data" / "test_preprocess.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
+    )
     return (proc.stdout.strip().splitlines() or ["no output"])[-1]
 
 
@@ -203,10 +216,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("no CUDA device: run on the GPU machine, or --smoke on a CPU")
     amp = torch.bfloat16 if device.type == "cuda" else None
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "resolution": args.resolution, "batch": args.batch,
-            "micro_batch": args.micro_batch, "embed_batch": args.embed_batch,
-            "amp": "bf16" if amp is not None else "none", "channels_last": args.channels_last}
+    info = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "micro_batch": args.micro_batch,
+        "embed_batch": args.embed_batch,
+        "amp": "bf16" if amp is not None else "none",
+        "channels_last": args.channels_last,
+    }
     log.info("%s", info)
     rows = []
     for backbone in args.backbones:

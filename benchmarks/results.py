@@ -50,7 +50,11 @@ def median_spread(values: Sequence[float]) -> tuple[float, tuple[float, float]]:
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -71,8 +75,11 @@ def write_rows(path: str | Path | None, rows: Sequence[Row], **context: Any) -> 
     """Writes ``rows`` as JSON (no-op without a path)."""
     if not path:
         return
-    data = {"machine": machine(), "context": context,
-            "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows]}
+    data = {
+        "machine": machine(),
+        "context": context,
+        "rows": [{**dataclasses.asdict(r), "ratio": r.ratio} for r in rows],
+    }
     Path(path).write_text(json.dumps(data, indent=2))
 
 

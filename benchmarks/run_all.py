@@ -26,8 +26,11 @@ HERE = Path(__file__).resolve().parent
 
 #: benchmark -> (script, quick arguments, full arguments)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "preprocess": ("bench_preprocess.py", ["--images", "600", "--repeats", "3", "--cpus", "1", "2"],
-                   ["--images", "3000", "--repeats", "3"]),
+    "preprocess": (
+        "bench_preprocess.py",
+        ["--images", "600", "--repeats", "3", "--cpus", "1", "2"],
+        ["--images", "3000", "--repeats", "3"],
+    ),
     "train": ("bench_train.py", ["--epochs", "2", "--steps", "8", "--per-class", "120"], []),
     "index": ("bench_index.py", ["--quick"], []),
     "serve": ("bench_serve.py", ["--quick"], []),
@@ -42,8 +45,11 @@ def _fmt(x: float | None) -> str:
 
 def table(results: dict[str, Path], failures: dict[str, str], seconds: dict[str, float]) -> str:
     lines, machine = [], None
-    body = ["| benchmark | figure | median (lowest-highest) | runs | baseline (same run) | baseline median | ratio "
-            "| notes |", "|---|---|---|---|---|---|---|---|"]
+    body = [
+        "| benchmark | figure | median (lowest-highest) | runs | baseline (same run) | baseline median | ratio "
+        "| notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, path in results.items():
         machine, rows = read_rows(path)
         for r in rows:
@@ -51,14 +57,20 @@ def table(results: dict[str, Path], failures: dict[str, str], seconds: dict[str,
             value = f"{_fmt(r['value'])} {r['unit']}"
             if r.get("spread"):
                 value += f" ({_fmt(r['spread'][0])}-{_fmt(r['spread'][1])})"
-            body.append(f"| {name} | {r['measure']} | {value} | {r.get('runs', 1)} | {r['baseline'] or '-'} | "
-                        f"{_fmt(r['baseline_value'])} | {ratio} | {r['notes']} |")
+            body.append(
+                f"| {name} | {r['measure']} | {value} | {r.get('runs', 1)} | {r['baseline'] or '-'} | "
+                f"{_fmt(r['baseline_value'])} | {ratio} | {r['notes']} |"
+            )
     if machine:
         gpu = machine.get("gpu") or "no GPU"
-        lines.append(f"Machine: {machine['cpus']} CPU cores, {gpu}, {machine['platform']}, Python {machine['python']}, "
-                     f"torch {machine.get('torch')}, Ray {machine.get('ray')}.")
-        lines.append("Ratios > 1 mean better than the baseline (faster, or lower latency). Each figure is the "
-                     "median of its runs, the baseline measured as many times in the same run.")
+        lines.append(
+            f"Machine: {machine['cpus']} CPU cores, {gpu}, {machine['platform']}, Python {machine['python']}, "
+            f"torch {machine.get('torch')}, Ray {machine.get('ray')}."
+        )
+        lines.append(
+            "Ratios > 1 mean better than the baseline (faster, or lower latency). Each figure is the "
+            "median of its runs, the baseline measured as many times in the same run."
+        )
         lines.append("")
     lines += body
     lines.append("")

@@ -67,8 +67,11 @@ class Kill:
 def replica_actors(app: str, deployment: str) -> list[dict[str, str]]:
     import ray
 
-    return [a for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")]
+    return [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
+    ]
 
 
 def kill_one(app: str, deployment: str) -> str:
@@ -93,8 +96,9 @@ def replica_memory_mb(app: str) -> dict[str, float]:
             title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if f"ServeReplica:{app}:" not in title:
                 continue
-            rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                       if line.startswith("VmRSS:"))
+            rss = next(
+                int(line.split()[1]) for line in (proc / "status").read_text().splitlines() if line.startswith("VmRSS:")
+            )
         except (OSError, StopIteration):
             continue
         name = title.split(f"ServeReplica:{app}:")[1].split()[0]
@@ -105,8 +109,14 @@ def replica_memory_mb(app: str) -> dict[str, float]:
 class Load:
     """The client threads and what they saw."""
 
-    def __init__(self, url: str, queries: Sequence[bytes], enroll_sets: Sequence[Sequence[bytes]],
-                 scratch: Sequence[Sequence[bytes]], seed: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        queries: Sequence[bytes],
+        enroll_sets: Sequence[Sequence[bytes]],
+        scratch: Sequence[Sequence[bytes]],
+        seed: int = 0,
+    ) -> None:
         self.url = url
         self.queries = list(queries)
         self.enroll_sets = [list(s) for s in enroll_sets]
@@ -124,12 +134,19 @@ class Load:
         start = time.monotonic() - self.t0
         try:
             r = session.request(method, self.url + path, timeout=60, **kwargs)
-            status, body = r.status_code, (r.json() if r.headers.get("content-type", "").startswith("application/json")
-                                           else None)
+            status, body = (
+                r.status_code,
+                (r.json() if r.headers.get("content-type", "").startswith("application/json") else None),
+            )
         except requests.RequestException:
             status, body = 0, None
-        call = Call(op, start, (time.monotonic() - self.t0 - start) * 1000, status,
-                    (body or {}).get("model_version") if isinstance(body, dict) else None)
+        call = Call(
+            op,
+            start,
+            (time.monotonic() - self.t0 - start) * 1000,
+            status,
+            (body or {}).get("model_version") if isinstance(body, dict) else None,
+        )
         with self._lock:
             self.calls.append(call)
             if status >= 400 and isinstance(body, dict):
@@ -152,13 +169,15 @@ class Load:
                     # The whole set each time: the first request enrolls it, every later one is the
                     # retry a client makes after a failure (it must store nothing twice).
                     files = [("files", (f"{j}.jpg", d, "image/jpeg")) for j, d in enumerate(mine)]
-                    status, body = self._send(s, "enroll", "POST", f"/v1/generators/{generator}/samples",
-                                              headers=headers, files=files)
+                    status, body = self._send(
+                        s, "enroll", "POST", f"/v1/generators/{generator}/samples", headers=headers, files=files
+                    )
                     if status == 200:
                         refused = {r["file"] for r in body.get("rejected", [])}
                         with self._lock:
                             self.acknowledged.setdefault(generator, set()).update(
-                                hashlib.sha256(d).hexdigest() for j, d in enumerate(mine) if f"{j}.jpg" not in refused)
+                                hashlib.sha256(d).hexdigest() for j, d in enumerate(mine) if f"{j}.jpg" not in refused
+                            )
                 elif roll < 0.98:
                     self._send(s, "list", "GET", "/v1/generators")
                 else:
@@ -198,8 +217,9 @@ class Load:
         return {"killed": killed, "memory": memory}
 
 
-def summarize(load: Load, observed: dict[str, Any], counts: dict[str, dict], model_version: str,
-              window_s: float = 15.0) -> dict[str, Any]:
+def summarize(
+    load: Load, observed: dict[str, Any], counts: dict[str, dict], model_version: str, window_s: float = 15.0
+) -> dict[str, Any]:
     """The figures and checks of a finished run."""
     calls = load.calls
     failed = [c for c in calls if c.status == 0 or c.status >= 500]
@@ -212,34 +232,55 @@ def summarize(load: Load, observed: dict[str, Any], counts: dict[str, dict], mod
         touched = [i for i, (at, _) in enumerate(kills) if c.start < at + window_s and end > at]
         if touched:
             owner[touched[-1]].append(c)
-    rows = [{"fault": fault, "answers": sum(200 <= c.status < 300 for c in owner[i]),
-             "errors": sum(c.status == 0 or c.status >= 500 for c in owner[i]),
-             "worst_ms": max((c.ms for c in owner[i]), default=0.0)} for i, (_, fault) in enumerate(kills)]
+    rows = [
+        {
+            "fault": fault,
+            "answers": sum(200 <= c.status < 300 for c in owner[i]),
+            "errors": sum(c.status == 0 or c.status >= 500 for c in owner[i]),
+            "worst_ms": max((c.ms for c in owner[i]), default=0.0),
+        }
+        for i, (_, fault) in enumerate(kills)
+    ]
     versions = {c.model_version for c in calls if c.model_version}
-    missing = {g: (len(h), counts.get(g, {}).get("count", 0)) for g, h in load.acknowledged.items()
-               if counts.get(g, {}).get("count", 0) != len(h)}
+    missing = {
+        g: (len(h), counts.get(g, {}).get("count", 0))
+        for g, h in load.acknowledged.items()
+        if counts.get(g, {}).get("count", 0) != len(h)
+    }
     before, after = observed["memory"][0][1], observed["memory"][-1][1]
     ms = [c.ms for c in calls if 200 <= c.status < 300 and c.op == "attribute"]
     return {
-        "requests": len(calls), "errors": len(failed), "client_errors": sum(400 <= c.status < 500 for c in calls),
+        "requests": len(calls),
+        "errors": len(failed),
+        "client_errors": sum(400 <= c.status < 500 for c in calls),
         "by_op": {op: sum(c.op == op for c in calls) for op in sorted({c.op for c in calls})},
         "refusals": {f"{op} {status}": code for (op, status), code in sorted(load.refusals.items())},
-        "faults": rows, "model_versions": sorted(versions), "mixed_versions": versions - {model_version},
-        "enrolled_mismatch": missing, "enrolled_generators": len(load.acknowledged),
-        "p50_ms": float(np.percentile(ms, 50)) if ms else None, "p99_ms": float(np.percentile(ms, 99)) if ms else None,
+        "faults": rows,
+        "model_versions": sorted(versions),
+        "mixed_versions": versions - {model_version},
+        "enrolled_mismatch": missing,
+        "enrolled_generators": len(load.acknowledged),
+        "p50_ms": float(np.percentile(ms, 50)) if ms else None,
+        "p99_ms": float(np.percentile(ms, 99)) if ms else None,
         "memory_mb": {"start": before, "end": after},
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["| fault | answers in flight or sent in the 15 s after | errors | worst latency of those |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['fault']} | {r['answers']} | {r['errors']} | {r['worst_ms'] / 1000:.1f} s |"
-              for r in result["faults"]]
-    lines += ["", f"requests {result['requests']} ({result['by_op']}), client-visible errors {result['errors']}, "
-              f"4xx {result['client_errors']} {result['refusals'] or ''}; attribute p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; "
-              f"model versions {result['model_versions']}; enrolled generators {result['enrolled_generators']}, "
-              f"mismatches {result['enrolled_mismatch'] or 'none'}"]
+    lines = [
+        "| fault | answers in flight or sent in the 15 s after | errors | worst latency of those |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['fault']} | {r['answers']} | {r['errors']} | {r['worst_ms'] / 1000:.1f} s |" for r in result["faults"]
+    ]
+    lines += [
+        "",
+        f"requests {result['requests']} ({result['by_op']}), client-visible errors {result['errors']}, "
+        f"4xx {result['client_errors']} {result['refusals'] or ''}; attribute p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; "
+        f"model versions {result['model_versions']}; enrolled generators {result['enrolled_generators']}, "
+        f"mismatches {result['enrolled_mismatch'] or 'none'}",
+    ]
     lines += ["", "| replica | RSS start (MB) | RSS end (MB) |", "|---|---|---|"]
     start, end = result["memory_mb"]["start"], result["memory_mb"]["end"]
     for name in sorted(set(start) | set(end)):
@@ -253,8 +294,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--encoder-replicas", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an AppArgs field for the app under test, e.g. health_check_period_s=0.5")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an AppArgs field for the app under test, e.g. health_check_period_s=0.5",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -277,25 +323,50 @@ def main() -> None:
         build_index(checkpoint, work / "qdrant", photos[:40])
         data = [p.read_bytes() for p in photos[40:]]
         (work / "key").write_text(KEY)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+        ray.init(
+            num_cpus=args.cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
+        )
         try:
             port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            app_args = {"checkpoint": str(checkpoint), "store_path": str(work / "qdrant"),
-                        "api_key_file": str(work / "key"), "device": "cpu", "create_index": True,
-                        "encoder_replicas": args.encoder_replicas, "encoder_cpus": 0.4, "write_rate_per_min": 0}
+            app_args = {
+                "checkpoint": str(checkpoint),
+                "store_path": str(work / "qdrant"),
+                "api_key_file": str(work / "key"),
+                "device": "cpu",
+                "create_index": True,
+                "encoder_replicas": args.encoder_replicas,
+                "encoder_cpus": 0.4,
+                "write_rate_per_min": 0,
+            }
             app_args = apply_overrides(app_args, args.set)
             serve.run(build_app(app_args), name="soak", route_prefix="/")
             url = f"http://127.0.0.1:{port}"
-            load = Load(url, data[:40], [data[40 + 6 * i:46 + 6 * i] for i in range(args.clients)],
-                        [data[40 + 6 * (args.clients + i):46 + 6 * (args.clients + i)] for i in range(args.clients)])
+            load = Load(
+                url,
+                data[:40],
+                [data[40 + 6 * i : 46 + 6 * i] for i in range(args.clients)],
+                [data[40 + 6 * (args.clients + i) : 46 + 6 * (args.clients + i)] for i in range(args.clients)],
+            )
             d = args.duration_s
             redeploy = {**app_args, "encoder_cpus": 0.35, "max_batch_size": 8}  # a rolling update
-            observed = load.run(args.clients, d, "soak", [
-                Kill(0.3 * d, "Encoder"), Kill(0.55 * d, "IndexOwner"),
-                Kill(0.8 * d, "config redeployed under load",
-                     lambda: serve.run(build_app(redeploy), name="soak", route_prefix="/"))])
+            observed = load.run(
+                args.clients,
+                d,
+                "soak",
+                [
+                    Kill(0.3 * d, "Encoder"),
+                    Kill(0.55 * d, "IndexOwner"),
+                    Kill(
+                        0.8 * d,
+                        "config redeployed under load",
+                        lambda: serve.run(build_app(redeploy), name="soak", route_prefix="/"),
+                    ),
+                ],
+            )
             time.sleep(2.0)
             import requests
 

@@ -88,12 +88,14 @@ def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         a copy of this process's environment with the cluster's settings.
     """
     env = dict(os.environ)
-    env.update({
-        "RAY_AUTH_MODE": "disabled",  # ray start would otherwise turn token auth on for a local cluster
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # A stopped node exits at once instead of waiting for its tasks to drain.
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-    })
+    env.update(
+        {
+            "RAY_AUTH_MODE": "disabled",  # ray start would otherwise turn token auth on for a local cluster
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # A stopped node exits at once instead of waiting for its tasks to drain.
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -142,8 +144,14 @@ class LocalCluster:
         netns: run each node started from here on in its own network namespace.
     """
 
-    def __init__(self, state_dir: str | Path, ray_bin: str | None = None, env: dict[str, str] | None = None,
-                 object_store_mb: int = 512, netns: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        ray_bin: str | None = None,
+        env: dict[str, str] | None = None,
+        object_store_mb: int = 512,
+        netns: bool = False,
+    ) -> None:
         self.state_dir = Path(state_dir)
         beside = Path(sys.executable).parent / "ray"
         self.ray_bin = ray_bin or (str(beside) if beside.exists() else shutil.which("ray") or "ray")
@@ -199,20 +207,29 @@ class LocalCluster:
         _ip("-n", ns, "link", "set", ns_end, "up")
         return ns, ip
 
-    def _spawn(self, name: str, args: list[str], num_cpus: int,
-               resources: dict[str, float]) -> tuple[Node, subprocess.Popen]:
+    def _spawn(
+        self, name: str, args: list[str], num_cpus: int, resources: dict[str, float]
+    ) -> tuple[Node, subprocess.Popen]:
         state = self.require_state()
         ns, ip = self._make_netns(len(state.nodes)) if state.netns_tag else ("", "")
         cmd = [
             *(["ip", "netns", "exec", ns] if ns else []),
-            self.ray_bin, "start", "--block", f"--num-cpus={num_cpus}", "--disable-usage-stats",
+            self.ray_bin,
+            "start",
+            "--block",
+            f"--num-cpus={num_cpus}",
+            "--disable-usage-stats",
             f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
             # Every agent of a node binds its own free port: two agents on one port never register.
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             # 0/0: each worker process binds a random free port, so nodes never collide.
-            "--min-worker-port=0", "--max-worker-port=0",
+            "--min-worker-port=0",
+            "--max-worker-port=0",
             *args,
         ]
         if resources:
@@ -230,12 +247,14 @@ class LocalCluster:
             # Its own session: the node is one process group, killed as one (a machine failure).
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         log.info("started %s (pid %d, %d CPUs, resources %s); log %s", name, proc.pid, num_cpus, resources, log_file)
-        node = Node(name=name, pid=proc.pid, num_cpus=num_cpus, resources=resources, log_file=str(log_file),
-                    netns=ns, ip=ip)
+        node = Node(
+            name=name, pid=proc.pid, num_cpus=num_cpus, resources=resources, log_file=str(log_file), netns=ns, ip=ip
+        )
         return node, proc
 
-    def start(self, head_cpus: int = 1, head_resources: dict[str, float] | None = None,
-              timeout_s: float = 120) -> ClusterState:
+    def start(
+        self, head_cpus: int = 1, head_resources: dict[str, float] | None = None, timeout_s: float = 120
+    ) -> ClusterState:
         """Starts the head node and waits until its job API answers.
 
         Args:
@@ -257,17 +276,37 @@ class LocalCluster:
             _ip("link", "add", f"{tag}b", "type", "bridge")
             _ip("addr", "add", f"{subnet}.1/24", "dev", f"{tag}b")  # this machine's side: job API, CLI
             _ip("link", "set", f"{tag}b", "up")
-        self.state = ClusterState(gcs_address=f"{head_ip}:{gcs}", dashboard_url=f"http://{head_ip}:{dash}",
-                                  temp_dir=temp_dir, netns_tag=tag, subnet=subnet)
+        self.state = ClusterState(
+            gcs_address=f"{head_ip}:{gcs}",
+            dashboard_url=f"http://{head_ip}:{dash}",
+            temp_dir=temp_dir,
+            netns_tag=tag,
+            subnet=subnet,
+        )
         self._save()
-        self._launch("head", [
-            "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-            f"--dashboard-host={head_ip}", f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
-        ], head_cpus, dict(head_resources or {}), timeout_s)
+        self._launch(
+            "head",
+            [
+                "--head",
+                f"--port={gcs}",
+                f"--dashboard-port={dash}",
+                f"--dashboard-host={head_ip}",
+                f"--ray-client-server-port={free_port()}",
+                f"--temp-dir={temp_dir}",
+            ],
+            head_cpus,
+            dict(head_resources or {}),
+            timeout_s,
+        )
         return self.state
 
-    def add_worker(self, num_cpus: int = 1, resources: dict[str, float] | None = None, name: str | None = None,
-                   timeout_s: float = 120) -> Node:
+    def add_worker(
+        self,
+        num_cpus: int = 1,
+        resources: dict[str, float] | None = None,
+        name: str | None = None,
+        timeout_s: float = 120,
+    ) -> Node:
         """Starts one more worker node joined to the head and waits until it has joined.
 
         Args:
@@ -285,8 +324,15 @@ class LocalCluster:
         res = {WORKER_RESOURCE: 1.0, **(resources or {})}
         return self._launch(name, [f"--address={state.gcs_address}"], num_cpus, res, timeout_s)
 
-    def _launch(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float], timeout_s: float,
-                attempts: int = 3) -> Node:
+    def _launch(
+        self,
+        name: str,
+        args: list[str],
+        num_cpus: int,
+        resources: dict[str, float],
+        timeout_s: float,
+        attempts: int = 3,
+    ) -> Node:
         """Starts a node and waits until Ray counts it alive, recording its node id.
 
         ``ray start`` gives a node 30 s to register and its raylet 15 s to hear from its
@@ -400,16 +446,19 @@ def _process_group_alive(pgid: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local_cluster.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dir", default=os.environ.get("SYNTHRAY_CLUSTER_DIR", "/tmp/synthray-cluster"),
-                        help="where the cluster state and node logs live")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("SYNTHRAY_CLUSTER_DIR", "/tmp/synthray-cluster"),
+        help="where the cluster state and node logs live",
+    )
     parser.add_argument("--ray-bin", default=None, help="the ray executable (default: beside this Python)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("start", help="start a head and worker nodes")
     p.add_argument("--head-cpus", type=int, default=1)
-    p.add_argument("--head-resources", type=json.loads, default={}, help='JSON, e.g. \'{"train_slot": 1}\'')
+    p.add_argument("--head-resources", type=json.loads, default={}, help="JSON, e.g. '{\"train_slot\": 1}'")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--worker-cpus", type=int, default=1)
-    p.add_argument("--worker-resources", type=json.loads, default={}, help='JSON, e.g. \'{"train_slot": 1}\'')
+    p.add_argument("--worker-resources", type=json.loads, default={}, help="JSON, e.g. '{\"train_slot\": 1}'")
     p.add_argument("--object-store-mb", type=int, default=512)
     p.add_argument("--netns", action="store_true", help="each node in its own network namespace (root)")
     p = sub.add_parser("add-worker", help="join one more worker node")
@@ -423,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cluster = LocalCluster(args.state_dir, ray_bin=args.ray_bin,
-                           object_store_mb=getattr(args, "object_store_mb", 512), netns=getattr(args, "netns", False))
+    cluster = LocalCluster(
+        args.state_dir,
+        ray_bin=args.ray_bin,
+        object_store_mb=getattr(args, "object_store_mb", 512),
+        netns=getattr(args, "netns", False),
+    )
     try:
         return _run(cluster, args)
     except (RuntimeError, KeyError, ValueError, TimeoutError) as exc:
@@ -438,8 +491,10 @@ def _run(cluster: LocalCluster, args: argparse.Namespace) -> int:
         for _ in range(args.workers):
             cluster.add_worker(args.worker_cpus, args.worker_resources)
         state = cluster.require_state()
-        sys.stdout.write(f"dashboard / job API: {state.dashboard_url}\nGCS address: {state.gcs_address}\n"
-                         f"ray job submit --address {state.dashboard_url} --working-dir . -- python ...\n")
+        sys.stdout.write(
+            f"dashboard / job API: {state.dashboard_url}\nGCS address: {state.gcs_address}\n"
+            f"ray job submit --address {state.dashboard_url} --working-dir . -- python ...\n"
+        )
     elif args.cmd == "add-worker":
         node = cluster.add_worker(args.cpus, args.resources, name=args.name)
         sys.stdout.write(f"{node.name} joined (pid {node.pid})\n")
@@ -447,10 +502,19 @@ def _run(cluster: LocalCluster, args: argparse.Namespace) -> int:
         cluster.kill_node(args.name)
     elif args.cmd == "status":
         state = cluster.require_state()
-        sys.stdout.write(json.dumps({"recorded": dataclasses.asdict(state),
-                                     "alive_processes": [n.name for n in cluster.alive_nodes()],
-                                     "ray_nodes": [{k: n.get(k) for k in ("node_id", "state", "resources_total")}
-                                                   for n in cluster.ray_nodes()]}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "recorded": dataclasses.asdict(state),
+                    "alive_processes": [n.name for n in cluster.alive_nodes()],
+                    "ray_nodes": [
+                        {k: n.get(k) for k in ("node_id", "state", "resources_total")} for n in cluster.ray_nodes()
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     elif args.cmd == "stop":
         cluster.stop()
     return 0

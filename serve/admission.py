@@ -37,11 +37,20 @@ class Gate:
     def refusal(self) -> ApiError | None:
         """Why a new request is refused now, or None to admit it."""
         if self.draining:
-            return ApiError(503, "shutting_down", "the service is stopping; retry after the Retry-After delay "
-                            "(another instance, or this one restarted)", headers=retry_after(self.retry_after_s))
+            return ApiError(
+                503,
+                "shutting_down",
+                "the service is stopping; retry after the Retry-After delay (another instance, or this one restarted)",
+                headers=retry_after(self.retry_after_s),
+            )
         if self.limit > 0 and self.in_flight >= self.limit:
-            return ApiError(503, "overloaded", f"the service is at capacity ({self.limit} requests in progress "
-                            "here); retry after the Retry-After delay", headers=retry_after(self.retry_after_s))
+            return ApiError(
+                503,
+                "overloaded",
+                f"the service is at capacity ({self.limit} requests in progress "
+                "here); retry after the Retry-After delay",
+                headers=retry_after(self.retry_after_s),
+            )
         return None
 
 
@@ -64,8 +73,9 @@ class Admission:
         refused = self.gate.refusal()
         if refused is not None:
             scope["synthray.error"] = refused.code
-            await JSONResponse(refused.body(), status_code=refused.status, headers=refused.headers)(scope, receive,
-                                                                                                      send)
+            await JSONResponse(refused.body(), status_code=refused.status, headers=refused.headers)(
+                scope, receive, send
+            )
             return
         # Counted from the check on, with no await between: a request admitted before draining
         # began is always seen by the drain that waits for in_flight to reach 0.

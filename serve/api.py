@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 #: Enrollment names: letters, digits and ``_ . + -`` or spaces inside (``SD1.4``, ``DALL-E 3``, ``my-gan_v2``).
 NAME_PATTERN = re.compile(NAME_REGEX)
 #: The generator name path parameter, as the schema declares it.
-GENERATOR_NAME = Path(description="generator name (1-64 characters: letters, digits, '_', '.', '+', '-', spaces "
-                      "inside); 'real' and 'unknown' are the service's own labels (409)", pattern=NAME_REGEX)
+GENERATOR_NAME = Path(
+    description="generator name (1-64 characters: letters, digits, '_', '.', '+', '-', spaces "
+    "inside); 'real' and 'unknown' are the service's own labels (409)",
+    pattern=NAME_REGEX,
+)
 #: Labels the service itself answers with; no generator may take them.
 RESERVED_NAMES = ("real", "unknown")
 #: How long /readyz and /metrics wait for the other deployments.
@@ -61,22 +64,41 @@ class Backend(Protocol):
     async def embed(self, data: bytes) -> Any: ...  # serve.encoder.Embedded
     async def encoder_info(self) -> dict[str, Any]: ...
     async def index_info(self) -> dict[str, Any]: ...
-    async def attribute(self, vectors: np.ndarray, model_version: str | None = None, hashes: Sequence[str] | None = None,
-                        images: Sequence[bytes] | None = None) -> list[dict[str, Any]]: ...
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
-                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]: ...
+    async def attribute(
+        self,
+        vectors: np.ndarray,
+        model_version: str | None = None,
+        hashes: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+    ) -> list[dict[str, Any]]: ...
+    async def enroll(
+        self,
+        generator: str,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        names: Sequence[str],
+        images: Sequence[bytes] | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]: ...
     async def generators(self) -> dict[str, dict[str, int]]: ...
     async def delete_generator(self, generator: str) -> dict[str, Any]: ...
     async def class_references(self, vector: np.ndarray, generator: str, k: int) -> np.ndarray: ...
-    async def explain(self, data: bytes, references: np.ndarray, kinds: list[str],
-                      lime_samples: int) -> dict[str, Any]: ...
+    async def explain(
+        self, data: bytes, references: np.ndarray, kinds: list[str], lime_samples: int
+    ) -> dict[str, Any]: ...
     # discovery (serve.inbox_owner)
     async def discoveries(self, refresh: bool) -> dict[str, Any]: ...
     async def discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]: ...
     async def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]: ...
-    async def add_feedback(self, label: str, hashes: Sequence[str], vectors: np.ndarray | None = None,
-                           names: Sequence[str] | None = None, images: Sequence[bytes] | None = None,
-                           note: str = "") -> dict[str, Any]: ...
+    async def add_feedback(
+        self,
+        label: str,
+        hashes: Sequence[str],
+        vectors: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+        note: str = "",
+    ) -> dict[str, Any]: ...
     async def list_feedback(self) -> dict[str, Any]: ...
     async def enroll_feedback(self, label: str) -> dict[str, Any]: ...
     async def inbox_stats(self) -> dict[str, Any]: ...
@@ -128,8 +150,13 @@ def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tupl
         kinds = list(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
         bad = [k for k in kinds if k not in EXPLAIN_KINDS]
         if bad or not kinds:
-            raise ApiError(422, "invalid_explain", f"explain={query.get('explain')!r}: give a comma-separated list of "
-                           f"{', '.join(EXPLAIN_KINDS)}, or 'all'", allowed=list(EXPLAIN_KINDS))
+            raise ApiError(
+                422,
+                "invalid_explain",
+                f"explain={query.get('explain')!r}: give a comma-separated list of "
+                f"{', '.join(EXPLAIN_KINDS)}, or 'all'",
+                allowed=list(EXPLAIN_KINDS),
+            )
     samples = settings.lime_samples
     if "lime_samples" in query:
         try:
@@ -137,8 +164,12 @@ def explain_request(query: Mapping[str, str], settings: ExplainSettings) -> tupl
         except ValueError:
             samples = -1
         if not 10 <= samples <= settings.max_lime_samples:
-            raise ApiError(422, "invalid_lime_samples", f"lime_samples={query['lime_samples']!r} must be an integer "
-                           f"from 10 to {settings.max_lime_samples}", max=settings.max_lime_samples)
+            raise ApiError(
+                422,
+                "invalid_lime_samples",
+                f"lime_samples={query['lime_samples']!r} must be an integer from 10 to {settings.max_lime_samples}",
+                max=settings.max_lime_samples,
+            )
     return kinds, samples
 
 
@@ -151,15 +182,23 @@ def canonical_generator(name: str) -> str:
     from synthray.data.generators import normalize_generator
 
     if not NAME_PATTERN.match(name):
-        raise ApiError(422, "invalid_generator_name",
-                       f"generator name {name!r} must match {NAME_PATTERN.pattern} (1-64 characters: letters, digits, "
-                       "'_', '.', '+', '-', spaces inside)", pattern=NAME_PATTERN.pattern)
+        raise ApiError(
+            422,
+            "invalid_generator_name",
+            f"generator name {name!r} must match {NAME_PATTERN.pattern} (1-64 characters: letters, digits, "
+            "'_', '.', '+', '-', spaces inside)",
+            pattern=NAME_PATTERN.pattern,
+        )
     canonical = normalize_generator(name)
     if canonical.lower() in RESERVED_NAMES:
         # 409: a well-formed name that conflicts with the service's own labels (not a malformed one).
-        raise ApiError(409, "reserved_generator_name",
-                       f"{name!r} means {canonical!r}, a label the service answers with; real images are not "
-                       "enrolled, only generators", reserved=list(RESERVED_NAMES))
+        raise ApiError(
+            409,
+            "reserved_generator_name",
+            f"{name!r} means {canonical!r}, a label the service answers with; real images are not "
+            "enrolled, only generators",
+            reserved=list(RESERVED_NAMES),
+        )
     return canonical
 
 
@@ -192,8 +231,13 @@ class _Metered:
             scope.setdefault("synthray.error", "internal")
             raise
         finally:
-            self.metrics.observe_request(route_template(scope), scope["method"], status[0],
-                                         time.perf_counter() - start, scope.get("synthray.error"))
+            self.metrics.observe_request(
+                route_template(scope),
+                scope["method"],
+                status[0],
+                time.perf_counter() - start,
+                scope.get("synthray.error"),
+            )
 
 
 def upload_body(max_files: int) -> dict[str, Any]:
@@ -203,18 +247,46 @@ def upload_body(max_files: int) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "description": f"1 to {max_files} images as multipart file parts, as JSON with base64 data, or one raw "
-                           "image body; each a decodable image (JPEG, PNG, WebP, BMP, TIFF, GIF) of at least 8 px a "
-                           "side, within the request's byte limit and the per-image pixel limit",
+            "image body; each a decodable image (JPEG, PNG, WebP, BMP, TIFF, GIF) of at least 8 px a "
+            "side, within the request's byte limit and the per-image pixel limit",
             "content": {
                 # Only file parts: a text field is refused (400 bad_multipart), so none is declared.
-                "multipart/form-data": {"schema": {"type": "object", "required": ["files"],
-                                                   "additionalProperties": False, "properties": {
-                    "files": {**images, "items": {"type": "string", "format": "binary"}}}}},
-                "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-                    "images": {**images, "items": {"oneOf": [
-                        {"type": "string", "format": "byte", "description": "base64 (a data: URL is accepted)"},
-                        {"type": "object", "required": ["data"], "properties": {
-                            "name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["files"],
+                        "additionalProperties": False,
+                        "properties": {"files": {**images, "items": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                **images,
+                                "items": {
+                                    "oneOf": [
+                                        {
+                                            "type": "string",
+                                            "format": "byte",
+                                            "description": "base64 (a data: URL is accepted)",
+                                        },
+                                        {
+                                            "type": "object",
+                                            "required": ["data"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "data": {"type": "string", "format": "byte"},
+                                            },
+                                        },
+                                    ]
+                                },
+                            }
+                        },
+                    }
+                },
                 "image/*": {"schema": {"type": "string", "format": "binary"}},
             },
         }
@@ -239,8 +311,8 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         title="synthray",
         version="1",
         description="Detects AI-generated images and attributes them to their generator (kNN over a "
-                    "contrastive embedding index); enroll a new generator with a few dozen images. "
-                    f"Write endpoints need an API key ({KEY_HEADER} header or Bearer token).",
+        "contrastive embedding index); enroll a new generator with a few dozen images. "
+        f"Write endpoints need an API key ({KEY_HEADER} header or Bearer token).",
     )
     gate = gate if gate is not None else Gate()
     # Starlette runs the middleware added last outermost: _Metered wraps Admission, so the
@@ -256,8 +328,9 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
     def presented(api_key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
         return api_key or (token.credentials if token else None)
 
-    async def keyed_read(api_key: str | None = Security(key_header),
-                         token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    async def keyed_read(
+        api_key: str | None = Security(key_header), token: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> None:
         auth.check(presented(api_key, token), write=False)
 
     async def open_read() -> None:
@@ -265,14 +338,20 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
 
     may_read = keyed_read if auth.read_requires_key else open_read
 
-    async def may_write(api_key: str | None = Security(key_header),
-                        token: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    async def may_write(
+        api_key: str | None = Security(key_header), token: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> None:
         key = presented(api_key, token)
         auth.check(key, write=True)
         wait = settings.write_rate.take(key)
         if wait:
-            raise ApiError(429, "rate_limited", f"too many writes with this key; retry in {wait:.1f} s",
-                           headers=retry_after(wait), retry_after_s=round(wait, 2))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many writes with this key; retry in {wait:.1f} s",
+                headers=retry_after(wait),
+                retry_after_s=round(wait, 2),
+            )
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -285,8 +364,15 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
                 canonical_generator(request.path_params.get("name", ""))
             except ApiError as named:
                 return _error_response(request, named)
-        return _error_response(request, ApiError(422, "invalid_request", "the request does not match the API",
-                                                 errors=[{k: str(v) for k, v in e.items()} for e in exc.errors()]))
+        return _error_response(
+            request,
+            ApiError(
+                422,
+                "invalid_request",
+                "the request does not match the API",
+                errors=[{k: str(v) for k, v in e.items()} for e in exc.errors()],
+            ),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -294,17 +380,28 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             # Allow (RFC 9110) names every method of the path; Starlette's names one route's only.
-            methods = {m for route in app.routes if getattr(route, "methods", None)
-                       and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE for m in route.methods}
+            methods = {
+                m
+                for route in app.routes
+                if getattr(route, "methods", None)
+                and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE
+                for m in route.methods
+            }
             headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
-        return _error_response(request, ApiError(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
-                                                 str(exc.detail), headers=headers))
+        return _error_response(
+            request,
+            ApiError(
+                exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail), headers=headers
+            ),
+        )
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error_response(request, ApiError(500, "internal", f"internal error ({type(exc).__name__}); the "
-                                                 "service keeps running, see its log"))
+        return _error_response(
+            request,
+            ApiError(500, "internal", f"internal error ({type(exc).__name__}); the service keeps running, see its log"),
+        )
 
     async def images_of(request: Request, endpoint: str) -> tuple[list[ValidImage], list[dict[str, str]]]:
         uploads = await parse_uploads(request, limits)
@@ -315,10 +412,12 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
 
     async def embed_all(images: list[ValidImage]) -> list[tuple[Any, float]]:
         """Every image through the encoder at once (the encoder batches them); (answer, ms) each."""
+
         async def one(img: ValidImage) -> tuple[Any, float]:
             t = time.perf_counter()
             out = await backend.embed(img.data)
             return out, (time.perf_counter() - t) * 1000
+
         return list(await asyncio.gather(*(one(img) for img in images)))
 
     def embedding_version(embedded: Sequence[tuple[Any, float]]) -> str | None:
@@ -329,16 +428,29 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         """
         versions = {getattr(e, "model_version", "") for e, _ in embedded} - {""}
         if len(versions) > 1:
-            raise ApiError(503, "model_mismatch", f"encoder replicas of model versions {sorted(versions)} answered "
-                           "one request (a rollout in progress?); nothing was answered or written, retry shortly")
+            raise ApiError(
+                503,
+                "model_mismatch",
+                f"encoder replicas of model versions {sorted(versions)} answered "
+                "one request (a rollout in progress?); nothing was answered or written, retry shortly",
+            )
         return versions.pop() if versions else None
 
     def decode_failures(images: list[ValidImage], embedded: list[tuple[Any, float]]) -> list[dict[str, str]]:
-        return [{"file": img.name, "reason": "corrupt", "message": f"the encoder could not decode it: {e.error}"}
-                for img, (e, _) in zip(images, embedded) if e.error]
+        return [
+            {"file": img.name, "reason": "corrupt", "message": f"the encoder could not decode it: {e.error}"}
+            for img, (e, _) in zip(images, embedded)
+            if e.error
+        ]
 
-    @app.post("/v1/attribute", response_model=AttributeResponse, responses=_ERRORS, openapi_extra=uploads_body,
-              dependencies=[Security(may_read)], summary="Attribute one or several images")
+    @app.post(
+        "/v1/attribute",
+        response_model=AttributeResponse,
+        responses=_ERRORS,
+        openapi_extra=uploads_body,
+        dependencies=[Security(may_read)],
+        summary="Attribute one or several images",
+    )
     async def attribute(request: Request) -> AttributeResponse:
         """Per image: real / a generator / unknown, the is-AI score, the vote and the nearest references.
 
@@ -356,41 +468,73 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         if bad:
             raise rejected_images(bad)
         if kinds and len(images) > settings.explain.max_images:
-            raise ApiError(422, "too_many_to_explain", f"explanations are given for at most "
-                           f"{settings.explain.max_images} images per request, this one has {len(images)}; send "
-                           "them in smaller requests or without explain", max=settings.explain.max_images)
+            raise ApiError(
+                422,
+                "too_many_to_explain",
+                f"explanations are given for at most "
+                f"{settings.explain.max_images} images per request, this one has {len(images)}; send "
+                "them in smaller requests or without explain",
+                max=settings.explain.max_images,
+            )
         validated = time.perf_counter()
         embedded = await embed_all(images)
         bad = decode_failures(images, embedded)
         if bad:
             raise rejected_images(bad)
         searched = time.perf_counter()
-        answers = await backend.attribute(np.stack([e.vector for e, _ in embedded]), embedding_version(embedded),
-                                          [img.content_hash for img in images],
-                                          [img.data for img in images] if settings.keep_images else None)
+        answers = await backend.attribute(
+            np.stack([e.vector for e, _ in embedded]),
+            embedding_version(embedded),
+            [img.content_hash for img in images],
+            [img.data for img in images] if settings.keep_images else None,
+        )
         end = time.perf_counter()
         metrics.unknown_rate.observe([a["label"] == "unknown" for a in answers])
         results = []
         for img, (e, ms), a in zip(images, embedded, answers):
             metrics.batch_size.observe(e.batch_size)
             metrics.attributions.labels(a["label"]).inc()
-            results.append({
-                **{k: a[k] for k in ("label", "is_ai", "is_ai_score", "confidence", "nearest_class",
-                                     "mean_similarity", "unknown_reason", "votes")},
-                "file": img.name, "model_version": settings.model_version, "encoder_batch_size": e.batch_size,
-                "neighbours": [{k: n[k] for k in ("generator", "similarity", "origin")} for n in a["neighbours"]],
-                "timing": {"validate_ms": (validated - start) * 1000, "embed_ms": ms,
-                           "search_ms": (end - searched) * 1000, "total_ms": (end - start) * 1000},
-            })
+            results.append(
+                {
+                    **{
+                        k: a[k]
+                        for k in (
+                            "label",
+                            "is_ai",
+                            "is_ai_score",
+                            "confidence",
+                            "nearest_class",
+                            "mean_similarity",
+                            "unknown_reason",
+                            "votes",
+                        )
+                    },
+                    "file": img.name,
+                    "model_version": settings.model_version,
+                    "encoder_batch_size": e.batch_size,
+                    "neighbours": [{k: n[k] for k in ("generator", "similarity", "origin")} for n in a["neighbours"]],
+                    "timing": {
+                        "validate_ms": (validated - start) * 1000,
+                        "embed_ms": ms,
+                        "search_ms": (end - searched) * 1000,
+                        "total_ms": (end - start) * 1000,
+                    },
+                }
+            )
         if kinds:
-            explained = await asyncio.gather(*(explain_one(img, e.vector, a, kinds, lime_samples)
-                                               for img, (e, _), a in zip(images, embedded, answers)))
+            explained = await asyncio.gather(
+                *(
+                    explain_one(img, e.vector, a, kinds, lime_samples)
+                    for img, (e, _), a in zip(images, embedded, answers)
+                )
+            )
             for result, explanation in zip(results, explained):
                 result["explanation"] = explanation
         return AttributeResponse(model_version=settings.model_version, results=results)
 
-    async def explain_one(img: ValidImage, vector: np.ndarray, answer: dict[str, Any], kinds: list[str],
-                          lime_samples: int) -> dict[str, Any] | None:
+    async def explain_one(
+        img: ValidImage, vector: np.ndarray, answer: dict[str, Any], kinds: list[str], lime_samples: int
+    ) -> dict[str, Any] | None:
         """The explanation of one attribution; None when there is nothing to explain (empty index)."""
         if answer["unknown_reason"] == "empty_index":
             return None
@@ -400,9 +544,14 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         metrics.explanations.labels(",".join(kinds)).inc()
         return {"target": target, "references": len(refs), **out}
 
-    @app.post("/v1/generators/{name}/samples", response_model=EnrollResponse, openapi_extra=uploads_body,
-              responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
-              summary="Enroll images of a generator (few-shot)")
+    @app.post(
+        "/v1/generators/{name}/samples",
+        response_model=EnrollResponse,
+        openapi_extra=uploads_body,
+        responses={**_ERRORS, 500: {"model": ErrorBody}},
+        dependencies=[Security(may_write)],
+        summary="Enroll images of a generator (few-shot)",
+    )
     async def enroll(request: Request, name: str = GENERATOR_NAME) -> EnrollResponse:
         """Embeds the images and adds them to the index under ``name``; they count from the next query.
 
@@ -418,9 +567,14 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         if not keep:
             metrics.enrollments.labels("rejected").inc()
             raise rejected_images(bad)
-        result = await backend.enroll(generator, np.stack([embedded[i][0].vector for i in keep]),
-                                      [images[i].content_hash for i in keep], [images[i].name for i in keep],
-                                      [images[i].data for i in keep], embedding_version([embedded[i] for i in keep]))
+        result = await backend.enroll(
+            generator,
+            np.stack([embedded[i][0].vector for i in keep]),
+            [images[i].content_hash for i in keep],
+            [images[i].name for i in keep],
+            [images[i].data for i in keep],
+            embedding_version([embedded[i] for i in keep]),
+        )
         rejected = bad + result["rejected"]
         if result["enrolled"] == 0 and result["unchanged"] == 0:
             metrics.enrollments.labels("rejected").inc()
@@ -429,23 +583,47 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         metrics.enrolled.labels(generator).inc(result["enrolled"])
         index_size_read[0] = 0.0  # the next scrape re-reads the index size
         counts = result["counts"]
-        return EnrollResponse(generator=generator, enrolled=result["enrolled"], unchanged=result["unchanged"],
-                              rejected=rejected, total=counts["trained"] + counts["enrolled"], counts=counts,
-                              calibration=result.get("calibration"), model_version=settings.model_version, timing_ms=(time.perf_counter() - start) * 1000)
+        return EnrollResponse(
+            generator=generator,
+            enrolled=result["enrolled"],
+            unchanged=result["unchanged"],
+            rejected=rejected,
+            total=counts["trained"] + counts["enrolled"],
+            counts=counts,
+            calibration=result.get("calibration"),
+            model_version=settings.model_version,
+            timing_ms=(time.perf_counter() - start) * 1000,
+        )
 
-    @app.get("/v1/generators", response_model=GeneratorList, responses=_ERRORS, dependencies=[Security(may_read)],
-             summary="Generators in the index")
+    @app.get(
+        "/v1/generators",
+        response_model=GeneratorList,
+        responses=_ERRORS,
+        dependencies=[Security(may_read)],
+        summary="Generators in the index",
+    )
     async def list_generators() -> GeneratorList:
         """Every label in the index with its reference count and whether it is trained and/or enrolled."""
         counts = await backend.generators()
-        rows = [{"name": g, "count": c["trained"] + c["enrolled"], "trained": c["trained"] > 0,
-                 "enrolled": c["enrolled"] > 0, "counts": c} for g, c in counts.items()]
-        return GeneratorList(model_version=settings.model_version, generators=rows,
-                             total=sum(r["count"] for r in rows))
+        rows = [
+            {
+                "name": g,
+                "count": c["trained"] + c["enrolled"],
+                "trained": c["trained"] > 0,
+                "enrolled": c["enrolled"] > 0,
+                "counts": c,
+            }
+            for g, c in counts.items()
+        ]
+        return GeneratorList(model_version=settings.model_version, generators=rows, total=sum(r["count"] for r in rows))
 
-    @app.delete("/v1/generators/{name}", response_model=DeleteResponse,
-                responses={**_ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
-                dependencies=[Security(may_write)], summary="Delete a generator's enrolled samples")
+    @app.delete(
+        "/v1/generators/{name}",
+        response_model=DeleteResponse,
+        responses={**_ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+        dependencies=[Security(may_write)],
+        summary="Delete a generator's enrolled samples",
+    )
     async def delete_generator(name: str = GENERATOR_NAME) -> DeleteResponse:
         """Removes the enrolled references of ``name`` (409 for a generator that has only trained ones)."""
         from synthray.data.generators import normalize_generator
@@ -456,8 +634,20 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         index_size_read[0] = 0.0
         return DeleteResponse(generator=generator, **result)
 
-    add_discovery_routes(app, backend, settings.model_version, metrics, may_read, may_write, canonical_generator,
-                         uploads_body, images_of, embed_all, decode_failures, embedding_version)
+    add_discovery_routes(
+        app,
+        backend,
+        settings.model_version,
+        metrics,
+        may_read,
+        may_write,
+        canonical_generator,
+        uploads_body,
+        images_of,
+        embed_all,
+        decode_failures,
+        embedding_version,
+    )
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> Health:
@@ -469,17 +659,26 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
         """Ready when the encoder and the index owner answer and agree on the model version
         (and the service is not stopping: a load balancer should send nothing more)."""
         if gate.draining:
-            return JSONResponse(Ready(status="not_ready", reason="shutting down: finishing the requests in "
-                                      "progress").model_dump(), status_code=503)
+            return JSONResponse(
+                Ready(status="not_ready", reason="shutting down: finishing the requests in progress").model_dump(),
+                status_code=503,
+            )
         try:
-            enc, idx = await asyncio.wait_for(asyncio.gather(backend.encoder_info(), backend.index_info()),
-                                              PROBE_TIMEOUT_S)
+            enc, idx = await asyncio.wait_for(
+                asyncio.gather(backend.encoder_info(), backend.index_info()), PROBE_TIMEOUT_S
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready"
-            return JSONResponse(Ready(status="not_ready", reason=f"{type(exc).__name__}: {exc}").model_dump(),
-                                status_code=503)
+            return JSONResponse(
+                Ready(status="not_ready", reason=f"{type(exc).__name__}: {exc}").model_dump(), status_code=503
+            )
         if enc["model_version"] != idx["model_version"]:
-            return JSONResponse(Ready(status="not_ready", reason=f"encoder {enc['model_version']} and index "
-                                      f"{idx['model_version']} disagree").model_dump(), status_code=503)
+            return JSONResponse(
+                Ready(
+                    status="not_ready",
+                    reason=f"encoder {enc['model_version']} and index {idx['model_version']} disagree",
+                ).model_dump(),
+                status_code=503,
+            )
         # The two answers above come from one replica each: the others are judged by Serve's own
         # health checks (each replica refused to start with weights other than the pinned ones).
         deployments = getattr(backend, "deployments", None)
@@ -490,11 +689,18 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
                 states = {"controller": f"{type(exc).__name__}: {exc}"}
             bad = {name: state for name, state in states.items() if state not in READY_STATES}
             if bad:
-                return JSONResponse(Ready(status="not_ready", reason=f"deployments not healthy: {bad}").model_dump(),
-                                    status_code=503)
-        return Ready(status="ready", model_version=idx["model_version"], references=idx["references"],
-                     store=idx["store"], calibrated=idx["calibrated"], writes_enabled=auth.writes_enabled,
-                     warning=idx.get("calibration_warning"))
+                return JSONResponse(
+                    Ready(status="not_ready", reason=f"deployments not healthy: {bad}").model_dump(), status_code=503
+                )
+        return Ready(
+            status="ready",
+            model_version=idx["model_version"],
+            references=idx["references"],
+            store=idx["store"],
+            calibrated=idx["calibrated"],
+            writes_enabled=auth.writes_enabled,
+            warning=idx.get("calibration_warning"),
+        )
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -525,5 +731,13 @@ async def call(response: Awaitable[Any]) -> Any:
         raise
 
 
-__all__ = ["ACCEPTED_TYPES", "ApiSettings", "Backend", "ExplainSettings", "call", "canonical_generator", "create_api",
-           "explain_request"]
+__all__ = [
+    "ACCEPTED_TYPES",
+    "ApiSettings",
+    "Backend",
+    "ExplainSettings",
+    "call",
+    "canonical_generator",
+    "create_api",
+    "explain_request",
+]

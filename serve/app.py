@@ -32,17 +32,26 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: Optional[str] = Field(None, description="checkpoint folder, or a training run folder (its newest "
-                                      "good checkpoint, resolved once when the app is built, so every replica loads "
-                                      "the same weights); None = the checkpoint the active collection was built with")
+    checkpoint: Optional[str] = Field(
+        None,
+        description="checkpoint folder, or a training run folder (its newest "
+        "good checkpoint, resolved once when the app is built, so every replica loads "
+        "the same weights); None = the checkpoint the active collection was built with",
+    )
     store_path: str = Field("runs/index/qdrant", description="embedded store folder (when store_url is not set)")
     store_url: Optional[str] = Field(None, description="Qdrant server URL; set it to scale the index readers out")
     store_api_key_env: str = Field("SYNTHRAY_QDRANT_API_KEY", description="env var with the Qdrant server's key")
     store_engine: str = Field("edge", description="embedded engine: edge (Qdrant Edge) | client-local")
-    collection: Optional[str] = Field(None, description="collection or alias (default synthray-<model version>; "
-                                      "with no checkpoint, the active alias synthray-active)")
-    enrolled_dir: Optional[str] = Field(None, description="archive of enrolled images (default beside the store; "
-                                        "a shared volume in a cluster): a new model version re-embeds them")
+    collection: Optional[str] = Field(
+        None,
+        description="collection or alias (default synthray-<model version>; "
+        "with no checkpoint, the active alias synthray-active)",
+    )
+    enrolled_dir: Optional[str] = Field(
+        None,
+        description="archive of enrolled images (default beside the store; "
+        "a shared volume in a cluster): a new model version re-embeds them",
+    )
     create_index: bool = Field(False, description="create an empty collection when none exists (pure few-shot use)")
     device: str = Field("auto", description="encoder device: auto | cpu | cuda")
     api_key_env: str = Field("SYNTHRAY_API_KEY", description="env var holding the API key for writes")
@@ -58,65 +67,98 @@ class AppArgs(BaseModel):
     # 0: a batch is what queued while the encoder was busy. Waiting to fill costs a lone request
     # the whole wait (benchmarks/bench_serve.py, 2 cores, resnet10t: p50 56 ms at concurrency 1
     # with 10 ms, 43 ms with 0) and bought no throughput under load beyond the runs' spread.
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill (0: it takes what "
-                                        "queued while the encoder was busy)")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="how long a batch waits to fill (0: it takes what queued while the encoder was busy)"
+    )
     encoder_replicas: int = Field(1, ge=1)
-    index_replicas: int = Field(1, ge=1, description="index reader replicas against a server (writes go to one "
-                                "writer); 1 when embedded")
+    index_replicas: int = Field(
+        1, ge=1, description="index reader replicas against a server (writes go to one writer); 1 when embedded"
+    )
     ingress_replicas: int = Field(1, ge=1)
-    index_standby: bool = Field(True, description="embedded store: a warm standby process takes the store over "
-                                "when the index owner is lost, until the owner's replacement has started")
+    index_standby: bool = Field(
+        True,
+        description="embedded store: a warm standby process takes the store over "
+        "when the index owner is lost, until the owner's replacement has started",
+    )
     encoder_cpus: float = Field(0.5, ge=0)
     encoder_gpus: float = Field(0, ge=0)
     index_cpus: float = Field(0.25, ge=0)
     ingress_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; >= max_batch_size so batches can fill")
     # Overload and faults (the ingress sends a call again when a replica dies under it).
-    max_queued_requests: int = Field(256, ge=-1, description="requests queued per caller and deployment beyond "
-                                     "max_ongoing_requests; more are answered 503 with Retry-After (-1: no bound)")
-    ingress_max_connections: int = Field(2048, ge=1, description="requests an ingress replica holds at once (it is "
-                                         "asynchronous: a waiting request costs little); it admits "
-                                         "max_ongoing_requests + max_queued_requests of them to the API and answers "
-                                         "the rest 503 overloaded at once, in the API's JSON error shape")
+    max_queued_requests: int = Field(
+        256,
+        ge=-1,
+        description="requests queued per caller and deployment beyond "
+        "max_ongoing_requests; more are answered 503 with Retry-After (-1: no bound)",
+    )
+    ingress_max_connections: int = Field(
+        2048,
+        ge=1,
+        description="requests an ingress replica holds at once (it is "
+        "asynchronous: a waiting request costs little); it admits "
+        "max_ongoing_requests + max_queued_requests of them to the API and answers "
+        "the rest 503 overloaded at once, in the API's JSON error shape",
+    )
     retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of a 503 (overload, a replica lost)")
-    retry_deadline_s: float = Field(10.0, ge=0, description="how long a call that is safe to repeat is sent again "
-                                    "while replicas die or restart, before a 503")
+    retry_deadline_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a call that is safe to repeat is sent again while replicas die or restart, before a 503",
+    )
     health_check_period_s: float = Field(2.0, gt=0, description="how often Serve checks each replica")
-    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="how long a stopping replica may finish "
-                                               "its requests (redeploys, scale-down, SIGTERM)")
-    write_rate_per_min: float = Field(120.0, ge=0, description="writes per minute per API key (0: unlimited); "
-                                      "more are 429 with Retry-After")
+    graceful_shutdown_timeout_s: float = Field(
+        20.0, ge=0, description="how long a stopping replica may finish its requests (redeploys, scale-down, SIGTERM)"
+    )
+    write_rate_per_min: float = Field(
+        120.0, ge=0, description="writes per minute per API key (0: unlimited); more are 429 with Retry-After"
+    )
     write_burst: int = Field(30, ge=1, description="writes a key may make at once")
     attribution: Optional[dict[str, Any]] = Field(None, description="AttributionConfig fields overriding the index's")
-    discovery: Optional[dict[str, Any]] = Field(None, description="DiscoveryConfig fields: the inbox of unknown "
-                                                "answers (capacity, keep_images, retention_s, recompute_s, ...)")
+    discovery: Optional[dict[str, Any]] = Field(
+        None,
+        description="DiscoveryConfig fields: the inbox of unknown "
+        "answers (capacity, keep_images, retention_s, recompute_s, ...)",
+    )
 
     @model_validator(mode="after")
     def _one_owner_when_embedded(self) -> "AppArgs":
         if self.store_url is None and self.index_replicas != 1:
-            raise ValueError(f"index_replicas={self.index_replicas} needs a Qdrant server (store_url): an embedded "
-                             "store can be opened by one process only")
+            raise ValueError(
+                f"index_replicas={self.index_replicas} needs a Qdrant server (store_url): an embedded "
+                "store can be opened by one process only"
+            )
         if self.discovery is not None:
             from synthray.config import from_dict
             from synthray.discovery.config import DiscoveryConfig
 
             from_dict(DiscoveryConfig, self.discovery)  # a mistake fails the deploy, not a replica later
         if self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
-                             f"({self.max_batch_size}): batches could never fill")
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
+                f"({self.max_batch_size}): batches could never fill"
+            )
         return self
 
     def serving_options(self) -> dict[str, Any]:
         """Deployment options every deployment shares: queue bounds, health checks, draining."""
-        return {"max_ongoing_requests": self.max_ongoing_requests, "max_queued_requests": self.max_queued_requests,
-                "health_check_period_s": self.health_check_period_s,
-                "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s}
+        return {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
 
     def store_config(self) -> dict[str, Any]:
         """``StoreConfig`` fields; a relative path is taken from where the app is built (the repo root)."""
-        return {"url": self.store_url, "path": os.path.abspath(self.store_path), "collection": self.collection,
-                "api_key_env": self.store_api_key_env, "engine": self.store_engine,
-                "enrolled_dir": os.path.abspath(self.enrolled_dir) if self.enrolled_dir else None}
+        return {
+            "url": self.store_url,
+            "path": os.path.abspath(self.store_path),
+            "collection": self.collection,
+            "api_key_env": self.store_api_key_env,
+            "engine": self.store_engine,
+            "enrolled_dir": os.path.abspath(self.enrolled_dir) if self.enrolled_dir else None,
+        }
 
     def pinned(self) -> tuple[str, str, Optional[str]]:
         """``(checkpoint folder, model version, collection)`` the app serves, resolved once here.
@@ -145,8 +187,10 @@ class AppArgs(BaseModel):
         folder = Path(meta["checkpoint"])
         version = checkpoint_version(folder)
         if version != meta.get("model_version"):
-            raise StoreError(f"collection {collection!r} holds model version {meta.get('model_version')}, its "
-                             f"checkpoint {folder} holds {version}")
+            raise StoreError(
+                f"collection {collection!r} holds model version {meta.get('model_version')}, its "
+                f"checkpoint {folder} holds {version}"
+            )
         return str(folder), version, collection
 
 
@@ -162,49 +206,89 @@ def build_app(args: AppArgs) -> Application:
         args = AppArgs.model_validate(args)
     checkpoint, version, collection = args.pinned()
     store = {**args.store_config(), "collection": collection}
-    encoder = serve.deployment(Encoder).options(
-        num_replicas=args.encoder_replicas, **args.serving_options(),
-        ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
-        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
-    ).bind(checkpoint, args.device, version)
+    encoder = (
+        serve.deployment(Encoder)
+        .options(
+            num_replicas=args.encoder_replicas,
+            **args.serving_options(),
+            ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
+            user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
+        )
+        .bind(checkpoint, args.device, version)
+    )
     owner = serve.deployment(IndexOwner)
     standby = None
     if args.store_url is None:
         # Embedded: one process may open the store, so one owner reads and writes; the
         # standby (no CPUs reserved: it idles while the owner lives) stands in when it is lost.
         if args.index_standby:
-            standby = serve.deployment(IndexStandby).options(
-                num_replicas=1, **args.serving_options(), ray_actor_options={"num_cpus": 0},
-            ).bind(encoder, store, args.attribution, version, args.discovery)
-        index = owner.options(num_replicas=1, **args.serving_options(),
-                              ray_actor_options={"num_cpus": args.index_cpus},
-                              ).bind(encoder, store, args.create_index, args.attribution, version, "owner",
-                                     args.discovery, standby)
+            standby = (
+                serve.deployment(IndexStandby)
+                .options(
+                    num_replicas=1,
+                    **args.serving_options(),
+                    ray_actor_options={"num_cpus": 0},
+                )
+                .bind(encoder, store, args.attribution, version, args.discovery)
+            )
+        index = owner.options(
+            num_replicas=1,
+            **args.serving_options(),
+            ray_actor_options={"num_cpus": args.index_cpus},
+        ).bind(encoder, store, args.create_index, args.attribution, version, "owner", args.discovery, standby)
         writer = index
     else:
         # A server: readers scale out, every write goes through one writer (one lock, one archive).
-        index = owner.options(name="IndexReader", num_replicas=args.index_replicas, **args.serving_options(),
-                              ray_actor_options={"num_cpus": args.index_cpus},
-                              ).bind(encoder, store, False, args.attribution, version, "reader", args.discovery)
-        writer = owner.options(name="IndexWriter", num_replicas=1, **args.serving_options(),
-                               ray_actor_options={"num_cpus": args.index_cpus},
-                               ).bind(encoder, store, args.create_index, args.attribution, version, "writer",
-                                      args.discovery)
+        index = owner.options(
+            name="IndexReader",
+            num_replicas=args.index_replicas,
+            **args.serving_options(),
+            ray_actor_options={"num_cpus": args.index_cpus},
+        ).bind(encoder, store, False, args.attribution, version, "reader", args.discovery)
+        writer = owner.options(
+            name="IndexWriter",
+            num_replicas=1,
+            **args.serving_options(),
+            ray_actor_options={"num_cpus": args.index_cpus},
+        ).bind(encoder, store, args.create_index, args.attribution, version, "writer", args.discovery)
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
     admitted = 0 if args.max_queued_requests < 0 else args.max_ongoing_requests + args.max_queued_requests
-    resilience = {"retry_deadline_s": args.retry_deadline_s, "retry_after_s": args.retry_after_s,
-                  "write_rate_per_min": args.write_rate_per_min, "write_burst": args.write_burst,
-                  "max_in_flight": admitted}
+    resilience = {
+        "retry_deadline_s": args.retry_deadline_s,
+        "retry_after_s": args.retry_after_s,
+        "write_rate_per_min": args.write_rate_per_min,
+        "write_burst": args.write_burst,
+        "max_in_flight": admitted,
+    }
     # The ingress holds many more requests than it admits, so overload is answered by the API
     # (JSON 503); the proxy's own refusal (plain text 503 with Retry-After) only beyond that.
     # The proxy's queue bound too: its router queues requests while it picks a replica, so a
     # burst arriving at once would overflow a short queue however idle the ingress is.
     connections = max(args.ingress_max_connections, admitted + 16)
-    ingress_options = {**args.serving_options(), "max_ongoing_requests": connections,
-                       "max_queued_requests": -1 if admitted == 0 else connections}
-    return serve.deployment(Ingress).options(
-        num_replicas=args.ingress_replicas, ray_actor_options={"num_cpus": args.ingress_cpus}, **ingress_options,
-        backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
-    ).bind(encoder, index, limits, args.api_key_env, args.api_key_file, args.read_requires_key,
-           {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples}, writer, args.discovery,
-           resilience, standby)
+    ingress_options = {
+        **args.serving_options(),
+        "max_ongoing_requests": connections,
+        "max_queued_requests": -1 if admitted == 0 else connections,
+    }
+    return (
+        serve.deployment(Ingress)
+        .options(
+            num_replicas=args.ingress_replicas,
+            ray_actor_options={"num_cpus": args.ingress_cpus},
+            **ingress_options,
+            backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
+        )
+        .bind(
+            encoder,
+            index,
+            limits,
+            args.api_key_env,
+            args.api_key_file,
+            args.read_requires_key,
+            {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples},
+            writer,
+            args.discovery,
+            resilience,
+            standby,
+        )
+    )

@@ -76,10 +76,16 @@ class KeyCheck:
         if not write and not self.read_requires_key:
             return
         if self.key is None:
-            raise ApiError(403, "writes_disabled", f"this server has no API key configured (${self.env_var}), so "
-                           "enrollment and deletion are disabled")
+            raise ApiError(
+                403,
+                "writes_disabled",
+                f"this server has no API key configured (${self.env_var}), so enrollment and deletion are disabled",
+            )
         if not presented:
-            raise ApiError(401, "missing_api_key", f"this endpoint needs an API key: send it as '{KEY_HEADER}: <key>' "
-                           "or 'Authorization: Bearer <key>'")
+            raise ApiError(
+                401,
+                "missing_api_key",
+                f"this endpoint needs an API key: send it as '{KEY_HEADER}: <key>' or 'Authorization: Bearer <key>'",
+            )
         if not hmac.compare_digest(presented.encode(), self.key.encode()):
             raise ApiError(403, "invalid_api_key", "the API key is not valid")

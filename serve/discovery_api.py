@@ -41,10 +41,20 @@ def feedback_label(label: str, canonical_generator: Callable[[str], str]) -> str
     return REAL if normalize_generator(label).lower() == REAL else canonical_generator(label)
 
 
-def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics: Any, may_read: Callable,
-                         may_write: Callable, canonical_generator: Callable[[str], str], upload_body: dict[str, Any],
-                         images_of: Callable, embed_all: Callable, decode_failures: Callable,
-                         embedding_version: Callable) -> None:
+def add_discovery_routes(
+    app: FastAPI,
+    backend: Any,
+    model_version: str,
+    metrics: Any,
+    may_read: Callable,
+    may_write: Callable,
+    canonical_generator: Callable[[str], str],
+    upload_body: dict[str, Any],
+    images_of: Callable,
+    embed_all: Callable,
+    decode_failures: Callable,
+    embedding_version: Callable,
+) -> None:
     """Adds /v1/discoveries and /v1/feedback to ``app`` (the upload parsing, embedding and
     auth helpers are the other routes' own)."""
 
@@ -53,8 +63,13 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
             raise ApiError(404, "unknown_discovery", f"no discovery {discovery_id!r}: ids look like d0001")
         return discovery_id
 
-    @app.get("/v1/discoveries", response_model=DiscoveryList, responses=_ERRORS, dependencies=[Security(may_read)],
-             summary="Candidate new generators found among unknown answers")
+    @app.get(
+        "/v1/discoveries",
+        response_model=DiscoveryList,
+        responses=_ERRORS,
+        dependencies=[Security(may_read)],
+        summary="Candidate new generators found among unknown answers",
+    )
     async def list_discoveries(refresh: bool = False) -> DiscoveryList:
         """Groups of images the service answered ``unknown`` that look like one generator
         (HDBSCAN over their embeddings), largest first. Regrouped on a schedule; ``refresh=true``
@@ -63,15 +78,24 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
         metrics.set_discovery(out["inbox"])
         return DiscoveryList(model_version=model_version, **out)
 
-    @app.get("/v1/discoveries/{discovery_id}", response_model=DiscoveryOut | EnrolledDiscovery, responses=_ERRORS,
-             dependencies=[Security(may_read)], summary="One discovery (or what it was enrolled as)")
+    @app.get(
+        "/v1/discoveries/{discovery_id}",
+        response_model=DiscoveryOut | EnrolledDiscovery,
+        responses=_ERRORS,
+        dependencies=[Security(may_read)],
+        summary="One discovery (or what it was enrolled as)",
+    )
     async def get_discovery(discovery_id: str, members: bool = False) -> Any:
         """``members=true`` adds every member's content hash (to look the images up elsewhere)."""
         return await backend.discovery(checked_id(discovery_id), members)
 
-    @app.post("/v1/discoveries/{discovery_id}/enroll", response_model=DiscoveryEnrollResponse,
-              responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
-              summary="Enroll a discovery as a generator, in one call")
+    @app.post(
+        "/v1/discoveries/{discovery_id}/enroll",
+        response_model=DiscoveryEnrollResponse,
+        responses={**_ERRORS, 500: {"model": ErrorBody}},
+        dependencies=[Security(may_write)],
+        summary="Enroll a discovery as a generator, in one call",
+    )
     async def enroll_discovery(discovery_id: str, body: DiscoveryEnrollRequest) -> DiscoveryEnrollResponse:
         """Enrolls the discovery's members under ``name``; they leave the inbox and count from
         the next query. Enrolling it again under the same name changes nothing (200,
@@ -83,10 +107,15 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
             metrics.discovery_enrollments.inc()
         return DiscoveryEnrollResponse(model_version=model_version, **out)
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=_ERRORS, dependencies=[Security(may_write)],
-              summary="Label images the service has seen (by content hash)")
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        responses=_ERRORS,
+        dependencies=[Security(may_write)],
+        summary="Label images the service has seen (by content hash)",
+    )
     async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """"This image is real" / "this is generator X" for images answered recently or kept in
+        """ "This image is real" / "this is generator X" for images answered recently or kept in
         the inbox, named by their sha256. Stored as labelled samples (GET /v1/feedback); they
         change no reference until enrolled (POST /v1/feedback/enroll)."""
         label = feedback_label(body.label, canonical_generator)
@@ -94,12 +123,19 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
         metrics.feedback.labels("hash").inc(out["stored"])
         return FeedbackResponse(model_version=model_version, **out)
 
-    @app.post("/v1/feedback/images", response_model=FeedbackResponse, responses=_ERRORS,
-              openapi_extra=upload_body, dependencies=[Security(may_write)],
-              summary="Label uploaded images")
-    async def feedback_images(request: Request, label: str = Query(..., pattern=NAME_REGEX,
-                                                                   description="'real' or a generator name"),
-                              note: str = Query("", max_length=500)) -> FeedbackResponse:
+    @app.post(
+        "/v1/feedback/images",
+        response_model=FeedbackResponse,
+        responses=_ERRORS,
+        openapi_extra=upload_body,
+        dependencies=[Security(may_write)],
+        summary="Label uploaded images",
+    )
+    async def feedback_images(
+        request: Request,
+        label: str = Query(..., pattern=NAME_REGEX, description="'real' or a generator name"),
+        note: str = Query("", max_length=500),
+    ) -> FeedbackResponse:
         """Like POST /v1/feedback, for images sent in the body (any upload format /v1/attribute takes)."""
         label = feedback_label(label, canonical_generator)
         images, bad = await images_of(request, "feedback")
@@ -108,20 +144,34 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
         if bad:
             raise rejected_images(bad)
         embedding_version(embedded)
-        out = await backend.add_feedback(label, [i.content_hash for i in images],
-                                         np.stack([e.vector for e, _ in embedded]), [i.name for i in images],
-                                         [i.data for i in images], note)
+        out = await backend.add_feedback(
+            label,
+            [i.content_hash for i in images],
+            np.stack([e.vector for e, _ in embedded]),
+            [i.name for i in images],
+            [i.data for i in images],
+            note,
+        )
         metrics.feedback.labels("upload").inc(out["stored"])
         return FeedbackResponse(model_version=model_version, **out)
 
-    @app.get("/v1/feedback", response_model=FeedbackList, responses=_ERRORS, dependencies=[Security(may_read)],
-             summary="Labelled images waiting to be enrolled")
+    @app.get(
+        "/v1/feedback",
+        response_model=FeedbackList,
+        responses=_ERRORS,
+        dependencies=[Security(may_read)],
+        summary="Labelled images waiting to be enrolled",
+    )
     async def list_feedback() -> FeedbackList:
         return FeedbackList(model_version=model_version, **await backend.list_feedback())
 
-    @app.post("/v1/feedback/enroll", response_model=FeedbackEnrollResponse,
-              responses={**_ERRORS, 500: {"model": ErrorBody}}, dependencies=[Security(may_write)],
-              summary="Enroll every feedback image of one label")
+    @app.post(
+        "/v1/feedback/enroll",
+        response_model=FeedbackEnrollResponse,
+        responses={**_ERRORS, 500: {"model": ErrorBody}},
+        dependencies=[Security(may_write)],
+        summary="Enroll every feedback image of one label",
+    )
     async def enroll_feedback(body: FeedbackEnrollRequest) -> FeedbackEnrollResponse:
         """Adds the feedback images labelled ``label`` as references (``real``: real references);
         they leave the feedback list. The trained references are never changed."""
@@ -129,4 +179,3 @@ def add_discovery_routes(app: FastAPI, backend: Any, model_version: str, metrics
         out = await backend.enroll_feedback(label)
         metrics.enrolled.labels(label).inc(out["enrolled"])
         return FeedbackEnrollResponse(model_version=model_version, **out)
-

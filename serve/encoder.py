@@ -52,8 +52,10 @@ class Encoder:
 
         self.embedder = Embedder(checkpoint, device=device)
         if model_version is not None and self.embedder.model_version != model_version:
-            raise RuntimeError(f"{checkpoint} holds model version {self.embedder.model_version}, the app is pinned "
-                               f"to {model_version}: refusing to start with other weights")
+            raise RuntimeError(
+                f"{checkpoint} holds model version {self.embedder.model_version}, the app is pinned "
+                f"to {model_version}: refusing to start with other weights"
+            )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Applies ``{"max_batch_size", "batch_wait_timeout_s"}`` (Serve calls this on deploy and on change)."""
@@ -71,8 +73,9 @@ class Encoder:
         """Model version, embedding size, classes and device of the loaded checkpoint."""
         return self.embedder.describe()
 
-    @serve.batch(max_batch_size=DEFAULT_BATCH["max_batch_size"],
-                 batch_wait_timeout_s=DEFAULT_BATCH["batch_wait_timeout_s"])
+    @serve.batch(
+        max_batch_size=DEFAULT_BATCH["max_batch_size"], batch_wait_timeout_s=DEFAULT_BATCH["batch_wait_timeout_s"]
+    )
     async def embed(self, images: list[bytes]) -> list[Embedded]:
         """One image per call; Serve hands this method the batch.
 
@@ -81,7 +84,9 @@ class Encoder:
         """
         return await asyncio.to_thread(self._embed_batch, images)
 
-    async def explain(self, image: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
+    async def explain(
+        self, image: bytes, references: np.ndarray, kinds: list[str], lime_samples: int
+    ) -> dict[str, Any]:
         """Saliency and/or LIME maps of one image's closeness to ``references`` (JSON-ready,
         maps as base64 PNGs; see ``synthray.methods.explain``).
 

@@ -38,8 +38,9 @@ class ApiError(Exception):
         details: extra JSON-able fields (the rejected files, the limit that was hit).
     """
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -51,12 +52,12 @@ class ApiError(Exception):
         return (_rebuild, (self.status, self.code, self.message, self.details, self.headers))
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status,
-                          "details": self.details}}
+        return {"error": {"code": self.code, "message": self.message, "status": self.status, "details": self.details}}
 
 
-def _rebuild(status: int, code: str, message: str, details: dict[str, Any],
-             headers: dict[str, str] | None = None) -> ApiError:
+def _rebuild(
+    status: int, code: str, message: str, details: dict[str, Any], headers: dict[str, str] | None = None
+) -> ApiError:
     return ApiError(status, code, message, headers, **details)
 
 

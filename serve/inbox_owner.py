@@ -59,6 +59,7 @@ class InboxMixin:
                 return fn(*args)
             except EnrollmentError as exc:
                 raise ApiError(exc.status, exc.code, exc.message, **exc.details) from exc
+
         return await asyncio.get_running_loop().run_in_executor(self._inbox_thread, call)
 
     def _need_discoveries(self) -> Discoveries:
@@ -67,8 +68,13 @@ class InboxMixin:
         return self.discoveries
 
     # -- recording ----------------------------------------------------------------------
-    def observe(self, vectors: np.ndarray, hashes: Sequence[str], answers: Sequence[dict[str, Any]],
-                images: Sequence[bytes] | None = None) -> None:
+    def observe(
+        self,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        answers: Sequence[dict[str, Any]],
+        images: Sequence[bytes] | None = None,
+    ) -> None:
         """Remembers answered images (for feedback by hash) and queues the ones the inbox keeps.
         Returns at once: the answer never waits for, nor fails with, the recording."""
         for v, h, a in zip(vectors, hashes, answers):
@@ -85,14 +91,20 @@ class InboxMixin:
             self.dropped += len(keep)
             return
         self._pending += 1
-        task = asyncio.get_running_loop().create_task(self._record(
-            np.asarray(vectors, np.float32)[keep], [hashes[i] for i in keep], [answers[i] for i in keep],
-            [images[i] for i in keep] if images is not None else None))
+        task = asyncio.get_running_loop().create_task(
+            self._record(
+                np.asarray(vectors, np.float32)[keep],
+                [hashes[i] for i in keep],
+                [answers[i] for i in keep],
+                [images[i] for i in keep] if images is not None else None,
+            )
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _record(self, vectors: np.ndarray, hashes: list[str], answers: list[dict[str, Any]],
-                      images: list[bytes] | None) -> None:
+    async def _record(
+        self, vectors: np.ndarray, hashes: list[str], answers: list[dict[str, Any]], images: list[bytes] | None
+    ) -> None:
         try:
             self.recorded += await self._on_inbox(self.inbox.record, vectors, hashes, answers, images)
         except Exception:  # noqa: BLE001 - a failed recording is counted and logged, never answered
@@ -123,8 +135,12 @@ class InboxMixin:
         if refresh or d.computed_at is None:
             await self.regroup()
         listing = await self._on_inbox(d.listing)
-        return {"computed_at": d.computed_at, "discoveries": listing, "enrolled": dict(d.enrolled),
-                "inbox": await self._on_inbox(d.counts)}
+        return {
+            "computed_at": d.computed_at,
+            "discoveries": listing,
+            "enrolled": dict(d.enrolled),
+            "inbox": await self._on_inbox(d.counts),
+        }
 
     async def get_discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]:
         return await self._on_inbox(self._need_discoveries().get, discovery_id, members)
@@ -143,23 +159,46 @@ class InboxMixin:
                 return {"id": discovery_id, "generator": name, **plan}
             counts = (await self._run(self.store.counts)).get(name, {})
             if counts.get("trained"):
-                raise ApiError(409, "trained_generator", f"{name!r} is a trained generator; a discovery is enrolled "
-                               "under a new name (add images of a trained generator through feedback)", counts=counts)
+                raise ApiError(
+                    409,
+                    "trained_generator",
+                    f"{name!r} is a trained generator; a discovery is enrolled "
+                    "under a new name (add images of a trained generator through feedback)",
+                    counts=counts,
+                )
             result = await self._enroll_plan(name, plan)
             record = await self._on_inbox(d.enrolled_as, discovery_id, name, plan, result)
-        log.info("discovery %s enrolled as %s: %d new references from %s", discovery_id, name, result["enrolled"],
-                 plan.source)
-        return {"id": discovery_id, "generator": name, **record, "already_enrolled": False,
-                "counts": result["counts"], "calibration": result.get("calibration")}
+        log.info(
+            "discovery %s enrolled as %s: %d new references from %s",
+            discovery_id,
+            name,
+            result["enrolled"],
+            plan.source,
+        )
+        return {
+            "id": discovery_id,
+            "generator": name,
+            **record,
+            "already_enrolled": False,
+            "counts": result["counts"],
+            "calibration": result.get("calibration"),
+        }
 
     async def _enroll_plan(self, name: str, plan: Plan) -> dict[str, Any]:
-        return await self._run(self._write, self.enroller.enroll, name, plan.vectors, plan.hashes, plan.names,
-                               plan.images)
+        return await self._run(
+            self._write, self.enroller.enroll, name, plan.vectors, plan.hashes, plan.names, plan.images
+        )
 
     # -- feedback -----------------------------------------------------------------------
-    async def add_feedback(self, label: str, hashes: Sequence[str], vectors: np.ndarray | None = None,
-                           names: Sequence[str] | None = None, images: Sequence[bytes] | None = None,
-                           note: str = "") -> dict[str, Any]:
+    async def add_feedback(
+        self,
+        label: str,
+        hashes: Sequence[str],
+        vectors: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+        note: str = "",
+    ) -> dict[str, Any]:
         """Stores images labelled ``label`` (``real`` or a generator): uploaded ones (``vectors``
         given) or ones seen before, named by hash (the inbox, or recent answers).
 
@@ -174,8 +213,13 @@ class InboxMixin:
             found.update({h: self._recent[h] for h in hashes if h not in found and h in self._recent})
             missing = [h for h in hashes if h not in found]
             if missing:
-                raise ApiError(404, "unseen_image", f"{len(missing)} of the hashes were not answered recently nor "
-                               "kept in the inbox; upload those images with the label instead", missing=missing)
+                raise ApiError(
+                    404,
+                    "unseen_image",
+                    f"{len(missing)} of the hashes were not answered recently nor "
+                    "kept in the inbox; upload those images with the label instead",
+                    missing=missing,
+                )
             vectors = np.stack([found[h][0] for h in hashes])
             answered: list[str | None] = [found[h][1] for h in hashes]
             kept = [self.inbox.image(h) for h in hashes]
@@ -187,8 +231,11 @@ class InboxMixin:
         async with self._write_lock:
             await self._on_inbox(self.inbox.add_feedback, label, vectors, hashes, names, answered, images, note)
         log.info("feedback: %d images labelled %s", len(hashes), label)
-        return {"label": label, "stored": len(hashes),
-                "images": [{"hash": h, "answered": a} for h, a in zip(hashes, answered)]}
+        return {
+            "label": label,
+            "stored": len(hashes),
+            "images": [{"hash": h, "answered": a} for h, a in zip(hashes, answered)],
+        }
 
     async def list_feedback(self) -> dict[str, Any]:
         rows = await self._on_inbox(self._need_discoveries().feedback)
@@ -210,14 +257,21 @@ class InboxMixin:
             await self._on_inbox(self.inbox.remove, done, FEEDBACK)
         kind = "real references" if label == REAL else f"references of {label}"
         log.info("feedback enrolled as %s: %d new, %d unchanged", kind, result["enrolled"], result["unchanged"])
-        return {"label": label, "source": plan.source, **{k: result[k] for k in ("enrolled", "unchanged", "rejected",
-                                                                                  "counts")}}
+        return {
+            "label": label,
+            "source": plan.source,
+            **{k: result[k] for k in ("enrolled", "unchanged", "rejected", "counts")},
+        }
 
     # -- observing ----------------------------------------------------------------------
     async def inbox_stats(self) -> dict[str, Any]:
         """Sizes and counters for /metrics."""
-        out: dict[str, Any] = {"recorded": self.recorded, "dropped": self.dropped,
-                               "record_failures": self.record_failures, "pending": self._pending}
+        out: dict[str, Any] = {
+            "recorded": self.recorded,
+            "dropped": self.dropped,
+            "record_failures": self.record_failures,
+            "pending": self._pending,
+        }
         if self.discoveries is not None:
             out.update(await self._on_inbox(self.discoveries.counts))
         return out

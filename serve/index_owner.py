@@ -57,14 +57,21 @@ class IndexService(InboxMixin):
         groups: this replica groups the inbox and enrolls from it (False: it only records).
     """
 
-    def __init__(self, store: BaseStore, attribution: AttributionConfig | None = None,
-                 archive: EnrollmentArchive | None = None, inbox: Inbox | None = None,
-                 discovery: DiscoveryConfig | None = None, groups: bool = True) -> None:
+    def __init__(
+        self,
+        store: BaseStore,
+        attribution: AttributionConfig | None = None,
+        archive: EnrollmentArchive | None = None,
+        inbox: Inbox | None = None,
+        discovery: DiscoveryConfig | None = None,
+        groups: bool = True,
+    ) -> None:
         self.store = store
         self.enroller = Enroller(store, attribution, archive)
         if self.enroller.thresholds is None:
-            log.warning("index %s has no calibrated thresholds: is-AI threshold 0, no 'unknown' answers",
-                        store.collection)
+            log.warning(
+                "index %s has no calibrated thresholds: is-AI threshold 0, no 'unknown' answers", store.collection
+            )
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-store")
         self._write_lock = asyncio.Lock()
         self._closed = False
@@ -83,10 +90,14 @@ class IndexService(InboxMixin):
 
     def _same_version(self, model_version: str | None) -> None:
         if model_version is not None and model_version != self.store.model_version:
-            raise ApiError(503, "model_mismatch",
-                           f"the image was embedded by model version {model_version}, the index holds "
-                           f"{self.store.model_version}: a replica runs other weights (a rollout in progress?); "
-                           "nothing was answered or written, retry shortly", model_version=self.store.model_version)
+            raise ApiError(
+                503,
+                "model_mismatch",
+                f"the image was embedded by model version {model_version}, the index holds "
+                f"{self.store.model_version}: a replica runs other weights (a rollout in progress?); "
+                "nothing was answered or written, retry shortly",
+                model_version=self.store.model_version,
+            )
 
     # -- reads --------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:
@@ -96,13 +107,23 @@ class IndexService(InboxMixin):
     def _info(self) -> dict[str, Any]:
         self.enroller.refresh()
         t = self.thresholds
-        return {"model_version": self.store.model_version, "collection": self.store.collection,
-                "store": "embedded" if self.store.embedded else "server", "references": self.store.count(),
-                "calibrated": t is not None, "k": self.cfg.k,
-                "calibration_warning": (t.calibration.get("warning") if t else "the index has no calibrated thresholds")}
+        return {
+            "model_version": self.store.model_version,
+            "collection": self.store.collection,
+            "store": "embedded" if self.store.embedded else "server",
+            "references": self.store.count(),
+            "calibrated": t is not None,
+            "k": self.cfg.k,
+            "calibration_warning": (t.calibration.get("warning") if t else "the index has no calibrated thresholds"),
+        }
 
-    async def attribute(self, vectors: np.ndarray, model_version: str | None = None,
-                        hashes: Sequence[str] | None = None, images: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
+    async def attribute(
+        self,
+        vectors: np.ndarray,
+        model_version: str | None = None,
+        hashes: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+    ) -> list[dict[str, Any]]:
         """Attributions of (N, D) query embeddings (see ``synthray.attribution.rule.attribute``).
 
         With the images' content ``hashes`` the answers are remembered for feedback and the
@@ -143,8 +164,15 @@ class IndexService(InboxMixin):
         return refs
 
     # -- writes -------------------------------------------------------------------------
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
-                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]:
+    async def enroll(
+        self,
+        generator: str,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        names: Sequence[str],
+        images: Sequence[bytes] | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
         """Adds images of ``generator`` as enrolled references, all or nothing (see
         :meth:`synthray.index.enrollment.Enroller.enroll`); the images are archived for the
         next model version when ``images`` is given.
@@ -155,8 +183,15 @@ class IndexService(InboxMixin):
         """
         self._same_version(model_version)
         async with self._write_lock:
-            return await self._run(self._write, self.enroller.enroll, generator, np.asarray(vectors, np.float32),
-                                   list(hashes), list(names), list(images) if images is not None else None)
+            return await self._run(
+                self._write,
+                self.enroller.enroll,
+                generator,
+                np.asarray(vectors, np.float32),
+                list(hashes),
+                list(names),
+                list(images) if images is not None else None,
+            )
 
     async def delete_generator(self, generator: str) -> dict[str, Any]:
         """Deletes a generator's enrolled references (trained ones stay: rebuild the index for those).
@@ -202,17 +237,24 @@ class IndexOwner(IndexService):
             (reads; writes go to the writer), or ``writer`` (the one writer against a server).
     """
 
-    async def __init__(self, encoder: Any, store: dict[str, Any], create: bool = False,
-                       attribution: dict[str, Any] | None = None, model_version: str | None = None,
-                       role: str = "owner", discovery: dict[str, Any] | None = None,
-                       standby: Any = None) -> None:  # type: ignore[misc]
-        parts = await open_parts(encoder, store, create, attribution, model_version, role, discovery,
-                                 standby=standby)
+    async def __init__(
+        self,
+        encoder: Any,
+        store: dict[str, Any],
+        create: bool = False,
+        attribution: dict[str, Any] | None = None,
+        model_version: str | None = None,
+        role: str = "owner",
+        discovery: dict[str, Any] | None = None,
+        standby: Any = None,
+    ) -> None:  # type: ignore[misc]
+        parts = await open_parts(encoder, store, create, attribution, model_version, role, discovery, standby=standby)
         super().__init__(**parts)
         self.role = role
         self.start_regrouping()
-        log.info("index %s: %s at %s (%d references)", role, self.store.collection, self.store.where(),
-                 self.store.count())
+        log.info(
+            "index %s: %s at %s (%d references)", role, self.store.collection, self.store.where(), self.store.count()
+        )
 
     async def enroll(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self.role == "reader":
@@ -230,9 +272,17 @@ class IndexOwner(IndexService):
             self.close()
 
 
-async def open_parts(encoder: Any, store: dict[str, Any], create: bool, attribution: dict[str, Any] | None,
-                     model_version: str | None, role: str, discovery: dict[str, Any] | None,
-                     wait_s: float = OPEN_WAIT_S, standby: Any = None) -> dict[str, Any]:
+async def open_parts(
+    encoder: Any,
+    store: dict[str, Any],
+    create: bool,
+    attribution: dict[str, Any] | None,
+    model_version: str | None,
+    role: str,
+    discovery: dict[str, Any] | None,
+    wait_s: float = OPEN_WAIT_S,
+    standby: Any = None,
+) -> dict[str, Any]:
     """Opens what an :class:`IndexService` serves (its keyword arguments): the store for the
     encoder's model version, the enrollment archive, the discovery inbox.
 
@@ -250,8 +300,10 @@ async def open_parts(encoder: Any, store: dict[str, Any], create: bool, attribut
         raise ValueError(f"role must be owner, reader or writer, got {role!r}")
     info = await encoder.describe.remote()
     if model_version is not None and info["model_version"] != model_version:
-        raise StoreError(f"the encoder runs model version {info['model_version']}, the app is pinned to "
-                         f"{model_version}: refusing to serve mixed versions")
+        raise StoreError(
+            f"the encoder runs model version {info['model_version']}, the app is pinned to "
+            f"{model_version}: refusing to serve mixed versions"
+        )
     cfg = from_dict(StoreConfig, store)
     deadline, waited = time.monotonic() + wait_s, False
     while True:
@@ -274,8 +326,14 @@ async def open_parts(encoder: Any, store: dict[str, Any], create: bool, attribut
     archive = EnrollmentArchive(cfg.enrolled_root()) if role != "reader" else None
     disc = from_dict(DiscoveryConfig, discovery or {})
     inbox = _open_inbox(cfg, opened, disc, role) if disc.enabled else None
-    return {"store": opened, "attribution": from_dict(AttributionConfig, attribution) if attribution else None,
-            "archive": archive, "inbox": inbox, "discovery": disc, "groups": role != "reader"}
+    return {
+        "store": opened,
+        "attribution": from_dict(AttributionConfig, attribution) if attribution else None,
+        "archive": archive,
+        "inbox": inbox,
+        "discovery": disc,
+        "groups": role != "reader",
+    }
 
 
 def _open_inbox(cfg: StoreConfig, index: BaseStore, disc: DiscoveryConfig, role: str) -> Inbox | None:
@@ -290,4 +348,3 @@ def _open_inbox(cfg: StoreConfig, index: BaseStore, disc: DiscoveryConfig, role:
         log.warning("no discovery inbox yet (%s): this reader records no unknown answers", exc)
         return None
     return Inbox(store, disc, disc.images_root(cfg.enrolled_root()))
-

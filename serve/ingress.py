@@ -61,11 +61,20 @@ class Ingress:
         standby: handle of the embedded store's warm standby (:mod:`serve.standby`), or None.
     """
 
-    async def __init__(self, encoder: Any, index: Any, limits: dict[str, int], api_key_env: str,
-                       api_key_file: str | None = None, read_requires_key: bool = False,
-                       explain: dict[str, int] | None = None, writer: Any = None,
-                       discovery: dict[str, Any] | None = None, resilience: dict[str, float] | None = None,
-                       standby: Any = None) -> None:
+    async def __init__(
+        self,
+        encoder: Any,
+        index: Any,
+        limits: dict[str, int],
+        api_key_env: str,
+        api_key_file: str | None = None,
+        read_requires_key: bool = False,
+        explain: dict[str, int] | None = None,
+        writer: Any = None,
+        discovery: dict[str, Any] | None = None,
+        resilience: dict[str, float] | None = None,
+        standby: Any = None,
+    ) -> None:
         from synthray.config import from_dict
         from synthray.discovery.config import DiscoveryConfig
 
@@ -81,8 +90,14 @@ class Ingress:
             log.warning("no API key configured ($%s): enrollment and deletion are disabled", api_key_env)
         self.discovery_cfg = from_dict(DiscoveryConfig, discovery or {})
         self.metrics = ServiceMetrics(window_s=self.discovery_cfg.window_s)
-        res = {"retry_deadline_s": 10.0, "retry_after_s": 1.0, "write_rate_per_min": 0.0, "write_burst": 20,
-               "max_in_flight": 0, **(resilience or {})}
+        res = {
+            "retry_deadline_s": 10.0,
+            "retry_after_s": 1.0,
+            "write_rate_per_min": 0.0,
+            "write_burst": 20,
+            "max_in_flight": 0,
+            **(resilience or {}),
+        }
         self.gate = Gate(limit=int(res["max_in_flight"]), retry_after_s=float(res["retry_after_s"]))
         self.retry_deadline_s, self.retry_after_s = float(res["retry_deadline_s"]), float(res["retry_after_s"])
         self.write_rate = RateLimit(float(res["write_rate_per_min"]), int(res["write_burst"]))
@@ -91,8 +106,12 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> Any:
         keep = self.discovery_cfg.enabled and self.discovery_cfg.keep_images
-        return create_api(self, ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep,
-                                            self.write_rate), self.metrics, self.gate)
+        return create_api(
+            self,
+            ApiSettings(self.limits, self.auth, self.model_version, self.explain_settings, keep, self.write_rate),
+            self.metrics,
+            self.gate,
+        )
 
     async def drain(self) -> dict[str, Any]:
         """Stops admitting API requests (503 ``shutting_down``; /readyz 503) and says how many
@@ -101,8 +120,14 @@ class Ingress:
         self.gate.draining = True
         return {"replica": serve.get_replica_context().replica_id.unique_id, "in_flight": self.gate.in_flight}
 
-    async def _call(self, make: Callable[[], Awaitable[Any]], what: str, repeat: bool = True,
-                    lost: list[str] | None = None, failover: bool = False) -> Any:
+    async def _call(
+        self,
+        make: Callable[[], Awaitable[Any]],
+        what: str,
+        repeat: bool = True,
+        lost: list[str] | None = None,
+        failover: bool = False,
+    ) -> Any:
         """One deployment call; sent again while a replica failure is the cause (``repeat``).
 
         With ``failover`` (calls for the index owner, when a standby exists) a lost owner
@@ -121,8 +146,12 @@ class Ingress:
             try:
                 return await call(make())
             except BackPressureError:
-                raise ApiError(503, "overloaded", f"the service is at capacity ({what}); retry after the "
-                               "Retry-After delay", headers=retry_after(self.retry_after_s)) from None
+                raise ApiError(
+                    503,
+                    "overloaded",
+                    f"the service is at capacity ({what}); retry after the Retry-After delay",
+                    headers=retry_after(self.retry_after_s),
+                ) from None
             except ApiError as exc:
                 if not (failover and exc.code == "standby_idle") or time.monotonic() > deadline:
                     raise
@@ -143,13 +172,15 @@ class Ingress:
                     self.retried += 1
                     if lost is not None:
                         lost.append(type(exc).__name__)
-                    log.warning("%s: the %s was lost (%s); sending it to the %s", what, gone, type(exc).__name__,
-                                other)
+                    log.warning("%s: the %s was lost (%s); sending it to the %s", what, gone, type(exc).__name__, other)
                     continue
                 if not repeat or time.monotonic() + wait > deadline:
-                    raise ApiError(503, "replica_unavailable", f"{what} failed: a replica was lost "
-                                   f"({type(exc).__name__}); retry after the Retry-After delay",
-                                   headers=retry_after(self.retry_after_s)) from None
+                    raise ApiError(
+                        503,
+                        "replica_unavailable",
+                        f"{what} failed: a replica was lost ({type(exc).__name__}); retry after the Retry-After delay",
+                        headers=retry_after(self.retry_after_s),
+                    ) from None
                 self.retried += 1
                 if lost is not None:
                     lost.append(type(exc).__name__)
@@ -157,8 +188,9 @@ class Ingress:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 0.5)
 
-    async def _owner(self, name: str, *args: Any, what: str, writer: bool = False,
-                     lost: list[str] | None = None) -> Any:
+    async def _owner(
+        self, name: str, *args: Any, what: str, writer: bool = False, lost: list[str] | None = None
+    ) -> Any:
         """``name(*args)`` on the index owner (``writer``: the deployment that writes), or on
         the standby while the owner is lost.
 
@@ -176,8 +208,13 @@ class Ingress:
 
         def to_standby(how: str) -> None:
             if not self.owner_lost:
-                log.warning("%s: the index owner did not answer within %.1f s and the standby %s: sending calls "
-                            "to the standby until the owner is back", what, HEDGE_AFTER_S, how)
+                log.warning(
+                    "%s: the index owner did not answer within %.1f s and the standby %s: sending calls "
+                    "to the standby until the owner is back",
+                    what,
+                    HEDGE_AFTER_S,
+                    how,
+                )
             self.owner_lost = True
             first.cancel()
 
@@ -226,21 +263,43 @@ class Ingress:
 
         app = serve.get_replica_context().app_name
         status = await asyncio.to_thread(serve.status)
-        return {name: str(getattr(d.status, "value", d.status)) for name, d in status.applications[app].deployments.items()}
+        return {
+            name: str(getattr(d.status, "value", d.status)) for name, d in status.applications[app].deployments.items()
+        }
 
     async def index_info(self) -> dict[str, Any]:
         return await self._owner("info", what="index info")
 
-    async def attribute(self, vectors: np.ndarray, model_version: str | None = None, hashes: Sequence[str] | None = None,
-                        images: Sequence[bytes] | None = None) -> list[dict[str, Any]]:
+    async def attribute(
+        self,
+        vectors: np.ndarray,
+        model_version: str | None = None,
+        hashes: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+    ) -> list[dict[str, Any]]:
         return await self._owner("attribute", vectors, model_version, hashes, images, what="attribution")
 
-    async def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
-                     images: Sequence[bytes] | None = None, model_version: str | None = None) -> dict[str, Any]:
+    async def enroll(
+        self,
+        generator: str,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        names: Sequence[str],
+        images: Sequence[bytes] | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
         # Enrollment is keyed by content hash: sent twice, it stores each image once.
-        return await self._owner("enroll", generator, vectors, list(hashes), list(names),
-                                 list(images) if images is not None else None, model_version, what="enrollment",
-                                 writer=True)
+        return await self._owner(
+            "enroll",
+            generator,
+            vectors,
+            list(hashes),
+            list(names),
+            list(images) if images is not None else None,
+            model_version,
+            what="enrollment",
+            writer=True,
+        )
 
     async def generators(self) -> dict[str, dict[str, int]]:
         return await self._owner("generators", what="listing")
@@ -261,8 +320,9 @@ class Ingress:
         return await self._owner("class_references", vector, generator, k, what="explanation")
 
     async def explain(self, data: bytes, references: np.ndarray, kinds: list[str], lime_samples: int) -> dict[str, Any]:
-        return await self._call(lambda: self.encoder.explain.remote(data, references, kinds, lime_samples),
-                                "explanation")
+        return await self._call(
+            lambda: self.encoder.explain.remote(data, references, kinds, lime_samples), "explanation"
+        )
 
     # discovery: grouping, enrollment and feedback live with the one writer
     async def discoveries(self, refresh: bool) -> dict[str, Any]:
@@ -274,11 +334,18 @@ class Ingress:
     async def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]:
         return await self._owner("enroll_discovery", discovery_id, name, what="enrollment", writer=True)
 
-    async def add_feedback(self, label: str, hashes: Sequence[str], vectors: np.ndarray | None = None,
-                           names: Sequence[str] | None = None, images: Sequence[bytes] | None = None,
-                           note: str = "") -> dict[str, Any]:
-        return await self._owner("add_feedback", label, list(hashes), vectors, names, images, note, what="feedback",
-                                 writer=True)
+    async def add_feedback(
+        self,
+        label: str,
+        hashes: Sequence[str],
+        vectors: np.ndarray | None = None,
+        names: Sequence[str] | None = None,
+        images: Sequence[bytes] | None = None,
+        note: str = "",
+    ) -> dict[str, Any]:
+        return await self._owner(
+            "add_feedback", label, list(hashes), vectors, names, images, note, what="feedback", writer=True
+        )
 
     async def list_feedback(self) -> dict[str, Any]:
         return await self._owner("list_feedback", what="feedback", writer=True)

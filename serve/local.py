@@ -25,8 +25,14 @@ def app_args_from_yaml(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-def start(app_args: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-          num_cpus: int | None = None, name: str = "synthray") -> str:
+def start(
+    app_args: Mapping[str, Any],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    name: str = "synthray",
+) -> str:
     """Starts Ray (or joins ``address``), Serve's HTTP proxy and the app; returns its URL.
 
     Args:
@@ -44,8 +50,12 @@ def start(app_args: Mapping[str, Any], host: str = "127.0.0.1", port: int = 8000
     args = AppArgs.model_validate(dict(app_args))  # fail on bad arguments before starting anything
     # Replicas import this package; from any working directory they find it through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    ray.init(
+        address=address or "local",
+        num_cpus=num_cpus if address is None else None,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    )
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name=name, route_prefix="/")
     url = f"http://{host}:{port}"
@@ -73,15 +83,17 @@ def drain(name: str, replicas: int, timeout_s: float) -> bool:
     while True:
         report = handle.drain.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
         if report["replica"] not in latest:
-            log.info("draining: ingress replica %s had %d request(s) in progress", report["replica"],
-                     report["in_flight"])
+            log.info(
+                "draining: ingress replica %s had %d request(s) in progress", report["replica"], report["in_flight"]
+            )
         latest[report["replica"]] = report["in_flight"]
         if len(latest) >= replicas and not any(latest.values()):
             log.info("drained in %.1f s: every request in progress was answered", time.monotonic() - start)
             return True
         if time.monotonic() >= deadline:
-            log.warning("drain: %d request(s) still in progress after %.0f s; stopping anyway",
-                        sum(latest.values()), timeout_s)
+            log.warning(
+                "drain: %d request(s) still in progress after %.0f s; stopping anyway", sum(latest.values()), timeout_s
+            )
             return False
         time.sleep(0.1)
 
@@ -107,8 +119,10 @@ def serve_forever(app_args: Mapping[str, Any], **kwargs: Any) -> None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         if started:
-            log.info("stopping: finishing the requests in progress first (at most %.0f s; Ctrl-C again to stop "
-                     "at once)", args.graceful_shutdown_timeout_s)
+            log.info(
+                "stopping: finishing the requests in progress first (at most %.0f s; Ctrl-C again to stop at once)",
+                args.graceful_shutdown_timeout_s,
+            )
             try:
                 drain(kwargs.get("name", "synthray"), args.ingress_replicas, args.graceful_shutdown_timeout_s)
             except KeyboardInterrupt:

@@ -26,41 +26,81 @@ class ServiceMetrics:
 
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("synthray_http_requests", "HTTP requests by endpoint, method and status.",
-                                ["endpoint", "method", "status"], registry=r)
-        self.errors = Counter("synthray_http_errors", "Refused or failed requests by endpoint and error kind.",
-                              ["endpoint", "kind"], registry=r)
-        self.latency = Histogram("synthray_http_request_duration_seconds", "Request latency by endpoint.",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.images = Counter("synthray_images", "Images received, by endpoint and validation outcome.",
-                              ["endpoint", "outcome"], registry=r)
-        self.attributions = Counter("synthray_attributions", "Attributed images by predicted label.",
-                                    ["label"], registry=r)
-        self.explanations = Counter("synthray_explanations", "Explained images, by the kinds asked for.",
-                                    ["kinds"], registry=r)
-        self.batch_size = Histogram("synthray_encoder_batch_size",
-                                    "Size of the encoder batch each image was embedded in.",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.index_size = Gauge("synthray_index_references", "References in the index per generator and origin.",
-                                ["generator", "origin"], registry=r)
-        self.enrollments = Counter("synthray_enrollments", "Enrollment requests by outcome (ok, partial, rejected).",
-                                   ["outcome"], registry=r)
-        self.enrolled = Counter("synthray_enrolled_images", "Images newly added by enrollment, per generator.",
-                                ["generator"], registry=r)
-        self.deleted = Counter("synthray_deleted_references", "Enrolled references deleted, per generator.",
-                               ["generator"], registry=r)
+        self.requests = Counter(
+            "synthray_http_requests",
+            "HTTP requests by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "synthray_http_errors",
+            "Refused or failed requests by endpoint and error kind.",
+            ["endpoint", "kind"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "synthray_http_request_duration_seconds",
+            "Request latency by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.images = Counter(
+            "synthray_images",
+            "Images received, by endpoint and validation outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.attributions = Counter(
+            "synthray_attributions", "Attributed images by predicted label.", ["label"], registry=r
+        )
+        self.explanations = Counter(
+            "synthray_explanations", "Explained images, by the kinds asked for.", ["kinds"], registry=r
+        )
+        self.batch_size = Histogram(
+            "synthray_encoder_batch_size",
+            "Size of the encoder batch each image was embedded in.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.index_size = Gauge(
+            "synthray_index_references",
+            "References in the index per generator and origin.",
+            ["generator", "origin"],
+            registry=r,
+        )
+        self.enrollments = Counter(
+            "synthray_enrollments", "Enrollment requests by outcome (ok, partial, rejected).", ["outcome"], registry=r
+        )
+        self.enrolled = Counter(
+            "synthray_enrolled_images", "Images newly added by enrollment, per generator.", ["generator"], registry=r
+        )
+        self.deleted = Counter(
+            "synthray_deleted_references", "Enrolled references deleted, per generator.", ["generator"], registry=r
+        )
 
         # Discovery: how often answers are "unknown" lately, and what waits in the inbox.
         self.unknown_rate = UnknownRate(registry=r, window_s=window_s)
-        self.inbox = Gauge("synthray_inbox_entries", "Discovery inbox entries by kind (inbox = unknown answers kept, "
-                           "feedback = labelled images waiting to be enrolled).", ["kind"], registry=r)
+        self.inbox = Gauge(
+            "synthray_inbox_entries",
+            "Discovery inbox entries by kind (inbox = unknown answers kept, "
+            "feedback = labelled images waiting to be enrolled).",
+            ["kind"],
+            registry=r,
+        )
         self.discoveries = Gauge("synthray_discoveries", "Open discoveries (candidate new generators).", registry=r)
-        self.inbox_dropped = Gauge("synthray_inbox_dropped", "Unknown answers not recorded since the index owner "
-                                   "started, by reason (overload, failure).", ["reason"], registry=r)
-        self.discovery_enrollments = Counter("synthray_discovery_enrollments", "Discoveries enrolled by one call.",
-                                             registry=r)
-        self.feedback = Counter("synthray_feedback_images", "Images labelled through feedback, by how they were named.",
-                                ["via"], registry=r)
+        self.inbox_dropped = Gauge(
+            "synthray_inbox_dropped",
+            "Unknown answers not recorded since the index owner started, by reason (overload, failure).",
+            ["reason"],
+            registry=r,
+        )
+        self.discovery_enrollments = Counter(
+            "synthray_discovery_enrollments", "Discoveries enrolled by one call.", registry=r
+        )
+        self.feedback = Counter(
+            "synthray_feedback_images", "Images labelled through feedback, by how they were named.", ["via"], registry=r
+        )
 
     def set_discovery(self, stats: Mapping[str, Any]) -> None:
         """Updates the inbox gauges from the owner's figures (``inbox_stats`` or a listing's counts)."""
@@ -110,8 +150,11 @@ class UnknownRate:
         self.window_s = window_s
         self._events: deque[tuple[float, int, int]] = deque()  # (time, images, unknown)
         self._images = self._unknown = 0
-        gauge = Gauge("synthray_unknown_rate", "Share of attributed images answered 'unknown' over the sliding "
-                      "window (discovery.window_s).", registry=registry)
+        gauge = Gauge(
+            "synthray_unknown_rate",
+            "Share of attributed images answered 'unknown' over the sliding window (discovery.window_s).",
+            registry=registry,
+        )
         gauge.set_function(self.rate)
 
     def observe(self, unknown: Sequence[bool], now: float | None = None) -> None:

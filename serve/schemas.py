@@ -21,8 +21,10 @@ class Timing(BaseModel):
 
 
 class LimeOut(BaseModel):
-    map: str = Field(description="base64 8-bit grayscale PNG of each pixel's superpixel weight: 128 = no effect, "
-                                 "brighter = the region makes the image look more like the class, darker = less")
+    map: str = Field(
+        description="base64 8-bit grayscale PNG of each pixel's superpixel weight: 128 = no effect, "
+        "brighter = the region makes the image look more like the class, darker = less"
+    )
     weights: list[float] = Field(description="weight of each superpixel, in similarity units")
     intercept: float = Field(description="the surrogate model's similarity with every superpixel blurred out")
     r2: float = Field(description="how well the linear surrogate fits the occluded views (low = read with care)")
@@ -33,8 +35,9 @@ class ExplanationOut(BaseModel):
     references: int = Field(description="the target's references nearest the image that the score looks toward")
     score: float = Field(description="cosine similarity of the image to the mean of those references")
     resolution: int = Field(description="side in pixels of the maps (the model's input resolution)")
-    saliency: str | None = Field(None, description="base64 8-bit grayscale PNG of |d score / d pixel| (brighter = "
-                                                   "more sensitive)")
+    saliency: str | None = Field(
+        None, description="base64 8-bit grayscale PNG of |d score / d pixel| (brighter = more sensitive)"
+    )
     lime: LimeOut | None = Field(None, description="superpixel occlusion (LIME-style) weights")
     ms: float = Field(description="time spent explaining this image")
 
@@ -43,15 +46,18 @@ class ImageResult(BaseModel):
     file: str = Field(description="the file name sent, or image-<i>")
     label: str = Field(description="'real', a generator name, or 'unknown'")
     is_ai: bool = Field(description="the image is flagged as generated; always the same as label != 'real'")
-    is_ai_score: float = Field(description="the is-AI margin: the best generator's class score minus real's (minus "
-                                           "that generator's extra threshold); flagged at or above the index's "
-                                           "calibrated threshold")
+    is_ai_score: float = Field(
+        description="the is-AI margin: the best generator's class score minus real's (minus "
+        "that generator's extra threshold); flagged at or above the index's "
+        "calibrated threshold"
+    )
     confidence: float = Field(description="the best class score minus the runner-up's (0 = a tie)")
     nearest_class: str = Field(description="the best-scoring generator, also when the label is real or 'unknown'")
     mean_similarity: float = Field(description="the class score of the label (for 'unknown': of the nearest generator)")
     unknown_reason: str | None = Field(description="far | empty_index, when the label is 'unknown'")
-    votes: dict[str, float] = Field(description="class score per class: mean cosine similarity of the image's k "
-                                                "nearest references of that class")
+    votes: dict[str, float] = Field(
+        description="class score per class: mean cosine similarity of the image's k nearest references of that class"
+    )
     neighbours: list[NeighbourOut] = Field(description="nearest references, most similar first")
     model_version: str
     encoder_batch_size: int = Field(description="images in the encoder batch this one was embedded with")
@@ -66,8 +72,9 @@ class AttributeResponse(BaseModel):
 
 class Rejected(BaseModel):
     file: str
-    reason: str = Field(description="a validation reason (truncated, not_an_image, ...), duplicate or "
-                                    "indexed_elsewhere")
+    reason: str = Field(
+        description="a validation reason (truncated, not_an_image, ...), duplicate or indexed_elsewhere"
+    )
     message: str
 
 
@@ -83,10 +90,13 @@ class EnrollResponse(BaseModel):
     rejected: list[Rejected] = Field(description="files that were not enrolled, with the reason")
     total: int = Field(description="the generator's references after this request")
     counts: Counts
-    calibration: dict[str, Any] | None = Field(None, description="what enrolling did to the rule: the generator's "
-                                               "acceptance and is-AI threshold, the share of the samples that looked "
-                                               "real before, and the real calibration false-positive rate before/"
-                                               "after; None when nothing new was enrolled")
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="what enrolling did to the rule: the generator's "
+        "acceptance and is-AI threshold, the share of the samples that looked "
+        "real before, and the real calibration false-positive rate before/"
+        "after; None when nothing new was enrolled",
+    )
     model_version: str
     timing_ms: float
 
@@ -109,8 +119,11 @@ class DeleteResponse(BaseModel):
     generator: str
     deleted: int = Field(description="enrolled references removed")
     counts: Counts = Field(description="what remains")
-    unconfirmed: bool = Field(False, description="true when an earlier attempt of this request was lost with its "
-                                                 "replica and had already deleted them: deleted counts this attempt")
+    unconfirmed: bool = Field(
+        False,
+        description="true when an earlier attempt of this request was lost with its "
+        "replica and had already deleted them: deleted counts this attempt",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -135,8 +148,11 @@ class Ready(BaseModel):
     store: str | None = Field(default=None, description="embedded | server")
     calibrated: bool | None = Field(default=None, description="the index carries open-set thresholds")
     writes_enabled: bool | None = Field(default=None, description="an API key is configured")
-    warning: str | None = Field(default=None, description="the index's calibration warning, e.g. an is-AI threshold "
-                                "that flags nothing at the target false-positive rate")
+    warning: str | None = Field(
+        default=None,
+        description="the index's calibration warning, e.g. an is-AI threshold "
+        "that flags nothing at the target false-positive rate",
+    )
     reason: str | None = None
 
 
@@ -199,8 +215,10 @@ class DiscoveryEnrollResponse(BaseModel):
     enrolled: int = Field(description="references added")
     unchanged: int = Field(description="members already in the index as this generator")
     rejected: int = Field(description="members refused (already in the index as another generator)")
-    source: str = Field(description="images (kept bytes: archived, survive a new model) | embeddings (this "
-                                    "model version only; turn discovery.keep_images on to archive)")
+    source: str = Field(
+        description="images (kept bytes: archived, survive a new model) | embeddings (this "
+        "model version only; turn discovery.keep_images on to archive)"
+    )
     at: float = Field(description="unix time of the enrollment")
     counts: Counts | None = Field(None, description="the generator's references now")
     calibration: dict[str, Any] | None = None
@@ -210,7 +228,8 @@ class DiscoveryEnrollResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     label: str = Field(description="'real' or a generator name", pattern=NAME_REGEX)
     hashes: list[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
-        description="sha256 (hex) of images answered recently or kept in the inbox", min_length=1, max_length=1000)
+        description="sha256 (hex) of images answered recently or kept in the inbox", min_length=1, max_length=1000
+    )
     note: str = Field("", max_length=500, description="free text kept with the label")
 
 
@@ -243,8 +262,9 @@ class FeedbackList(BaseModel):
 
 
 class FeedbackEnrollRequest(BaseModel):
-    label: str = Field(description="enroll every feedback image with this label ('real' adds real references)",
-                       pattern=NAME_REGEX)
+    label: str = Field(
+        description="enroll every feedback image with this label ('real' adds real references)", pattern=NAME_REGEX
+    )
 
 
 class FeedbackEnrollResponse(BaseModel):

@@ -28,9 +28,21 @@ from synthray.index.store import StoreError
 log = logging.getLogger(__name__)
 
 #: The owner's methods the ingress calls; the standby answers each the same way.
-FORWARDED = ("info", "attribute", "generators", "class_references", "enroll", "delete_generator",
-             "list_discoveries", "get_discovery", "enroll_discovery", "add_feedback", "list_feedback",
-             "enroll_feedback", "inbox_stats")
+FORWARDED = (
+    "info",
+    "attribute",
+    "generators",
+    "class_references",
+    "enroll",
+    "delete_generator",
+    "list_discoveries",
+    "get_discovery",
+    "enroll_discovery",
+    "add_feedback",
+    "list_feedback",
+    "enroll_feedback",
+    "inbox_stats",
+)
 
 
 def idle() -> ApiError:
@@ -44,8 +56,14 @@ class IndexStandby:
     collection: the owner did).
     """
 
-    async def __init__(self, encoder: Any, store: dict[str, Any], attribution: dict[str, Any] | None = None,
-                       model_version: str | None = None, discovery: dict[str, Any] | None = None) -> None:
+    async def __init__(
+        self,
+        encoder: Any,
+        store: dict[str, Any],
+        attribution: dict[str, Any] | None = None,
+        model_version: str | None = None,
+        discovery: dict[str, Any] | None = None,
+    ) -> None:
         self._encoder, self._store, self._attribution = encoder, store, attribution
         self._model_version, self._discovery = model_version, discovery
         self._service: IndexService | None = None
@@ -61,8 +79,16 @@ class IndexStandby:
         async with self._open_lock:
             if self._service is None:
                 try:
-                    parts = await open_parts(self._encoder, self._store, False, self._attribution,
-                                             self._model_version, "owner", self._discovery, wait_s=0.0)
+                    parts = await open_parts(
+                        self._encoder,
+                        self._store,
+                        False,
+                        self._attribution,
+                        self._model_version,
+                        "owner",
+                        self._discovery,
+                        wait_s=0.0,
+                    )
                     self._service = IndexService(**parts)
                 except StoreError as exc:
                     if "another process" in str(exc):

@@ -63,8 +63,12 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, "too_large", f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes",
-                       limit=max_bytes)
+        raise ApiError(
+            413,
+            "too_large",
+            f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes",
+            limit=max_bytes,
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -86,15 +90,22 @@ async def _multipart(headers: Any, body: bytes, limits: Limits) -> list[Upload]:
         form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Too many files"):
-            raise ApiError(422, "too_many_files", f"more than {limits.max_files} files in one request; "
-                           "send them in several requests", limit=limits.max_files) from None
+            raise ApiError(
+                422,
+                "too_many_files",
+                f"more than {limits.max_files} files in one request; send them in several requests",
+                limit=limits.max_files,
+            ) from None
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc.message}") from None
     uploads = []
     try:
         for i, (field, value) in enumerate(form.multi_items()):
             if isinstance(value, str):
-                raise ApiError(400, "bad_multipart", f"form field {field!r} is text, not a file: send images as "
-                               "file parts (curl -F 'files=@image.png')")
+                raise ApiError(
+                    400,
+                    "bad_multipart",
+                    f"form field {field!r} is text, not a file: send images as file parts (curl -F 'files=@image.png')",
+                )
             uploads.append(Upload(value.filename or f"image-{i}", await value.read()))
     finally:
         await form.close()
@@ -119,8 +130,12 @@ def _json_images(body: bytes, limits: Limits) -> list[Upload]:
     if not isinstance(items, list):
         raise ApiError(400, "bad_json", 'expected {"images": ["<base64>" or {"name": ..., "data": "<base64>"}, ...]}')
     if len(items) > limits.max_files:
-        raise ApiError(422, "too_many_files", f"{len(items)} images in one request > limit {limits.max_files}",
-                       limit=limits.max_files)
+        raise ApiError(
+            422,
+            "too_many_files",
+            f"{len(items)} images in one request > limit {limits.max_files}",
+            limit=limits.max_files,
+        )
     uploads = []
     for i, item in enumerate(items):
         if isinstance(item, str):
@@ -149,9 +164,12 @@ async def parse_uploads(request: Any, limits: Limits) -> list[Upload]:
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/json") and not ctype.startswith("image/"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"content type {ctype or '(none)'!r} is not accepted; send one of {', '.join(ACCEPTED_TYPES)}",
-                       accepted=list(ACCEPTED_TYPES))
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"content type {ctype or '(none)'!r} is not accepted; send one of {', '.join(ACCEPTED_TYPES)}",
+            accepted=list(ACCEPTED_TYPES),
+        )
     body = await read_body(request, limits.max_bytes)
     if not body:
         raise ApiError(400, "empty_body", "the request has no body: attach at least one image")
@@ -187,6 +205,7 @@ def validate_uploads(uploads: list[Upload], limits: Limits) -> tuple[list[ValidI
         except BadImage as exc:
             bad.append({"file": up.name, "reason": exc.reason, "message": exc.message})
             continue
-        good.append(ValidImage(up.name, up.data, hashlib.sha256(up.data).hexdigest(), info.width, info.height,
-                               info.format))
+        good.append(
+            ValidImage(up.name, up.data, hashlib.sha256(up.data).hexdigest(), info.width, info.height, info.format)
+        )
     return good, bad

@@ -92,8 +92,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except IngestError as exc:
         log.error("%s (re-run the same command to resume)", exc)
         return 1
-    _emit({k: manifest[k] for k in ("out", "total_rows", "counts", "num_bad", "bad_reasons",
-                                    "num_duplicate_groups", "num_cross_class_duplicate_groups", "timings")})
+    _emit(
+        {
+            k: manifest[k]
+            for k in (
+                "out",
+                "total_rows",
+                "counts",
+                "num_bad",
+                "bad_reasons",
+                "num_duplicate_groups",
+                "num_cross_class_duplicate_groups",
+                "timings",
+            )
+        }
+    )
     return 0
 
 
@@ -106,11 +119,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
     pipe = from_dict(PipelineConfig, _yaml_section(args.config, "pipeline"))
     if args.resolution is not None:
         pre.resolution = args.resolution
-    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
-             include_dashboard=False)
+    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None, include_dashboard=False)
     try:
-        summary = stream_summary(args.shards, pre, pipe, batch_size=args.batch_size, split=args.split,
-                                 max_batches=args.max_batches)
+        summary = stream_summary(
+            args.shards, pre, pipe, batch_size=args.batch_size, split=args.split, max_batches=args.max_batches
+        )
     finally:
         ray.shutdown()
     _emit(summary)
@@ -261,7 +274,9 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             for image, result in zip(args.images, answer["results"]):
                 exp = result.get("explanation")
                 if exp:
-                    path = explanation_figure(Path(image).read_bytes(), result, out_dir / f"{Path(image).stem}.explain.png")
+                    path = explanation_figure(
+                        Path(image).read_bytes(), result, out_dir / f"{Path(image).stem}.explain.png"
+                    )
                     exp["figure"] = str(path)
                     exp.pop("saliency", None)
                     if exp.get("lime"):
@@ -294,8 +309,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.enroll:
         return _client_call(lambda: client.enroll_feedback(args.enroll))
     if args.label:
-        return _client_call(lambda: client.feedback(args.label, hashes=args.hash or (), images=args.images or (),
-                                                    note=args.note))
+        return _client_call(
+            lambda: client.feedback(args.label, hashes=args.hash or (), images=args.images or (), note=args.note)
+        )
     return _client_call(client.list_feedback)
 
 
@@ -310,9 +326,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if getattr(args, key):
             data[key] = getattr(args, key)
     result = run_compare(load_compare_config(data))
-    _emit({"out": result["config"]["out"], "rows": [
-        {k: r.get(k) for k in ("method", "acc", "auc", "acc_zero_shot", "f1_seen", "f1_zero_shot", "train_s", "error")
-         if k in r} for r in result["rows"]]})
+    _emit(
+        {
+            "out": result["config"]["out"],
+            "rows": [
+                {
+                    k: r.get(k)
+                    for k in ("method", "acc", "auc", "acc_zero_shot", "f1_seen", "f1_zero_shot", "train_s", "error")
+                    if k in r
+                }
+                for r in result["rows"]
+            ],
+        }
+    )
     return 0
 
 
@@ -322,8 +348,14 @@ def cmd_family_curve(args: argparse.Namespace) -> int:
 
     data = apply_overrides(_yaml_section(args.config, "curve"), args.set)
     curve = family_curve(from_dict(FamilyCurveConfig, data))
-    _emit({"out": data.get("out", FamilyCurveConfig.out), "points": [
-        {k: p[k] for k in ("families", "auroc", "tpr_at_5pct_fpr", "real_specificity")} for p in curve["points"]]})
+    _emit(
+        {
+            "out": data.get("out", FamilyCurveConfig.out),
+            "points": [
+                {k: p[k] for k in ("families", "auroc", "tpr_at_5pct_fpr", "real_specificity")} for p in curve["points"]
+            ],
+        }
+    )
     return 0
 
 
@@ -375,22 +407,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local one)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("index", help="build the reference index (Qdrant) from shards and calibrate 'unknown'; "
-                                     "list, activate, snapshot, restore its collections")
-    p.add_argument("action", nargs="?", default="build", choices=["build", "list", "activate", "snapshot", "restore"],
-                   help="build (default); list collections; activate COLLECTION (move the active alias, also to "
-                        "roll back); snapshot [FILE] of the active collection; restore FILE into the store")
-    p.add_argument("target", nargs="?", help="activate: a collection; snapshot: the archive file to write "
-                                             "(default <store>/../snapshots/<collection>-<time>.tar); restore: the archive")
+    p = sub.add_parser(
+        "index",
+        help="build the reference index (Qdrant) from shards and calibrate 'unknown'; "
+        "list, activate, snapshot, restore its collections",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="build",
+        choices=["build", "list", "activate", "snapshot", "restore"],
+        help="build (default); list collections; activate COLLECTION (move the active alias, also to "
+        "roll back); snapshot [FILE] of the active collection; restore FILE into the store",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        help="activate: a collection; snapshot: the archive file to write "
+        "(default <store>/../snapshots/<collection>-<time>.tar); restore: the archive",
+    )
     p.add_argument("--overwrite", action="store_true", help="restore: replace a collection of the same name")
     p.add_argument("--keep", type=int, help="snapshot: keep this many newest snapshots, delete older ones")
     p.add_argument("--config", help="YAML with index: and attribution: sections (configs/cpu_demo_index.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field: per_class=all, store.path=..., attribution.k=5")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field: per_class=all, store.path=..., attribution.k=5",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--no-ray", action="store_true", help="embed in this process, without Ray")
-    where.add_argument("--ray", action="store_true", help="embed on Ray even where this process would be faster "
-                       "(default: Ray with GPUs, several nodes or more than 4 CPUs; this process otherwise)")
+    where.add_argument(
+        "--ray",
+        action="store_true",
+        help="embed on Ray even where this process would be faster "
+        "(default: Ray with GPUs, several nodes or more than 4 CPUs; this process otherwise)",
+    )
     p.add_argument("--address", help="Ray cluster address (default: the job's cluster, or a local one)")
     p.set_defaults(func=cmd_index)
 
@@ -402,8 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint under a protocol: report.json, report.md, figures")
     p.add_argument("--config", help="YAML with an eval: section of EvalConfig fields (configs/cpu_demo_eval.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field: protocol.name=ES4, per_class=all, attribution.k=5")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field: protocol.name=ES4, per_class=all, attribution.k=5",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="run the Serve app (HTTP API) on a local Ray cluster until Ctrl-C")
@@ -427,8 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = client_parser("attribute", "attribute images with a running service", cmd_attribute)
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--explain", nargs="?", const="saliency,lime", metavar="KINDS",
-                   help="also explain each attribution (saliency,lime; default both) as <stem>.explain.png figures")
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const="saliency,lime",
+        metavar="KINDS",
+        help="also explain each attribution (saliency,lime; default both) as <stem>.explain.png figures",
+    )
     p.add_argument("--explain-dir", default=".", help="where the explanation figures go (default: here)")
     p.add_argument("--lime-samples", type=int, help="LIME occluded views per image (default: the service's)")
     p = client_parser("enroll", "enroll a generator's images (a folder) into a running service", cmd_enroll)
@@ -436,13 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of ~50 images of that generator")
     p = client_parser("generators", "list the service's generators, or delete an enrolled one", cmd_generators)
     p.add_argument("--delete", metavar="NAME", help="delete this generator's enrolled samples")
-    p = client_parser("discoveries", "list candidate new generators among unknown answers, or enroll one",
-                      cmd_discoveries)
+    p = client_parser(
+        "discoveries", "list candidate new generators among unknown answers, or enroll one", cmd_discoveries
+    )
     p.add_argument("--refresh", action="store_true", help="regroup the inbox now")
     p.add_argument("--enroll", metavar="ID", help="enroll this discovery (needs --name)")
     p.add_argument("--name", help="the generator name to enroll it as")
-    p = client_parser("feedback", "label images (real / a generator), list the labels, or enroll one label",
-                      cmd_feedback)
+    p = client_parser(
+        "feedback", "label images (real / a generator), list the labels, or enroll one label", cmd_feedback
+    )
     p.add_argument("images", nargs="*", help="image files to label (or --hash)")
     p.add_argument("--label", help="'real' or a generator name")
     p.add_argument("--hash", action="append", help="content hash (sha256) of an image the service answered")
@@ -450,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enroll", metavar="LABEL", help="enroll every feedback image with this label")
 
     p = sub.add_parser("compare", help="train and score detector methods side by side (table + figures)")
-    p.add_argument("--config", help="YAML with CompareConfig fields (or a compare: section); see configs/compare_cpu.yaml")
+    p.add_argument(
+        "--config", help="YAML with CompareConfig fields (or a compare: section); see configs/compare_cpu.yaml"
+    )
     p.add_argument("--methods", help="comma-separated registered methods (default: the config's)")
     p.add_argument("--shards", help="shard folder written by `synthray ingest`")
     p.add_argument("--out", help="output folder (compare.md, compare.json, figures)")
@@ -458,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("family-curve", help="zero-shot detection vs the number of generator families trained on")
-    p.add_argument("--config", help="YAML with FamilyCurveConfig fields (or a curve: section); "
-                                    "see configs/family_curve.yaml")
+    p.add_argument(
+        "--config", help="YAML with FamilyCurveConfig fields (or a curve: section); see configs/family_curve.yaml"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
     p.set_defaults(func=cmd_family_curve)
     return parser

@@ -67,8 +67,9 @@ class SynthrayClient:
         backoff_s: first wait between attempts (doubles each time).
     """
 
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 3,
-                 backoff_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 0.5
+    ) -> None:
         import requests
 
         self.url = url.rstrip("/")
@@ -79,8 +80,9 @@ class SynthrayClient:
         self.session = requests.Session()
 
     # -- endpoints ------------------------------------------------------------------------
-    def attribute(self, images: Sequence[ImageLike], chunk: int = 32, explain: Sequence[str] = (),
-                  lime_samples: int | None = None) -> dict[str, Any]:
+    def attribute(
+        self, images: Sequence[ImageLike], chunk: int = 32, explain: Sequence[str] = (), lime_samples: int | None = None
+    ) -> dict[str, Any]:
         """Attributes images (paths or encoded bytes), ``chunk`` per request.
 
         Args:
@@ -142,22 +144,21 @@ class SynthrayClient:
         return self._request("GET", "/v1/discoveries", params={"refresh": str(refresh).lower()})
 
     def discovery(self, discovery_id: str, members: bool = False) -> dict[str, Any]:
-        return self._request("GET", f"/v1/discoveries/{_quote(discovery_id)}",
-                             params={"members": str(members).lower()})
+        return self._request("GET", f"/v1/discoveries/{_quote(discovery_id)}", params={"members": str(members).lower()})
 
     def enroll_discovery(self, discovery_id: str, name: str) -> dict[str, Any]:
         """Enrolls a discovery as generator ``name`` (idempotent under the same name)."""
         return self._request("POST", f"/v1/discoveries/{_quote(discovery_id)}/enroll", json={"name": name})
 
-    def feedback(self, label: str, hashes: Sequence[str] = (), images: Sequence[ImageLike] = (),
-                 note: str = "") -> dict[str, Any]:
+    def feedback(
+        self, label: str, hashes: Sequence[str] = (), images: Sequence[ImageLike] = (), note: str = ""
+    ) -> dict[str, Any]:
         """Labels images ``label`` ("real" or a generator): seen ones by content hash, or uploaded."""
         if hashes and images:
             raise ValueError("give hashes or images, not both")
         if hashes:
             return self._request("POST", "/v1/feedback", json={"label": label, "hashes": list(hashes), "note": note})
-        return self._request("POST", "/v1/feedback/images", params={"label": label, "note": note},
-                             files=_files(images))
+        return self._request("POST", "/v1/feedback/images", params={"label": label, "note": note}, files=_files(images))
 
     def list_feedback(self) -> dict[str, Any]:
         return self._request("GET", "/v1/feedback")
@@ -177,8 +178,9 @@ class SynthrayClient:
                 return self.ready()
             except ClientError as exc:
                 if time.monotonic() > deadline:
-                    raise ClientError(exc.status, exc.code,
-                                      f"not ready after {timeout_s:.0f} s: {exc.message}") from exc
+                    raise ClientError(
+                        exc.status, exc.code, f"not ready after {timeout_s:.0f} s: {exc.message}"
+                    ) from exc
                 time.sleep(1.0)
 
     # -- transport --------------------------------------------------------------------------
@@ -202,8 +204,9 @@ class SynthrayClient:
                 # The server says when to come back (overload, a replica restarting, a rate limit).
                 asked = _retry_after(resp)
                 if asked is not None:
-                    log.warning("%s %s: HTTP %d; the server asks to retry in %.1f s", method, path,
-                                resp.status_code, asked)
+                    log.warning(
+                        "%s %s: HTTP %d; the server asks to retry in %.1f s", method, path, resp.status_code, asked
+                    )
                     time.sleep(min(max(asked, self.backoff_s), MAX_RETRY_AFTER_S))
                     continue
                 log.warning("%s %s: HTTP %d; retrying in %.1f s", method, path, resp.status_code, wait)
@@ -256,8 +259,9 @@ def explanation_figure(image: bytes, result: dict[str, Any], path: str | Path) -
             ax.imshow(values, cmap=cmap, alpha=0.6, **({"vmin": -1, "vmax": 1} if cmap == "bwr" else {}))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{result.get('file')}: {result['label']} (toward {exp['target']}, similarity {exp['score']:.2f})",
-                 fontsize=9)
+    fig.suptitle(
+        f"{result.get('file')}: {result['label']} (toward {exp['target']}, similarity {exp['score']:.2f})", fontsize=9
+    )
     return save_figure(fig, path, dpi=100)
 
 
@@ -289,7 +293,7 @@ def _files(images: Iterable[ImageLike]) -> list[tuple[str, tuple[str, bytes, str
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for s in range(0, len(items), max(1, size)):
-        yield items[s:s + size]
+        yield items[s : s + size]
 
 
 def _retry_after(resp: Any) -> float | None:

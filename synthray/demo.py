@@ -94,8 +94,12 @@ def demo_train_config(
         knn_val_per_class=40,
         seed=cfg.seed,
         experiment=experiment,
-        encoder=EncoderConfig(backbone=cfg.backbone, weights=cfg.weights, pretrained=cfg.weights is not None,
-                              input_filter=cfg.input_filter),
+        encoder=EncoderConfig(
+            backbone=cfg.backbone,
+            weights=cfg.weights,
+            pretrained=cfg.weights is not None,
+            input_filter=cfg.input_filter,
+        ),
         preprocess=pre,
         pipeline=pipe,
     )
@@ -105,8 +109,9 @@ def demo_preprocess(cfg: DemoConfig) -> PreprocessConfig:
     """Native-scale random crops (no resampling of the traces), JPEG re-encoding for reals and
     fakes alike (so file format is no shortcut), several crops averaged when embedding."""
     augment = [AugmentConfig(name="jpeg", p=cfg.jpeg, params={"quality": [60, 95]})] if cfg.jpeg > 0 else []
-    return PreprocessConfig(resolution=cfg.crop, resize_mode="random_crop", views=cfg.views, augment=augment,
-                            device="cpu")
+    return PreprocessConfig(
+        resolution=cfg.crop, resize_mode="random_crop", views=cfg.views, augment=augment, device="cpu"
+    )
 
 
 def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
@@ -132,9 +137,15 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {"config": to_dict(cfg), "out": str(out.resolve())}
 
     with stage("synthbench", timings):
-        bench_cfg = SynthbenchConfig(per_class=cfg.per_class, real_per_class=cfg.real_per_class,
-                                     resolution=cfg.resolution, seed=cfg.seed, train_steps=cfg.bench_train_steps,
-                                     procedural=cfg.procedural, held_out=tuple(cfg.held_out))
+        bench_cfg = SynthbenchConfig(
+            per_class=cfg.per_class,
+            real_per_class=cfg.real_per_class,
+            resolution=cfg.resolution,
+            seed=cfg.seed,
+            train_steps=cfg.bench_train_steps,
+            procedural=cfg.procedural,
+            held_out=tuple(cfg.held_out),
+        )
         bench = build_synthbench(out / "synthbench", bench_cfg)
         summary["synthbench"] = {
             "root": str((out / "synthbench").resolve()),
@@ -190,26 +201,58 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
         checkpoint = str(result["checkpoint"])
         with stage("index", timings):
             # 20 validation images per generator calibrate the acceptances; all real ones the threshold.
-            built = build_index(IndexConfig(checkpoint=checkpoint, shards=str(out / "shards"),
-                                            per_class=cfg.index_per_class, calibration_per_class=20,
-                                            device="cpu", store=store),
-                                # None: Ray's actor pool where it pays off; on one small
-                                # CPU node the driver embeds faster (and the log says so).
-                                AttributionConfig(), use_ray=None)
-            summary["index"] = {k: built.get(k) for k in ("collection", "store", "model_version", "path", "counts", "added",
-                                                           "already_present", "calibration", "images_per_s")}
+            built = build_index(
+                IndexConfig(
+                    checkpoint=checkpoint,
+                    shards=str(out / "shards"),
+                    per_class=cfg.index_per_class,
+                    calibration_per_class=20,
+                    device="cpu",
+                    store=store,
+                ),
+                # None: Ray's actor pool where it pays off; on one small
+                # CPU node the driver embeds faster (and the log says so).
+                AttributionConfig(),
+                use_ray=None,
+            )
+            summary["index"] = {
+                k: built.get(k)
+                for k in (
+                    "collection",
+                    "store",
+                    "model_version",
+                    "path",
+                    "counts",
+                    "added",
+                    "already_present",
+                    "calibration",
+                    "images_per_s",
+                )
+            }
         with stage("evaluate", timings):
             summary["evaluate"] = {}
             # ES4: the trained generators and real, and the held-out ones zero-shot, on test
             # photographs no training step saw; the held-out generators are then enrolled.
             ecfg = EvalConfig(
-                checkpoint=checkpoint, shards=str(out / "shards"), out=str(out / "eval" / "es4"),
-                protocol=ProtocolConfig(name="ES4"), per_class=cfg.index_per_class, store=store,
-                max_test_per_class=cfg.eval_max_test_per_class, degradations=tuple(cfg.eval_degradations),
-                sweep_sizes=(10, 50), sweep_repeats=2, reference_max_per_class=50, umap=cfg.umap, device="cpu",
+                checkpoint=checkpoint,
+                shards=str(out / "shards"),
+                out=str(out / "eval" / "es4"),
+                protocol=ProtocolConfig(name="ES4"),
+                per_class=cfg.index_per_class,
+                store=store,
+                max_test_per_class=cfg.eval_max_test_per_class,
+                degradations=tuple(cfg.eval_degradations),
+                sweep_sizes=(10, 50),
+                sweep_repeats=2,
+                reference_max_per_class=50,
+                umap=cfg.umap,
+                device="cpu",
                 seed=cfg.seed,
-                enroll_per_class=cfg.enroll_count, robustness_max_per_class=15, calibration_per_class=20,
-                explain=ExplainReportConfig(images=cfg.explain_images))
+                enroll_per_class=cfg.enroll_count,
+                robustness_max_per_class=15,
+                calibration_per_class=20,
+                explain=ExplainReportConfig(images=cfg.explain_images),
+            )
             summary["evaluate"]["ES4"] = summarize(evaluate(ecfg), ecfg.out)
         if cfg.serve:
             with stage("serve", timings):
@@ -220,9 +263,18 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
                 others = [h for h in held if h != family]
                 discover = cfg.discover_family if cfg.discover_family is not None else (others[0] if others else None)
                 summary["serve"] = service_story(
-                    out, out / "shards", checkpoint, store.path, seen=summary["index"]["counts"] or {},
-                    family=family, enroll_count=cfg.enroll_count, query_count=cfg.query_count, port=cfg.port,
-                    discover_family=discover or None, discover_count=cfg.discover_count)
+                    out,
+                    out / "shards",
+                    checkpoint,
+                    store.path,
+                    seen=summary["index"]["counts"] or {},
+                    family=family,
+                    enroll_count=cfg.enroll_count,
+                    query_count=cfg.query_count,
+                    port=cfg.port,
+                    discover_family=discover or None,
+                    discover_count=cfg.discover_count,
+                )
     finally:
         ray.shutdown()
 
@@ -238,29 +290,48 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     train = summary.get("train") or {}
     if train.get("epochs"):
         last = train["epochs"][-1]
-        out["train"] = {"checkpoint": train.get("checkpoint"), "val_knn_acc": last.get("val_knn_acc"),
-                        "classes": len(train.get("classes") or []), "held_out": train.get("held_out")}
+        out["train"] = {
+            "checkpoint": train.get("checkpoint"),
+            "val_knn_acc": last.get("val_knn_acc"),
+            "classes": len(train.get("classes") or []),
+            "held_out": train.get("held_out"),
+        }
     if summary.get("index"):
         counts = summary["index"].get("counts") or {}
-        out["index"] = {"store": summary["index"].get("store"), "references": sum(
-            sum(c.values()) for c in counts.values()), "classes": len(counts)}
+        out["index"] = {
+            "store": summary["index"].get("store"),
+            "references": sum(sum(c.values()) for c in counts.values()),
+            "classes": len(counts),
+        }
     for name, ev in (summary.get("evaluate") or {}).items():
-        out[f"evaluate_{name}"] = {"report": str(Path(ev["out"]) / "report.md"), "real_vs_ai_auc": ev["detection"]["auc"],
-                                   "tpr_at_5pct_fpr": ev.get("detection_tpr_at_5pct_fpr"),
-                                   "tpr_at_1pct_fpr": ev.get("detection_tpr_at_1pct_fpr"),
-                                   "closed_set_f1": ev["closed_set_f1"], "open_set_f1": ev["open_set_f1"],
-                                   "unseen": ev.get("service")}
+        out[f"evaluate_{name}"] = {
+            "report": str(Path(ev["out"]) / "report.md"),
+            "real_vs_ai_auc": ev["detection"]["auc"],
+            "tpr_at_5pct_fpr": ev.get("detection_tpr_at_5pct_fpr"),
+            "tpr_at_1pct_fpr": ev.get("detection_tpr_at_1pct_fpr"),
+            "closed_set_f1": ev["closed_set_f1"],
+            "open_set_f1": ev["open_set_f1"],
+            "unseen": ev.get("service"),
+        }
     if summary.get("serve"):
         e = summary["serve"]["enrollment"]
-        out["enrollment"] = {"family": e["family"], "enrolled": e["enrolled"], "seconds": e["seconds"],
-                             "accuracy_before": e["before"]["accuracy"], "accuracy_after": e["after"]["accuracy"],
-                             "labels_before": e["before"]["labels"], "labels_after": e["after"]["labels"],
-                             "real_specificity_before": e.get("real_before", {}).get("accuracy"),
-                             "real_specificity_after": e.get("real_after", {}).get("accuracy")}
+        out["enrollment"] = {
+            "family": e["family"],
+            "enrolled": e["enrolled"],
+            "seconds": e["seconds"],
+            "accuracy_before": e["before"]["accuracy"],
+            "accuracy_after": e["after"]["accuracy"],
+            "labels_before": e["before"]["labels"],
+            "labels_after": e["after"]["labels"],
+            "real_specificity_before": e.get("real_before", {}).get("accuracy"),
+            "real_specificity_after": e.get("real_after", {}).get("accuracy"),
+        }
         d = summary["serve"].get("discovery")
         if d:
-            out["discovery"] = {k: d.get(k) for k in ("family", "sent", "answered", "discovery", "gathered", "size",
-                                                      "enrolled")}
-            out["discovery"].update({"accuracy_before": d["before"]["accuracy"],
-                                     "accuracy_after": (d.get("after") or {}).get("accuracy")})
+            out["discovery"] = {
+                k: d.get(k) for k in ("family", "sent", "answered", "discovery", "gathered", "size", "enrolled")
+            }
+            out["discovery"].update(
+                {"accuracy_before": d["before"]["accuracy"], "accuracy_after": (d.get("after") or {}).get("accuracy")}
+            )
     return out

@@ -48,8 +48,12 @@ def class_images(shards: str | Path, split: str, generator: str, count: int) -> 
 
 def _tally(results: Sequence[dict[str, Any]], truth: str) -> dict[str, Any]:
     labels = collections.Counter(r["label"] for r in results)
-    return {"images": len(results), "correct": labels.get(truth, 0),
-            "accuracy": round(labels.get(truth, 0) / max(1, len(results)), 3), "labels": dict(labels.most_common())}
+    return {
+        "images": len(results),
+        "correct": labels.get(truth, 0),
+        "accuracy": round(labels.get(truth, 0) / max(1, len(results)), 3),
+        "labels": dict(labels.most_common()),
+    }
 
 
 def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tuple[str, str]:
@@ -70,15 +74,21 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
     # The CPU demo's encoder answers most images of an unseen family with a similar trained
     # generator's name by a tiny margin rather than "unknown" (vq_vae: median confidence 0.003,
     # real photographs 0.058): such uncertain answers go to the discovery inbox too.
-    args = AppArgs(checkpoint=checkpoint, store_path=store_path, api_key_file=str(key_file.resolve()), device="cpu",
-                   discovery={"low_confidence": 0.02})
+    args = AppArgs(
+        checkpoint=checkpoint,
+        store_path=store_path,
+        api_key_file=str(key_file.resolve()),
+        device="cpu",
+        discovery={"low_confidence": 0.02},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name="synthray", route_prefix="/")
     return f"http://127.0.0.1:{port}", key
 
 
-def discovery_story(client: Any, shards: str | Path, family: str, count: int = 60,
-                    query_count: int = 20, seen: Sequence[str] = ()) -> dict[str, Any]:
+def discovery_story(
+    client: Any, shards: str | Path, family: str, count: int = 60, query_count: int = 20, seen: Sequence[str] = ()
+) -> dict[str, Any]:
     """The discovery act: ``count`` images of ``family`` sent one request each, as live traffic
     arrives; the discovery that gathers them, its enrollment by one call, and the family's test
     images attributed before and after, with what the enrollment did to other images (test
@@ -103,30 +113,72 @@ def discovery_story(client: Any, shards: str | Path, family: str, count: int = 6
     for d in listing["discoveries"]:
         members = set(client.discovery(d["id"], members=True)["members"])
         found.append((len(members & sent), len(members), d))
-    result: dict[str, Any] = {"family": family, "sent": len(stream), "answered": dict(collections.Counter(answered)),
-                              "inbox": listing["inbox"], "discoveries": len(found), "before": _tally(before, family)}
+    result: dict[str, Any] = {
+        "family": family,
+        "sent": len(stream),
+        "answered": dict(collections.Counter(answered)),
+        "inbox": listing["inbox"],
+        "discoveries": len(found),
+        "before": _tally(before, family),
+    }
     if not found or max(found, key=lambda f: f[0])[0] == 0:
-        log.warning("discovery act: no discovery gathered the %d %s images (answered %s)", len(stream), family,
-                    result["answered"])
+        log.warning(
+            "discovery act: no discovery gathered the %d %s images (answered %s)",
+            len(stream),
+            family,
+            result["answered"],
+        )
         return result
     held, size, best = max(found, key=lambda f: f[0])
     enrolled = client.enroll_discovery(best["id"], family)
     after = client.attribute(queries)["results"]
-    result.update({"discovery": best["id"], "gathered": held, "size": size, "cohesion": best["cohesion"],
-                   "enrolled": enrolled["enrolled"], "source": enrolled["source"], "after": _tally(after, family),
-                   "others_right_before": others_before, "others_right_after": others_right()})
-    log.info("discovery act: %d %s images sent one by one (%s); discovery %s gathered %d of them (size %d); "
-             "enrolled by one call: its test images named %d/%d before, %d/%d after; other classes' test images "
-             "right %.2f before, %.2f after", len(stream), family, result["answered"], best["id"], held, size,
-             result["before"]["correct"], len(before), result["after"]["correct"], len(after),
-             result["others_right_before"], result["others_right_after"])
+    result.update(
+        {
+            "discovery": best["id"],
+            "gathered": held,
+            "size": size,
+            "cohesion": best["cohesion"],
+            "enrolled": enrolled["enrolled"],
+            "source": enrolled["source"],
+            "after": _tally(after, family),
+            "others_right_before": others_before,
+            "others_right_after": others_right(),
+        }
+    )
+    log.info(
+        "discovery act: %d %s images sent one by one (%s); discovery %s gathered %d of them (size %d); "
+        "enrolled by one call: its test images named %d/%d before, %d/%d after; other classes' test images "
+        "right %.2f before, %.2f after",
+        len(stream),
+        family,
+        result["answered"],
+        best["id"],
+        held,
+        size,
+        result["before"]["correct"],
+        len(before),
+        result["after"]["correct"],
+        len(after),
+        result["others_right_before"],
+        result["others_right_after"],
+    )
     client.delete(family)
     return result
 
 
-def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: str, seen: Sequence[str],
-                  family: str, enroll_count: int = 50, query_count: int = 20, port: int = 0,
-                  discover_family: str | None = None, discover_count: int = 60) -> dict[str, Any]:
+def service_story(
+    out: Path,
+    shards: str | Path,
+    checkpoint: str,
+    store_path: str,
+    seen: Sequence[str],
+    family: str,
+    enroll_count: int = 50,
+    query_count: int = 20,
+    port: int = 0,
+    discover_family: str | None = None,
+    discover_count: int = 60,
+) -> dict[str, Any]:
     """Serve, attribute, enroll ``family``, attribute again; returns the figures.
 
     Args:
@@ -197,11 +249,20 @@ def service_story(out: Path, shards: str | Path, checkpoint: str, store_path: st
             "deleted_after": deleted,
         }
         e = result["enrollment"]
-        log.info("enrolled %d images of %r in %.1f s: its test images attributed right %d/%d before, %d/%d after",
-                 e["enrolled"], family, enroll_s, e["before"]["correct"], len(before), e["after"]["correct"], len(after))
+        log.info(
+            "enrolled %d images of %r in %.1f s: its test images attributed right %d/%d before, %d/%d after",
+            e["enrolled"],
+            family,
+            enroll_s,
+            e["before"]["correct"],
+            len(before),
+            e["after"]["correct"],
+            len(after),
+        )
         if discover_family:
-            result["discovery"] = discovery_story(client, shards, discover_family, discover_count, query_count,
-                                                  seen=list(seen))
+            result["discovery"] = discovery_story(
+                client, shards, discover_family, discover_count, query_count, seen=list(seen)
+            )
         return result
     finally:
         serve.shutdown()

@@ -59,21 +59,46 @@ def tiny_model(tmp_path_factory):
     held_out = ["dots"]
     root = write_textures(tmp_path_factory.mktemp("tiny_model_images"), classes + held_out, per_class=100, seed=1)
     shards = tmp_path_factory.mktemp("tiny_model_shards")
-    ingest("folder", root, shards, from_dict(IngestConfig, {
-        "use_ray": False, "max_rows_per_shard": 100, "split": {"val_fraction": 0.2, "test_fraction": 0.2}}))
-    cfg = from_dict(TrainConfig, {
-        "shards": str(shards), "run_dir": str(tmp_path_factory.mktemp("tiny_model_run")), "run_name": "tiny",
-        "epochs": 3, "batch_size": 20, "lr": 0.003, "warmup_epochs": 0.2, "steps_per_epoch": 10,
-        "val_batches": 2, "knn_k": 5, "knn_val_per_class": 10, "seed": 0,
-        "experiment": {"setting": "ES4", "held_out": held_out},
-        "encoder": {"backbone": "resnet10t", "embedding_dim": 32, "head_hidden_dim": 64},
-        "preprocess": {"resolution": 32, "device": "cpu"},
-        "pipeline": {"batch_size": 32, "samples_per_class": 4, "shuffle_buffer": 64},
-    })
+    ingest(
+        "folder",
+        root,
+        shards,
+        from_dict(
+            IngestConfig,
+            {"use_ray": False, "max_rows_per_shard": 100, "split": {"val_fraction": 0.2, "test_fraction": 0.2}},
+        ),
+    )
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "shards": str(shards),
+            "run_dir": str(tmp_path_factory.mktemp("tiny_model_run")),
+            "run_name": "tiny",
+            "epochs": 3,
+            "batch_size": 20,
+            "lr": 0.003,
+            "warmup_epochs": 0.2,
+            "steps_per_epoch": 10,
+            "val_batches": 2,
+            "knn_k": 5,
+            "knn_val_per_class": 10,
+            "seed": 0,
+            "experiment": {"setting": "ES4", "held_out": held_out},
+            "encoder": {"backbone": "resnet10t", "embedding_dim": 32, "head_hidden_dim": 64},
+            "preprocess": {"resolution": 32, "device": "cpu"},
+            "pipeline": {"batch_size": 32, "samples_per_class": 4, "shuffle_buffer": 64},
+        },
+    )
     result = fit_local(cfg)
-    return types.SimpleNamespace(root=root, shards=shards, checkpoint=result["checkpoint"],
-                                 classes=result["classes"], held_out=held_out, metrics=result["metrics"],
-                                 train_config=cfg)
+    return types.SimpleNamespace(
+        root=root,
+        shards=shards,
+        checkpoint=result["checkpoint"],
+        classes=result["classes"],
+        held_out=held_out,
+        metrics=result["metrics"],
+        train_config=cfg,
+    )
 
 
 def untrained_checkpoint(train_config, classes, folder) -> str:
@@ -98,8 +123,12 @@ def untrained_model(tiny_model, tmp_path_factory):
     import types
 
     folder = tmp_path_factory.mktemp("untrained_model") / "checkpoint"
-    return types.SimpleNamespace(checkpoint=untrained_checkpoint(tiny_model.train_config, tiny_model.classes, folder),
-                                 classes=tiny_model.classes, shards=tiny_model.shards, held_out=tiny_model.held_out)
+    return types.SimpleNamespace(
+        checkpoint=untrained_checkpoint(tiny_model.train_config, tiny_model.classes, folder),
+        classes=tiny_model.classes,
+        shards=tiny_model.shards,
+        held_out=tiny_model.held_out,
+    )
 
 
 def measure_service(model, store_dir, per_class: int = 20) -> dict:
@@ -117,9 +146,17 @@ def measure_service(model, store_dir, per_class: int = 20) -> dict:
     from synthray.index import open_store
     from synthray.index.build import build_index
 
-    cfg = from_dict(IndexConfig, {"checkpoint": str(model.checkpoint), "shards": str(model.shards),
-                                  "per_class": per_class, "batch_size": 32, "device": "cpu",
-                                  "store": {"path": str(store_dir)}})
+    cfg = from_dict(
+        IndexConfig,
+        {
+            "checkpoint": str(model.checkpoint),
+            "shards": str(model.shards),
+            "per_class": per_class,
+            "batch_size": 32,
+            "device": "cpu",
+            "store": {"path": str(store_dir)},
+        },
+    )
     build_index(cfg, use_ray=False)
     table = pa.concat_tables([pq.read_table(f) for f in find_shards(model.shards)])
     test = table.filter(pc.equal(table["split"], "test"))
@@ -127,8 +164,10 @@ def measure_service(model, store_dir, per_class: int = 20) -> dict:
     out: dict = {}
     with open_store(cfg.store, emb.model_version, emb.dim, create=False) as store:
         att = Attributor(emb, store)
-        res = {c: att.attribute_bytes(test.filter(pc.equal(test["generator"], c))["image"].to_pylist())
-               for c in [*model.classes, *model.held_out]}
+        res = {
+            c: att.attribute_bytes(test.filter(pc.equal(test["generator"], c))["image"].to_pylist())
+            for c in [*model.classes, *model.held_out]
+        }
     seen = [(c, a) for c in model.classes if c != "real" for a in res[c]]
     real = res["real"]
     held = [a for c in model.held_out for a in res[c]]

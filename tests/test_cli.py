@@ -24,8 +24,12 @@ def test_cli_package_metadata_and_module_report_one_version():
 def test_a_config_mistake_is_one_line_and_exit_2(tmp_path):
     cfg = tmp_path / "index.yaml"
     cfg.write_text("index:\n  per_clas: 5\n")
-    out = subprocess.run([sys.executable, "-m", "synthray", "index", "--config", str(cfg), "--no-ray"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "synthray", "index", "--config", str(cfg), "--no-ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "unknown config keys ['per_clas']" in out.stderr and "Traceback" not in out.stderr
 

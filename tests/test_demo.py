@@ -16,11 +16,25 @@ from synthray.train.checkpoint import load_checkpoint
 
 SMALL = {
     "demo": {
-        "per_class": 100, "real_per_class": 200, "procedural": 6, "held_out": ["pixel_shuffle", "proc_0001"],
-        "resolution": 48, "crop": 32, "bench_train_steps": 40, "num_cpus": 2,
-        "batch_size": 32, "samples_per_class": 4, "epochs": 2, "steps_per_epoch": 30,
-        "index_per_class": 20, "eval_max_test_per_class": 20, "eval_degradations": ["jpeg:75"], "umap": False,
-        "enroll_count": 40, "query_count": 20, "discover_count": 30,
+        "per_class": 100,
+        "real_per_class": 200,
+        "procedural": 6,
+        "held_out": ["pixel_shuffle", "proc_0001"],
+        "resolution": 48,
+        "crop": 32,
+        "bench_train_steps": 40,
+        "num_cpus": 2,
+        "batch_size": 32,
+        "samples_per_class": 4,
+        "epochs": 2,
+        "steps_per_epoch": 30,
+        "index_per_class": 20,
+        "eval_max_test_per_class": 20,
+        "eval_degradations": ["jpeg:75"],
+        "umap": False,
+        "enroll_count": 40,
+        "query_count": 20,
+        "discover_count": 30,
     }
 }
 
@@ -31,11 +45,16 @@ def test_demo_runs_every_stage(tmp_path):
     cfg.write_text(yaml.safe_dump(SMALL))
     out = tmp_path / "demo"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "-m", "synthray", "demo", "--config", str(cfg), "--out", str(out)],
-                          capture_output=True, text=True, timeout=1500, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthray", "demo", "--config", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     # stdout carries the printed summary (Ray's raylet may print warnings before it)
-    printed = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    printed = json.loads(proc.stdout[proc.stdout.index("{\n") :])
     summary = json.loads((out / "summary.json").read_text())
     # Output a person reads: one line per stage, training progress, the summary; Ray's own
     # output (thousands of lines before) in the Ray session's logs, linked from the run folder.

@@ -17,13 +17,19 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 @pytest.mark.timeout(600)
 def test_gpu_check_runs_in_cpu_smoke_mode(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], capture_output=True,
-                          text=True, timeout=540, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     measures = {(r["measure"], r["backbone"]) for r in result["rows"]}
-    assert measures == {(m, b) for m in ("train", "embed_model", "embed_jpeg")
-                        for b in ("efficientnet_b0", "tf_efficientnet_lite0")}
+    assert measures == {
+        (m, b) for m in ("train", "embed_model", "embed_jpeg") for b in ("efficientnet_b0", "tf_efficientnet_lite0")
+    }
     assert all(r["img_s"] > 0 for r in result["rows"])
     assert result["info"]["device"] == "cpu" and result["cuda_tests"] == "skipped"
     assert "| train | efficientnet_b0 |" in proc.stdout  # the table people read

@@ -16,15 +16,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Lower numbers sit lower; a module may import its own layer and the ones below.
 LAYERS = {
-    "synthray.errors": 0, "synthray.lazy": 0, "synthray.registry": 0, "synthray.config": 0, "synthray.plots": 0,
+    "synthray.errors": 0,
+    "synthray.lazy": 0,
+    "synthray.registry": 0,
+    "synthray.config": 0,
+    "synthray.plots": 0,
     "synthray.data": 1,
-    "synthray.losses": 2, "synthray.models": 2,
+    "synthray.losses": 2,
+    "synthray.models": 2,
     "synthray.train": 3,
-    "synthray.index": 4, "synthray.attribution": 4,
+    "synthray.index": 4,
+    "synthray.attribution": 4,
     "synthray.discovery": 5,
-    "synthray.eval": 6, "synthray.methods": 6, "synthray.client": 6,
+    "synthray.eval": 6,
+    "synthray.methods": 6,
+    "synthray.client": 6,
     "serve": 7,
-    "synthray.demo": 8, "synthray.demo_service": 8, "synthray.cli": 8, "synthray.__main__": 8, "synthray": 8,
+    "synthray.demo": 8,
+    "synthray.demo_service": 8,
+    "synthray.cli": 8,
+    "synthray.__main__": 8,
+    "synthray": 8,
 }
 
 
@@ -79,8 +91,9 @@ def test_every_import_points_down_the_layers():
         for line, target in _imports(path, module):
             theirs = _layer(target)
             if theirs is not None and theirs > mine and not _is_config(target):
-                upward.append(f"{path.relative_to(ROOT)}:{line} ({module}, layer {mine}) imports {target} "
-                              f"(layer {theirs})")
+                upward.append(
+                    f"{path.relative_to(ROOT)}:{line} ({module}, layer {mine}) imports {target} (layer {theirs})"
+                )
     assert upward == [], "\n".join(upward)
 
 

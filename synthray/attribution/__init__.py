@@ -31,8 +31,19 @@ if TYPE_CHECKING:
     )
 
 _OPENSET = ("UNKNOWN", "Votes", "fpr_threshold", "quantile_threshold", "vote")
-_RULE = ("Attribution", "ClassScores", "Decision", "EnrollmentCheck", "EnrollmentRefused", "Thresholds", "attribute",
-         "calibrate", "check_enrollment", "class_scores", "decide")
+_RULE = (
+    "Attribution",
+    "ClassScores",
+    "Decision",
+    "EnrollmentCheck",
+    "EnrollmentRefused",
+    "Thresholds",
+    "attribute",
+    "calibrate",
+    "check_enrollment",
+    "class_scores",
+    "decide",
+)
 _EXPORTS = {
     "Attributor": "synthray.attribution.attributor",
     "AttributionConfig": "synthray.attribution.config",

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 THRESHOLDS_KEY, ATTRIBUTION_KEY = "thresholds", "attribution"
 
 
-def stored_rule(metadata: dict[str, Any], override: AttributionConfig | None = None) -> tuple[AttributionConfig, Thresholds | None]:
+def stored_rule(
+    metadata: dict[str, Any], override: AttributionConfig | None = None
+) -> tuple[AttributionConfig, Thresholds | None]:
     """The attribution config and thresholds an index was calibrated with (``override`` wins
     for the config; thresholds always come from the index, or None if never calibrated)."""
     from synthray.config import from_dict

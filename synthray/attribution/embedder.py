@@ -39,7 +39,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     candidates = sorted(path.glob("checkpoint_*")) or sorted((path / "checkpoints").glob("epoch_*"))
     found = latest_good(candidates)
     if found is None:
-        raise CheckpointError(f"{path} holds no loadable checkpoint (looked for checkpoint_*/ and checkpoints/epoch_*/)")
+        raise CheckpointError(
+            f"{path} holds no loadable checkpoint (looked for checkpoint_*/ and checkpoints/epoch_*/)"
+        )
     return found[0]
 
 
@@ -69,20 +71,26 @@ class Embedder:
         # Validation-time preprocessing of the training run: same size and scaling, no augmentation,
         # a deterministic crop; ``views`` crops of a large image are embedded and averaged.
         self.preprocess: PreprocessConfig = dataclasses.replace(
-            eval_preprocess(self.train_config.preprocess), device=self.device.type, seed=None,
-            views=views if views is not None else self.train_config.preprocess.views)
+            eval_preprocess(self.train_config.preprocess),
+            device=self.device.type,
+            seed=None,
+            views=views if views is not None else self.train_config.preprocess.views,
+        )
         self.preprocessor = Preprocessor(self.preprocess)
         # The checkpoint holds every weight (and the input normalisation): the pretrained start
         # it was trained from is not read again.
-        model = build_encoder(dataclasses.replace(self.train_config.encoder, weights=None, weights_path=None,
-                                                  pretrained=False))
+        model = build_encoder(
+            dataclasses.replace(self.train_config.encoder, weights=None, weights_path=None, pretrained=False)
+        )
         model.load_state_dict(loaded["model"])
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda" and self.preprocess.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.dim: int = int(self.model.embedding_dim)
         self.batch_size = batch_size
-        log.info("embedder: %s (model version %s, %d-d, %s)", self.checkpoint, self.model_version, self.dim, self.device)
+        log.info(
+            "embedder: %s (model version %s, %d-d, %s)", self.checkpoint, self.model_version, self.dim, self.device
+        )
 
     @property
     def held_out(self) -> list[str]:
@@ -109,7 +117,7 @@ class Embedder:
         flat = pixels.reshape(n * v, *pixels.shape[-3:])
         out = []
         for s in range(0, len(flat), self.batch_size):
-            x = finalize_pixels(flat[s:s + self.batch_size], self.preprocess, self.device)
+            x = finalize_pixels(flat[s : s + self.batch_size], self.preprocess, self.device)
             out.append(self.model(x).float().cpu())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -128,9 +136,15 @@ class Embedder:
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint), "model_version": self.model_version, "dim": self.dim,
-                "classes": self.classes, "held_out": self.held_out, "resolution": self.preprocess.resolution,
-                "device": str(self.device)}
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model_version": self.model_version,
+            "dim": self.dim,
+            "classes": self.classes,
+            "held_out": self.held_out,
+            "resolution": self.preprocess.resolution,
+            "device": str(self.device),
+        }
 
 
 __all__ = ["CheckpointError", "Embedder", "resolve_checkpoint"]

@@ -27,8 +27,9 @@ def calibration_figure(cs: ClassScores, true_labels: Sequence[str], t: Threshold
     real = (y == REAL) & finite
     fake = (y != REAL) & finite
     generators = [c for c in cs.classes if c != REAL and (y == c).any()]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, max(3.6, 0.22 * len(generators) + 1.2)),
-                                 gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(11, max(3.6, 0.22 * len(generators) + 1.2)), gridspec_kw={"width_ratios": [1, 1.3]}
+    )
     values = score[real | fake]
     bins = np.linspace(values.min(), values.max(), 40) if len(values) and values.min() < values.max() else 20
     if real.any():

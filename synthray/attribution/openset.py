@@ -48,8 +48,9 @@ class Votes:
         return [self.classes[i] for i in self.predicted]
 
 
-def vote(labels: np.ndarray, similarities: np.ndarray, weighted: bool = True,
-         classes: Sequence[str] | None = None) -> Votes:
+def vote(
+    labels: np.ndarray, similarities: np.ndarray, weighted: bool = True, classes: Sequence[str] | None = None
+) -> Votes:
     """Votes of N queries from their neighbours' labels and similarities.
 
     Args:
@@ -86,8 +87,14 @@ def vote(labels: np.ndarray, similarities: np.ndarray, weighted: bool = True,
     real_mass = votes[:, real_col] if real_col is not None else np.zeros(n)
     is_ai = np.where(total > 0, 1.0 - real_mass / safe, 0.5)
     agreement = np.where(total > 0, votes[np.arange(n), predicted] / safe, 0.0)
-    return Votes(classes=names, votes=votes, predicted=predicted, is_ai_score=is_ai,
-                 agreement=agreement, mean_similarity=sims.mean(axis=1))
+    return Votes(
+        classes=names,
+        votes=votes,
+        predicted=predicted,
+        is_ai_score=is_ai,
+        agreement=agreement,
+        mean_similarity=sims.mean(axis=1),
+    )
 
 
 def quantile_threshold(values: np.ndarray, rate: float) -> float:
@@ -123,5 +130,3 @@ def fpr_threshold(real_scores: np.ndarray, target_fpr: float) -> float:
         return float(levels[-1] + MARGIN)
     i = int(ok[0])  # ascending: the first level that meets the target flags the most fakes
     return float(levels[i] if i == 0 else (levels[i - 1] + levels[i]) / 2)
-
-

@@ -56,8 +56,10 @@ class Thresholds:
         d = copy.deepcopy(dict(d or {}))  # never share nested dicts with a cached metadata read
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"Thresholds: unknown keys {sorted(unknown)} (an index calibrated by an older "
-                            "synthray: rebuild it with `synthray index`)")
+            raise ConfigError(
+                f"Thresholds: unknown keys {sorted(unknown)} (an index calibrated by an older "
+                "synthray: rebuild it with `synthray index`)"
+            )
         return cls(**d)
 
     def threshold_of(self, generator: str) -> float:
@@ -104,8 +106,9 @@ class ClassScores:
         return m.max(axis=1) if m.shape[1] else np.full(len(m), -np.inf)
 
 
-def class_scores(hits: Sequence[Mapping[str, Sequence[float]]], classes: Sequence[str] | None = None,
-                 k: int | None = None) -> ClassScores:
+def class_scores(
+    hits: Sequence[Mapping[str, Sequence[float]]], classes: Sequence[str] | None = None, k: int | None = None
+) -> ClassScores:
     """Per-class scores from each query's per-class neighbour similarities.
 
     Args:
@@ -178,8 +181,9 @@ def decide(cs: ClassScores, t: Thresholds, open_set: bool = True) -> Decision:
     return Decision(labels, nearest, flagged, score, gscore, reasons)
 
 
-def calibrate(cs: ClassScores, true_labels: Sequence[str], target_fpr: float, unknown_rate: float,
-              k: int) -> Thresholds:
+def calibrate(
+    cs: ClassScores, true_labels: Sequence[str], target_fpr: float, unknown_rate: float, k: int
+) -> Thresholds:
     """The rule's thresholds from validation images of the indexed classes.
 
     Args:
@@ -198,14 +202,21 @@ def calibrate(cs: ClassScores, true_labels: Sequence[str], target_fpr: float, un
     t = Thresholds()
     real = y == REAL
     score = cs.is_ai_score(t)
-    record: dict[str, Any] = {"queries": int(len(y)), "real_queries": int(real.sum()), "k": k,
-                              "target_fpr": target_fpr, "unknown_rate_target": unknown_rate, "warning": None}
+    record: dict[str, Any] = {
+        "queries": int(len(y)),
+        "real_queries": int(real.sum()),
+        "k": k,
+        "target_fpr": target_fpr,
+        "unknown_rate_target": unknown_rate,
+        "warning": None,
+    }
     if real.any():
         t.ai_threshold = fpr_threshold(score[real], target_fpr)
         if (~real).any() and t.ai_threshold > score[~real].max():
             record["warning"] = (
                 f"no is-AI threshold keeps real validation false positives at {target_fpr:.0%} and flags any "
-                "generated validation image: the encoder does not separate real from AI here")
+                "generated validation image: the encoder does not separate real from AI here"
+            )
             log.warning("is-AI calibration: %s", record["warning"])
     else:
         record["warning"] = "no real validation images: the is-AI threshold is not calibrated"
@@ -216,14 +227,18 @@ def calibrate(cs: ClassScores, true_labels: Sequence[str], target_fpr: float, un
             t.acceptance[name] = quantile_threshold(cs.scores[own, j], unknown_rate)
     d = decide(cs, t)
     flagged = d.is_ai
-    record.update({
-        "fpr": float(flagged[real].mean()) if real.any() else None,
-        "tpr": float(flagged[~real].mean()) if (~real).any() else None,
-        "unknown_rate": float(np.mean([lab == UNKNOWN for lab, yy in zip(d.labels, y) if yy != REAL]))
-        if (~real).any() else None,
-        "named_right": float(np.mean([lab == yy for lab, yy in zip(d.labels, y) if yy != REAL]))
-        if (~real).any() else None,
-    })
+    record.update(
+        {
+            "fpr": float(flagged[real].mean()) if real.any() else None,
+            "tpr": float(flagged[~real].mean()) if (~real).any() else None,
+            "unknown_rate": float(np.mean([lab == UNKNOWN for lab, yy in zip(d.labels, y) if yy != REAL]))
+            if (~real).any()
+            else None,
+            "named_right": float(np.mean([lab == yy for lab, yy in zip(d.labels, y) if yy != REAL]))
+            if (~real).any()
+            else None,
+        }
+    )
     t.calibration = record
     return t
 
@@ -300,7 +315,8 @@ def check_enrollment(
         raise EnrollmentRefused(
             f"{looks_real:.0%} of the {n} samples of {generator!r} are answered 'real' by the index: the set sits "
             "inside the real photographs (are they real images, or is the generator too close to real for this "
-            "encoder?); nothing was enrolled")
+            "encoder?); nothing was enrolled"
+        )
     if looks_real > 0:
         warnings.append(f"{looks_real:.0%} of the samples look real to the index before enrollment")
     # Leave-one-out: each sample against the others, as a future image of the generator would be.
@@ -323,10 +339,13 @@ def check_enrollment(
     sample_margin = own - sample_scores.real_score()
     flagged = float(np.mean(sample_margin >= threshold))
     if flagged < 1 - 2 * unknown_rate:
-        warnings.append(f"only {flagged:.0%} of the samples clear the threshold that keeps real photographs "
-                        "safe: many of this generator's images will be answered 'real'")
-    return EnrollmentCheck(generator, n, looks_real, float(acceptance), float(threshold), flagged,
-                           fpr_before, fpr_after, warnings)
+        warnings.append(
+            f"only {flagged:.0%} of the samples clear the threshold that keeps real photographs "
+            "safe: many of this generator's images will be answered 'real'"
+        )
+    return EnrollmentCheck(
+        generator, n, looks_real, float(acceptance), float(threshold), flagged, fpr_before, fpr_after, warnings
+    )
 
 
 @dataclasses.dataclass
@@ -347,8 +366,13 @@ class Attribution:
         return dataclasses.asdict(self)
 
 
-def attribute(hits: Sequence[Mapping[str, Sequence[float]]], neighbours: Sequence[Sequence[Any]],
-              t: Thresholds | None, k: int, open_set: bool = True) -> list[Attribution]:
+def attribute(
+    hits: Sequence[Mapping[str, Sequence[float]]],
+    neighbours: Sequence[Sequence[Any]],
+    t: Thresholds | None,
+    k: int,
+    open_set: bool = True,
+) -> list[Attribution]:
     """Attributions of N queries.
 
     Args:
@@ -370,17 +394,25 @@ def attribute(hits: Sequence[Mapping[str, Sequence[float]]], neighbours: Sequenc
         finite = np.sort(row[np.isfinite(row)])[::-1]
         label = d.labels[i]
         own = row[cs.classes.index(label)] if label in cs.classes else d.generator_score[i]
-        out.append(Attribution(
-            label=label,
-            nearest_class=d.nearest[i],
-            is_ai_score=float(d.is_ai_score[i]),
-            is_ai=bool(d.is_ai[i]),
-            confidence=float(finite[0] - finite[1]) if len(finite) > 1 else 1.0,
-            mean_similarity=float(own),
-            unknown_reason=d.reasons[i],
-            votes={c: float(x) for c, x in zip(cs.classes, row) if np.isfinite(x)},
-            neighbours=[{"generator": nb.generator, "similarity": float(nb.similarity),
-                         "origin": getattr(nb, "origin", ""), "source_path": getattr(nb, "source_path", "")}
-                        for nb in neighbours[i]],
-        ))
+        out.append(
+            Attribution(
+                label=label,
+                nearest_class=d.nearest[i],
+                is_ai_score=float(d.is_ai_score[i]),
+                is_ai=bool(d.is_ai[i]),
+                confidence=float(finite[0] - finite[1]) if len(finite) > 1 else 1.0,
+                mean_similarity=float(own),
+                unknown_reason=d.reasons[i],
+                votes={c: float(x) for c, x in zip(cs.classes, row) if np.isfinite(x)},
+                neighbours=[
+                    {
+                        "generator": nb.generator,
+                        "similarity": float(nb.similarity),
+                        "origin": getattr(nb, "origin", ""),
+                        "source_path": getattr(nb, "source_path", ""),
+                    }
+                    for nb in neighbours[i]
+                ],
+            )
+        )
     return out

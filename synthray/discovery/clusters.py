@@ -18,8 +18,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def group(vectors: np.ndarray, min_cluster_size: int, min_samples: int | None = None,
-          reduce_dims: int = 32, seed: int = 0) -> np.ndarray:
+def group(
+    vectors: np.ndarray, min_cluster_size: int, min_samples: int | None = None, reduce_dims: int = 32, seed: int = 0
+) -> np.ndarray:
     """HDBSCAN labels of (N, D) embeddings: a group number per row, -1 for outliers.
 
     Rows are unit-normalised (Euclidean distance then orders pairs as cosine similarity does)
@@ -38,8 +39,9 @@ def group(vectors: np.ndarray, min_cluster_size: int, min_samples: int | None = 
     if (labels == -1).all():
         # HDBSCAN never answers "one group" unless allowed: an inbox holding one new generator
         # and a few strays is that case. Allowed from the start, it also merges distinct groups.
-        labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, allow_single_cluster=True,
-                         copy=True).fit_predict(x)
+        labels = HDBSCAN(
+            min_cluster_size=min_cluster_size, min_samples=min_samples, allow_single_cluster=True, copy=True
+        ).fit_predict(x)
     return labels
 
 

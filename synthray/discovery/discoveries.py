@@ -77,8 +77,12 @@ def plan_from(inbox: Inbox, entries: Sequence[tuple[np.ndarray, dict[str, Any]]]
     images = [inbox.image(h) if p.get("image") else None for h, (_, p) in zip(hashes, entries)]
     names = [str(p.get("name") or f"{prefix}-{h[:12]}") for h, (_, p) in zip(hashes, entries)]
     all_kept = all(b is not None for b in images)
-    return Plan(np.stack([v for v, _ in entries]).astype(np.float32), hashes, names,
-                [b for b in images if b is not None] if all_kept else None)
+    return Plan(
+        np.stack([v for v, _ in entries]).astype(np.float32),
+        hashes,
+        names,
+        [b for b in images if b is not None] if all_kept else None,
+    )
 
 
 class Discoveries:
@@ -94,9 +98,16 @@ class Discoveries:
         self.computed_at: float | None = state.get("computed_at")
 
     def _persist(self) -> None:
-        self.inbox.set_metadata({STATE_KEY: {
-            "next_id": self.next_id, "computed_at": self.computed_at, "enrolled": self.enrolled,
-            "current": [d.state() for d in self.current.values()]}})
+        self.inbox.set_metadata(
+            {
+                STATE_KEY: {
+                    "next_id": self.next_id,
+                    "computed_at": self.computed_at,
+                    "enrolled": self.enrolled,
+                    "current": [d.state() for d in self.current.values()],
+                }
+            }
+        )
 
     # -- grouping ---------------------------------------------------------------------------
     def snapshot(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -118,17 +129,27 @@ class Discoveries:
             nearest, _ = Counter(p.get("generator", "") for p in members).most_common(1)[0]
             sims = [float(p.get("similarity", 0.0)) for p in members if p.get("generator", "") == nearest]
             current[did] = Discovery(
-                id=did, members=[hashes[i] for i in s.members], size=len(s.members),
+                id=did,
+                members=[hashes[i] for i in s.members],
+                size=len(s.members),
                 first_seen=min(float(p.get("first_seen", 0.0)) for p in members),
                 last_seen=max(float(p.get("last_seen", 0.0)) for p in members),
-                cohesion=round(s.cohesion, 4), nearest_class=nearest, nearest_similarity=round(float(np.mean(sims)), 4),
-                examples=[hashes[i] for i in s.examples], kept_images=sum(bool(p.get("image")) for p in members))
+                cohesion=round(s.cohesion, 4),
+                nearest_class=nearest,
+                nearest_similarity=round(float(np.mean(sims)), 4),
+                examples=[hashes[i] for i in s.examples],
+                kept_images=sum(bool(p.get("image")) for p in members),
+            )
         self.current = current
         self.computed_at = time.time()
         self._persist()
         self.inbox.purge_images()
-        log.info("inbox of %d: %d discoveries (%s)", len(hashes), len(current),
-                 ", ".join(f"{d.id}: {d.size}" for d in current.values()) or "none")
+        log.info(
+            "inbox of %d: %d discoveries (%s)",
+            len(hashes),
+            len(current),
+            ", ".join(f"{d.id}: {d.size}" for d in current.values()) or "none",
+        )
         return list(current.values())
 
     # -- reading ----------------------------------------------------------------------------
@@ -156,9 +177,13 @@ class Discoveries:
         raise self._not_found(discovery_id)
 
     def _not_found(self, discovery_id: str) -> EnrollmentError:
-        return EnrollmentError(404, "unknown_discovery", f"no discovery {discovery_id!r}: list them with GET "
-                               "/v1/discoveries (ids of groups that dissolved are not reused)",
-                               known=sorted(self.current))
+        return EnrollmentError(
+            404,
+            "unknown_discovery",
+            f"no discovery {discovery_id!r}: list them with GET "
+            "/v1/discoveries (ids of groups that dissolved are not reused)",
+            known=sorted(self.current),
+        )
 
     def thumbnail(self, content_hash: str) -> str | None:
         """A small JPEG data URL of a kept image (None when not kept or not decodable)."""
@@ -179,8 +204,12 @@ class Discoveries:
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
     def counts(self) -> dict[str, int]:
-        return {"inbox": self.inbox.count(INBOX), "feedback": self.inbox.count(FEEDBACK),
-                "discoveries": len(self.current), "enrolled_discoveries": len(self.enrolled)}
+        return {
+            "inbox": self.inbox.count(INBOX),
+            "feedback": self.inbox.count(FEEDBACK),
+            "discoveries": len(self.current),
+            "enrolled_discoveries": len(self.enrolled),
+        }
 
     # -- enrollment -------------------------------------------------------------------------
     def plan(self, discovery_id: str, name: str) -> Plan | dict[str, Any]:
@@ -195,23 +224,38 @@ class Discoveries:
             record = self.enrolled[discovery_id]
             if record["name"] == name:
                 return {**record, "already_enrolled": True}
-            raise EnrollmentError(409, "already_enrolled", f"discovery {discovery_id} was enrolled as "
-                                  f"{record['name']!r}; add more images to that generator, or delete it first",
-                                  name=record["name"])
+            raise EnrollmentError(
+                409,
+                "already_enrolled",
+                f"discovery {discovery_id} was enrolled as "
+                f"{record['name']!r}; add more images to that generator, or delete it first",
+                name=record["name"],
+            )
         d = self.current.get(discovery_id)
         if d is None:
             raise self._not_found(discovery_id)
         held = self.inbox.get(d.members)
         if not held:
-            raise EnrollmentError(409, "empty_discovery", f"the members of discovery {discovery_id} have left the "
-                                  "inbox (enrolled through feedback, or dropped as the oldest); refresh the list")
+            raise EnrollmentError(
+                409,
+                "empty_discovery",
+                f"the members of discovery {discovery_id} have left the "
+                "inbox (enrolled through feedback, or dropped as the oldest); refresh the list",
+            )
         return plan_from(self.inbox, [held[h] for h in d.members if h in held], discovery_id)
 
     def enrolled_as(self, discovery_id: str, name: str, plan: Plan, result: dict[str, Any]) -> dict[str, Any]:
         """Records an enrollment done and takes its members out of the inbox."""
         self.inbox.remove(plan.hashes)
-        record = {"name": name, "at": time.time(), "members": len(plan.hashes), "enrolled": result["enrolled"],
-                  "unchanged": result["unchanged"], "rejected": len(result["rejected"]), "source": plan.source}
+        record = {
+            "name": name,
+            "at": time.time(),
+            "members": len(plan.hashes),
+            "enrolled": result["enrolled"],
+            "unchanged": result["unchanged"],
+            "rejected": len(result["rejected"]),
+            "source": plan.source,
+        }
         self.enrolled[discovery_id] = record
         self.current.pop(discovery_id, None)
         self._persist()
@@ -221,9 +265,18 @@ class Discoveries:
     def feedback(self) -> list[dict[str, Any]]:
         """Every labelled sample waiting to be enrolled, newest first."""
         _, payloads = self.inbox.entries(FEEDBACK)
-        rows = [{"hash": p["content_hash"], "label": p["generator"], "name": p.get("name", ""),
-                 "answered": p.get("answered"), "at": p.get("at"), "note": p.get("note", ""),
-                 "image": bool(p.get("image"))} for p in payloads]
+        rows = [
+            {
+                "hash": p["content_hash"],
+                "label": p["generator"],
+                "name": p.get("name", ""),
+                "answered": p.get("answered"),
+                "at": p.get("at"),
+                "note": p.get("note", ""),
+                "image": bool(p.get("image")),
+            }
+            for p in payloads
+        ]
         return sorted(rows, key=lambda r: -float(r["at"] or 0))
 
     def feedback_plan(self, label: str) -> Plan:
@@ -235,6 +288,10 @@ class Discoveries:
         vectors, payloads = self.inbox.entries(FEEDBACK)
         entries = [(v, p) for v, p in zip(vectors, payloads) if p["generator"] == label]
         if not entries:
-            raise EnrollmentError(404, "no_feedback", f"no feedback labels an image {label!r}",
-                                  labels=sorted({p["generator"] for p in payloads}))
+            raise EnrollmentError(
+                404,
+                "no_feedback",
+                f"no feedback labels an image {label!r}",
+                labels=sorted({p["generator"] for p in payloads}),
+            )
         return plan_from(self.inbox, entries, "feedback")

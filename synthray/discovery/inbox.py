@@ -110,8 +110,14 @@ class Inbox:
         return removed
 
     # -- unknown answers ------------------------------------------------------------------
-    def record(self, vectors: np.ndarray, hashes: Sequence[str], answers: Sequence[Mapping[str, Any]],
-               images: Sequence[bytes] | None = None, now: float | None = None) -> int:
+    def record(
+        self,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        answers: Sequence[Mapping[str, Any]],
+        images: Sequence[bytes] | None = None,
+        now: float | None = None,
+    ) -> int:
         """Keeps the answers :func:`wanted` says belong here; returns how many were kept.
 
         An image seen before keeps its first-seen time and counts one more sighting.
@@ -127,12 +133,20 @@ class Inbox:
         for pid, i in zip(ids, chosen):
             a, old = answers[i], before.get(pid, {})
             kept = images is not None and self._keep_image(hashes[i], images[i])
-            payloads.append({
-                "origin": INBOX, "content_hash": hashes[i], "generator": str(a.get("nearest_class") or ""),
-                "label": a["label"], "similarity": float(a.get("mean_similarity") or 0.0),
-                "is_ai_score": float(a.get("is_ai_score") or 0.0), "first_seen": float(old.get("first_seen", now)),
-                "last_seen": now, "times": int(old.get("times", 0)) + 1, "image": bool(kept or old.get("image")),
-            })
+            payloads.append(
+                {
+                    "origin": INBOX,
+                    "content_hash": hashes[i],
+                    "generator": str(a.get("nearest_class") or ""),
+                    "label": a["label"],
+                    "similarity": float(a.get("mean_similarity") or 0.0),
+                    "is_ai_score": float(a.get("is_ai_score") or 0.0),
+                    "first_seen": float(old.get("first_seen", now)),
+                    "last_seen": now,
+                    "times": int(old.get("times", 0)) + 1,
+                    "image": bool(kept or old.get("image")),
+                }
+            )
         self.store.put(ids, np.asarray(vectors, np.float32)[chosen], payloads)
         self.trim()
         return len(chosen)
@@ -160,15 +174,25 @@ class Inbox:
 
     def get(self, hashes: Sequence[str], kind: str = INBOX) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
         """``{hash: (vector, payload)}`` of the hashes held as ``kind``."""
-        return {p["content_hash"]: (v, p) for v, p in self.store.points_by_id([self._id(kind, h) for h in hashes]).values()}
+        return {
+            p["content_hash"]: (v, p) for v, p in self.store.points_by_id([self._id(kind, h) for h in hashes]).values()
+        }
 
     def remove(self, hashes: Sequence[str], kind: str = INBOX) -> None:
         self.store.delete([self._id(kind, h) for h in hashes])
 
     # -- feedback -------------------------------------------------------------------------
-    def add_feedback(self, label: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
-                     answered: Sequence[str | None], images: Sequence[bytes | None] | None = None,
-                     note: str = "", now: float | None = None) -> list[str]:
+    def add_feedback(
+        self,
+        label: str,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        names: Sequence[str],
+        answered: Sequence[str | None],
+        images: Sequence[bytes | None] | None = None,
+        note: str = "",
+        now: float | None = None,
+    ) -> list[str]:
         """Keeps images an operator labelled ``label`` (the latest label of an image wins).
         They leave the unknown inbox: they are labelled now. Returns their hashes."""
         now = now or time.time()
@@ -176,8 +200,18 @@ class Inbox:
         for i, h in enumerate(hashes):
             data = images[i] if images is not None else None
             kept = data is not None and self._keep_image(h, data)
-            payloads.append({"origin": FEEDBACK, "content_hash": h, "generator": label, "name": names[i],
-                             "answered": answered[i], "at": now, "note": note, "image": kept})
+            payloads.append(
+                {
+                    "origin": FEEDBACK,
+                    "content_hash": h,
+                    "generator": label,
+                    "name": names[i],
+                    "answered": answered[i],
+                    "at": now,
+                    "note": note,
+                    "image": kept,
+                }
+            )
         self.store.put([self._id(FEEDBACK, h) for h in hashes], np.asarray(vectors, np.float32), payloads)
         self.remove(hashes, INBOX)
         return list(hashes)

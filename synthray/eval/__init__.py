@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "EvalConfig": "synthray.eval.config",
     "ProtocolConfig": "synthray.eval.config",
-    **{n: "synthray.eval.protocols" for n in ("CheckpointInfo", "Protocol", "ProtocolError", "list_protocols",
-                                              "resolve_protocol")},
+    **{
+        n: "synthray.eval.protocols"
+        for n in ("CheckpointInfo", "Protocol", "ProtocolError", "list_protocols", "resolve_protocol")
+    },
     **{n: "synthray.eval.robustness" for n in ("Degradation", "list_degradations", "parse_degradation")},
     "EvalError": "synthray.eval.run",
     "evaluate": "synthray.eval.run",

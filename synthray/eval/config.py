@@ -10,8 +10,16 @@ from synthray.methods.explain_config import EXPLAIN_KINDS, ExplainConfig
 
 #: GenImage's robustness study degrades test images by JPEG, resolution and blur; these
 #: are the levels evaluated by default (spec syntax: ``<name>:<parameter>``).
-DEFAULT_DEGRADATIONS = ("jpeg:95", "jpeg:75", "jpeg:50", "jpeg:30", "downscale:0.5", "downscale:0.25",
-                        "blur:1", "blur:2")
+DEFAULT_DEGRADATIONS = (
+    "jpeg:95",
+    "jpeg:75",
+    "jpeg:50",
+    "jpeg:30",
+    "downscale:0.5",
+    "downscale:0.25",
+    "blur:1",
+    "blur:2",
+)
 
 
 @dataclasses.dataclass
@@ -44,7 +52,8 @@ class ExplainReportConfig:
     # fine textures. A lime mapping in YAML starts from ExplainConfig's own defaults (list
     # every field you mean to keep, as configs/*eval*.yaml do).
     lime: ExplainConfig = dataclasses.field(
-        default_factory=lambda: ExplainConfig(n_segments=30, compactness=100.0, n_samples=100))
+        default_factory=lambda: ExplainConfig(n_segments=30, compactness=100.0, n_samples=100)
+    )
 
     def __post_init__(self) -> None:
         if self.images < 0:

@@ -50,13 +50,19 @@ class RowSet:
         same rows every run (and the rows the index build keeps). None or "all" keeps all."""
         if max_per_class is None or max_per_class == "all":
             return self
-        keep = np.concatenate([np.flatnonzero(self.generator == c)[: int(max_per_class)]
-                               for c in dict.fromkeys(self.generator)]) if len(self) else np.zeros(0, np.int64)
+        keep = (
+            np.concatenate(
+                [np.flatnonzero(self.generator == c)[: int(max_per_class)] for c in dict.fromkeys(self.generator)]
+            )
+            if len(self)
+            else np.zeros(0, np.int64)
+        )
         return self.take(np.sort(keep))
 
 
-def select_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int | str | None = None,
-                exclude: Iterable[str] = ()) -> RowSet:
+def select_rows(
+    labels: pa.Table, split: str, classes: Sequence[str], cap: int | str | None = None, exclude: Iterable[str] = ()
+) -> RowSet:
     """The rows of ``classes`` in ``split``, chosen as the index build chooses its references
     (:func:`synthray.index.selection.choose_rows`: distinct images, smallest content hashes
     first, images filed under two classes left out).
@@ -76,8 +82,12 @@ def select_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int |
     gens = [c for c in order for _ in choice.hashes[c]]
     rows = labels.filter((pc.field("split") == split) & pc.field("content_hash").isin(hashes))
     paths = dict(zip(rows.column("content_hash").to_pylist(), rows.column("source_path").to_pylist()))
-    return RowSet(split, np.asarray(hashes, dtype=str).reshape(-1), np.asarray(gens, dtype=str).reshape(-1),
-                  np.asarray([paths[h] for h in hashes], dtype=str).reshape(-1))
+    return RowSet(
+        split,
+        np.asarray(hashes, dtype=str).reshape(-1),
+        np.asarray(gens, dtype=str).reshape(-1),
+        np.asarray([paths[h] for h in hashes], dtype=str).reshape(-1),
+    )
 
 
 def available(labels: pa.Table, split: str) -> dict[str, int]:
@@ -87,8 +97,9 @@ def available(labels: pa.Table, split: str) -> dict[str, int]:
     return choose_rows(labels, split, classes, None).available if classes else {}
 
 
-def iter_images(shards: str | Path | Sequence[str | Path], split: str, hashes: Sequence[str],
-                batch_size: int) -> Iterator[tuple[list[str], list[bytes]]]:
+def iter_images(
+    shards: str | Path | Sequence[str | Path], split: str, hashes: Sequence[str], batch_size: int
+) -> Iterator[tuple[list[str], list[bytes]]]:
     """Streams (content hashes, encoded bytes) of the given rows, ``batch_size`` at a time."""
     wanted = pc.field("content_hash").isin(list(hashes))
     flt = row_filter(split) & wanted
@@ -105,8 +116,14 @@ def iter_images(shards: str | Path | Sequence[str | Path], split: str, hashes: S
         yield buf_h, buf_b
 
 
-def embed_rows(embedder, shards: str | Path | Sequence[str | Path], rows: RowSet, batch_size: int = 64,
-               transform: Callable[[bytes], bytes] | None = None, what: str = "") -> np.ndarray:
+def embed_rows(
+    embedder,
+    shards: str | Path | Sequence[str | Path],
+    rows: RowSet,
+    batch_size: int = 64,
+    transform: Callable[[bytes], bytes] | None = None,
+    what: str = "",
+) -> np.ndarray:
     """Embeddings of ``rows`` in their order (streamed; progress logged).
 
     Args:
@@ -135,10 +152,17 @@ def embed_rows(embedder, shards: str | Path | Sequence[str | Path], rows: RowSet
         now = time.perf_counter()
         if now - last > 30:
             last = now
-            log.info("embedding %s: %d/%d images (%.1f img/s)", what or rows.split, int(done.sum()), len(rows),
-                     done.sum() / (now - start))
+            log.info(
+                "embedding %s: %d/%d images (%.1f img/s)",
+                what or rows.split,
+                int(done.sum()),
+                len(rows),
+                done.sum() / (now - start),
+            )
     if not done.all():
-        raise ValueError(f"{int((~done).sum())} selected {rows.split} rows are missing from {shards} "
-                         "(shards changed during evaluation?)")
+        raise ValueError(
+            f"{int((~done).sum())} selected {rows.split} rows are missing from {shards} "
+            "(shards changed during evaluation?)"
+        )
     log.info("embedded %d %s images in %.1f s", len(rows), what or rows.split, time.perf_counter() - start)
     return out

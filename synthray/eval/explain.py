@@ -45,8 +45,9 @@ def explained_class(attribution: Any) -> str:
     return attribution.nearest_class if attribution.label == UNKNOWN else attribution.label
 
 
-def pick_images(truth: Sequence[str], predicted: Sequence[str], protocol: Protocol, n: int,
-                usable: Sequence[bool] | None = None) -> list[tuple[int, str]]:
+def pick_images(
+    truth: Sequence[str], predicted: Sequence[str], protocol: Protocol, n: int, usable: Sequence[bool] | None = None
+) -> list[tuple[int, str]]:
     """Which test images to explain, deterministically.
 
     Roles, in this order, each taking the first image (test-row order: class, then content
@@ -108,8 +109,9 @@ def pick_images(truth: Sequence[str], predicted: Sequence[str], protocol: Protoc
     return picked
 
 
-def explain_images(embedder: Any, images: Sequence[bytes], references: Sequence[np.ndarray],
-                   cfg: ExplainReportConfig) -> list[tuple[np.ndarray, Any]]:
+def explain_images(
+    embedder: Any, images: Sequence[bytes], references: Sequence[np.ndarray], cfg: ExplainReportConfig
+) -> list[tuple[np.ndarray, Any]]:
     """Explanations of encoded images, each toward its own class's references.
 
     Args:
@@ -132,9 +134,16 @@ def explain_images(embedder: Any, images: Sequence[bytes], references: Sequence[
     return out
 
 
-def explain_test_images(embedder: Any, shards: Sequence[str | Path], test: RowSet, attributions: Sequence[Any],
-                        protocol: Protocol, ref_vectors: np.ndarray, ref_classes: np.ndarray,
-                        cfg: ExplainReportConfig) -> list[Explained]:
+def explain_test_images(
+    embedder: Any,
+    shards: Sequence[str | Path],
+    test: RowSet,
+    attributions: Sequence[Any],
+    protocol: Protocol,
+    ref_vectors: np.ndarray,
+    ref_classes: np.ndarray,
+    cfg: ExplainReportConfig,
+) -> list[Explained]:
     """Picks ``cfg.images`` test images (:func:`pick_images`) and explains their attributions.
 
     Args:
@@ -153,8 +162,9 @@ def explain_test_images(embedder: Any, shards: Sequence[str | Path], test: RowSe
         return []
     targets = [explained_class(a) for a in attributions]
     with_refs = set(np.asarray(ref_classes).tolist())
-    picked = pick_images(test.generator, [a.label for a in attributions], protocol, cfg.images,
-                         usable=[t in with_refs for t in targets])
+    picked = pick_images(
+        test.generator, [a.label for a in attributions], protocol, cfg.images, usable=[t in with_refs for t in targets]
+    )
     if not picked:
         return []
     rows = [r for r, _ in picked]
@@ -162,13 +172,18 @@ def explain_test_images(embedder: Any, shards: Sequence[str | Path], test: RowSe
     encoded: dict[str, bytes] = {}
     for hashes, images in iter_images(shards, test.split, list(wanted), batch_size=len(wanted)):
         encoded.update(zip(hashes, images))
-    results = explain_images(embedder, [encoded[test.content_hash[r]] for r in rows],
-                             [ref_vectors[ref_classes == targets[r]] for r in rows], cfg)
+    results = explain_images(
+        embedder,
+        [encoded[test.content_hash[r]] for r in rows],
+        [ref_vectors[ref_classes == targets[r]] for r in rows],
+        cfg,
+    )
     return [Explained(r, role, targets[r], shown, exp) for (r, role), (shown, exp) in zip(picked, results)]
 
 
-def explanation_facts(items: Sequence[Explained], test: RowSet, attributions: Sequence[Any],
-                      top: int = 3) -> list[dict[str, Any]]:
+def explanation_facts(
+    items: Sequence[Explained], test: RowSet, attributions: Sequence[Any], top: int = 3
+) -> list[dict[str, Any]]:
     """report.json's entries: what was explained and a summary of each map (not the maps).
 
     ``saliency_top10_share``: the share of the saliency mass in the 10% most salient pixels
@@ -179,9 +194,13 @@ def explanation_facts(items: Sequence[Explained], test: RowSet, attributions: Se
     for it in items:
         a, e = attributions[it.row], it.explanation
         entry: dict[str, Any] = {
-            "role": it.role, "content_hash": str(test.content_hash[it.row]),
-            "source_path": str(test.source_path[it.row]), "true": str(test.generator[it.row]),
-            "predicted": a.label, "explained_class": it.explained_class, "score": round(e.score, 4),
+            "role": it.role,
+            "content_hash": str(test.content_hash[it.row]),
+            "source_path": str(test.source_path[it.row]),
+            "true": str(test.generator[it.row]),
+            "predicted": a.label,
+            "explained_class": it.explained_class,
+            "score": round(e.score, 4),
         }
         if e.saliency is not None:
             s = np.sort(e.saliency.ravel())[::-1]
@@ -189,9 +208,18 @@ def explanation_facts(items: Sequence[Explained], test: RowSet, attributions: Se
         if e.lime is not None:
             order = np.argsort(-e.lime.weights)[:top]
             area = np.bincount(e.lime.segments.ravel(), minlength=len(e.lime.weights)) / e.lime.segments.size
-            entry["lime"] = {"r2": round(e.lime.r2, 4), "intercept": round(e.lime.intercept, 4),
-                             "superpixels": int(len(e.lime.weights)),
-                             "top": [{"superpixel": int(i), "weight": round(float(e.lime.weights[i]), 5),
-                                      "area": round(float(area[i]), 4)} for i in order]}
+            entry["lime"] = {
+                "r2": round(e.lime.r2, 4),
+                "intercept": round(e.lime.intercept, 4),
+                "superpixels": int(len(e.lime.weights)),
+                "top": [
+                    {
+                        "superpixel": int(i),
+                        "weight": round(float(e.lime.weights[i]), 5),
+                        "area": round(float(area[i]), 4),
+                    }
+                    for i in order
+                ],
+            }
         facts.append(entry)
     return facts

@@ -65,8 +65,16 @@ def _score(checkpoint: str, cfg: FamilyCurveConfig, store_dir: Path) -> dict[str
     from synthray.index import IndexConfig, StoreConfig, open_store
     from synthray.index.build import build_index
 
-    build_index(IndexConfig(checkpoint=checkpoint, shards=cfg.shards, per_class=cfg.per_class, device="cpu",
-                            store=StoreConfig(path=str(store_dir))), use_ray=False)
+    build_index(
+        IndexConfig(
+            checkpoint=checkpoint,
+            shards=cfg.shards,
+            per_class=cfg.per_class,
+            device="cpu",
+            store=StoreConfig(path=str(store_dir)),
+        ),
+        use_ray=False,
+    )
     files = find_shards(cfg.shards)
     rows = select_rows(read_labels(files), "test", [REAL, *cfg.held_out], cfg.max_test_per_class)
     embedder = Embedder(checkpoint, device="cpu")
@@ -76,10 +84,22 @@ def _score(checkpoint: str, cfg: FamilyCurveConfig, store_dir: Path) -> dict[str
     score = np.asarray([a.is_ai_score for a in answers])
     flagged = np.asarray([a.is_ai for a in answers])
     real = rows.generator == REAL
-    per_family = {f: {"auroc": round(float(roc_auc_score(np.r_[np.zeros(real.sum()), np.ones((rows.generator == f).sum())],
-                                                          np.r_[score[real], score[rows.generator == f]])), 4),
-                      "flagged": round(float(flagged[rows.generator == f].mean()), 4)}
-                  for f in cfg.held_out if (rows.generator == f).any()}
+    per_family = {
+        f: {
+            "auroc": round(
+                float(
+                    roc_auc_score(
+                        np.r_[np.zeros(real.sum()), np.ones((rows.generator == f).sum())],
+                        np.r_[score[real], score[rows.generator == f]],
+                    )
+                ),
+                4,
+            ),
+            "flagged": round(float(flagged[rows.generator == f].mean()), 4),
+        }
+        for f in cfg.held_out
+        if (rows.generator == f).any()
+    }
     return {
         "auroc": round(float(roc_auc_score(~real, score)), 4),
         "tpr_at_5pct_fpr": round(tpr_at_fpr(score[real], score[~real], 0.05), 4),
@@ -108,16 +128,26 @@ def family_curve(cfg: FamilyCurveConfig) -> dict[str, Any]:
             continue
         t0 = time.perf_counter()
         train = dataclasses.replace(
-            cfg.train, shards=cfg.shards, run_dir=str(run_dir), run_name="train", seed=cfg.seed,
-            experiment=ExperimentConfig(setting="custom", classes=(REAL, *families)))
+            cfg.train,
+            shards=cfg.shards,
+            run_dir=str(run_dir),
+            run_name="train",
+            seed=cfg.seed,
+            experiment=ExperimentConfig(setting="custom", classes=(REAL, *families)),
+        )
         # The same number of steps at every count: one "epoch" of exactly that many steps, the
         # data passed over again as often as a count's smaller data set needs.
         train = dataclasses.replace(train, epochs=1, steps_per_epoch=cfg.steps, repeat_data=True)
         log.info("family curve: N=%d, training on %s", count, families)
         result = fit_local(train, device="cpu")
         scores = _score(result["checkpoint"], cfg, run_dir / "index")
-        point = {"families": count, "trained_on": families, "steps": int(result["metrics"]["step"]), **scores,
-                 "seconds": round(time.perf_counter() - t0, 1)}
+        point = {
+            "families": count,
+            "trained_on": families,
+            "steps": int(result["metrics"]["step"]),
+            **scores,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         done.write_text(json.dumps(point, indent=1))
         log.info("family curve: N=%d: AUROC %.3f, TPR@5%%FPR %.3f", count, scores["auroc"], scores["tpr_at_5pct_fpr"])
         points.append(point)
@@ -130,16 +160,20 @@ def family_curve(cfg: FamilyCurveConfig) -> dict[str, Any]:
 
 def _write_markdown(curve: dict[str, Any], path: Path) -> None:
     lines = [
-        "# Zero-shot detection vs number of training generators", "",
+        "# Zero-shot detection vs number of training generators",
+        "",
         f"Held out of every run: {', '.join(curve['held_out'])}. Same training steps per run; test photographs "
-        "never seen in training.", "",
+        "never seen in training.",
+        "",
         "| training families | AUROC held-out vs real | TPR at 5% FPR | flagged at the calibrated threshold | "
         "real specificity |",
         "|---|---|---|---|---|",
     ]
     for p in curve["points"]:
-        lines.append(f"| {p['families']} | {p['auroc']:.3f} | {p['tpr_at_5pct_fpr']:.3f} | "
-                     f"{p['flagged_at_threshold']:.3f} | {p['real_specificity']:.3f} |")
+        lines.append(
+            f"| {p['families']} | {p['auroc']:.3f} | {p['tpr_at_5pct_fpr']:.3f} | "
+            f"{p['flagged_at_threshold']:.3f} | {p['real_specificity']:.3f} |"
+        )
     lines += ["", "![curve](curve.png)", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 

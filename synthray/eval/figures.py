@@ -34,8 +34,15 @@ def confusion_heatmap(conf: Mapping[str, Any], path: Path, title: str) -> Path:
     for i in range(len(rows)):
         for j in range(len(cols)):
             if m[i, j]:
-                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     return _save(fig, path)
@@ -67,8 +74,12 @@ def sweep_curve(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Pa
     labels = [str(r["size"]) for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("seen_f1", "seen F1"),
-                      ("zero_shot_f1", "zero-shot F1")):
+    for key, name in (
+        ("accuracy", "accuracy"),
+        ("macro_f1", "macro F1"),
+        ("seen_f1", "seen F1"),
+        ("zero_shot_f1", "zero-shot F1"),
+    ):
         y = [r.get(key) for r in rows]
         if all(v is None for v in y):
             continue
@@ -87,9 +98,11 @@ def robustness_chart(results: Mapping[str, Mapping[str, Any]], path: Path, title
     """Grouped bars: detection AUC and attribution accuracy, clean and per degradation."""
     plt = _plt()
     specs = list(results)
-    series = {"detection AUC": [(results[s].get("detection") or {}).get("overall", {}).get("auc") for s in specs],
-              "open-set accuracy": [results[s].get("open_set_accuracy") for s in specs],
-              "closed-set accuracy": [results[s].get("closed_set_accuracy") for s in specs]}
+    series = {
+        "detection AUC": [(results[s].get("detection") or {}).get("overall", {}).get("auc") for s in specs],
+        "open-set accuracy": [results[s].get("open_set_accuracy") for s in specs],
+        "closed-set accuracy": [results[s].get("closed_set_accuracy") for s in specs],
+    }
     series = {k: v for k, v in series.items() if any(x is not None for x in v)}
     x = np.arange(len(specs))
     width = 0.8 / max(1, len(series))
@@ -104,8 +117,9 @@ def robustness_chart(results: Mapping[str, Mapping[str, Any]], path: Path, title
     return _save(fig, path)
 
 
-def umap_plot(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: str, seed: int = 0,
-              max_points: int = 3000) -> Path | None:
+def umap_plot(
+    embeddings: np.ndarray, labels: Sequence[str], path: Path, title: str, seed: int = 0, max_points: int = 3000
+) -> Path | None:
     """2-D UMAP (cosine metric) of embeddings coloured by class; None when too few points.
 
     UMAP needs a neighbourhood: below 10 points there is nothing meaningful to draw.
@@ -131,8 +145,9 @@ def umap_plot(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: 
     sims, idx = knn_search(torch.from_numpy(x), torch.from_numpy(x), k)
     dists = np.clip(1 - sims.numpy(), 0, 2).astype(np.float32)
     dists[:, 0] = 0.0
-    reducer = umap.UMAP(n_neighbors=k, metric="cosine", random_state=seed, n_jobs=1,
-                        precomputed_knn=(idx.numpy(), dists, None))
+    reducer = umap.UMAP(
+        n_neighbors=k, metric="cosine", random_state=seed, n_jobs=1, precomputed_knn=(idx.numpy(), dists, None)
+    )
     with warnings.catch_warnings():  # "no search index: transform unavailable" (a plot never transforms)
         warnings.filterwarnings("ignore", message=".*knn_search_index.*", category=UserWarning)
         xy = reducer.fit_transform(x)
@@ -148,8 +163,9 @@ def umap_plot(embeddings: np.ndarray, labels: Sequence[str], path: Path, title: 
     return _save(fig, path)
 
 
-def explanation_grid(images: Sequence[np.ndarray], explanations: Sequence[Any], titles: Sequence[str],
-                     path: Path) -> Path:
+def explanation_grid(
+    images: Sequence[np.ndarray], explanations: Sequence[Any], titles: Sequence[str], path: Path
+) -> Path:
     """One column per explained image: the image, its saliency overlay, its LIME overlay.
 
     Args:
@@ -163,8 +179,9 @@ def explanation_grid(images: Sequence[np.ndarray], explanations: Sequence[Any], 
 
     plt = _plt()
     kinds = [k for k in ("saliency", "lime") if getattr(explanations[0], k) is not None]
-    fig, axes = plt.subplots(1 + len(kinds), len(images), figsize=(2.6 * len(images), 2.5 * (1 + len(kinds))),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1 + len(kinds), len(images), figsize=(2.6 * len(images), 2.5 * (1 + len(kinds))), squeeze=False
+    )
     for j, (img, exp, title) in enumerate(zip(images, explanations, titles)):
         for ax in axes[:, j]:
             ax.set_xticks([])

@@ -92,8 +92,9 @@ def oscr(known_correct: np.ndarray, known_scores: np.ndarray, unknown_scores: np
     return float(np.trapezoid(ccr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(ccr, fpr))
 
 
-def detection_metrics(y_true: Sequence[str], scores: Sequence[float], threshold: float,
-                      real: str = REAL) -> dict[str, Any]:
+def detection_metrics(
+    y_true: Sequence[str], scores: Sequence[float], threshold: float, real: str = REAL
+) -> dict[str, Any]:
     """Real vs each generator, and real vs all AI images.
 
     Args:
@@ -124,8 +125,10 @@ def per_class_scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Seque
     if not labels:
         return {}
     p, r, f, n = precision_recall_fscore_support(list(y_true), list(y_pred), labels=list(labels), zero_division=0)
-    return {label: {"precision": _round(p[i]), "recall": _round(r[i]), "f1": _round(f[i]), "support": int(n[i])}
-            for i, label in enumerate(labels)}
+    return {
+        label: {"precision": _round(p[i]), "recall": _round(r[i]), "f1": _round(f[i]), "support": int(n[i])}
+        for i, label in enumerate(labels)
+    }
 
 
 def macro(per_class: Mapping[str, Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any] | None:
@@ -135,11 +138,13 @@ def macro(per_class: Mapping[str, Mapping[str, Any]], labels: Sequence[str]) -> 
     if not labels:
         return None
     return {m: _round(np.mean([per_class[c][m] for c in labels])) for m in ("precision", "recall", "f1")} | {
-        "classes": list(labels)}
+        "classes": list(labels)
+    }
 
 
-def attribution_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str],
-                        groups: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def attribution_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str], groups: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
     """Accuracy, per-label P/R/F1 and macro averages over groups of labels.
 
     Args:
@@ -159,8 +164,9 @@ def attribution_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Se
     }
 
 
-def confusion(y_true: Sequence[str], y_pred: Sequence[str], rows: Sequence[str],
-              extra_columns: Sequence[str] = (UNKNOWN,)) -> dict[str, Any]:
+def confusion(
+    y_true: Sequence[str], y_pred: Sequence[str], rows: Sequence[str], extra_columns: Sequence[str] = (UNKNOWN,)
+) -> dict[str, Any]:
     """Confusion matrix: true ``rows`` x predicted (``rows`` + ``extra_columns``).
 
     Predicted labels outside the columns are counted under "other" (never silently dropped).
@@ -180,8 +186,14 @@ def open_set_targets(y_true: Sequence[str], indexed: Sequence[str]) -> list[str]
     return [t if t in idx else UNKNOWN for t in y_true]
 
 
-def open_set_metrics(y_true: Sequence[str], y_pred: Sequence[str], indexed: Sequence[str], seen: Sequence[str],
-                     zero_shot: Sequence[str], novelty_scores: Sequence[float] | None = None) -> dict[str, Any]:
+def open_set_metrics(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    indexed: Sequence[str],
+    seen: Sequence[str],
+    zero_shot: Sequence[str],
+    novelty_scores: Sequence[float] | None = None,
+) -> dict[str, Any]:
     """Attribution against an index of ``indexed`` classes, "unknown" allowed.
 
     An image counts as correct when it gets its class (indexed classes) or "unknown"
@@ -202,13 +214,18 @@ def open_set_metrics(y_true: Sequence[str], y_pred: Sequence[str], indexed: Sequ
     novel = sorted(set(y_true) - set(indexed))
     # "unknown" is a label to score only where some images should get it.
     labels = [*indexed, *([UNKNOWN] if novel else [])]
-    out = attribution_metrics(target, y_pred, labels, {
-        "seen": [c for c in indexed if c in seen],
-        # Zero-shot classes the index holds (ES1's real) on their own label; the rest
-        # through the one answer that is right for them, "unknown".
-        "zero_shot": [c for c in indexed if c in zero_shot] + ([UNKNOWN] if novel else []),
-        "all": labels,
-    })
+    out = attribution_metrics(
+        target,
+        y_pred,
+        labels,
+        {
+            "seen": [c for c in indexed if c in seen],
+            # Zero-shot classes the index holds (ES1's real) on their own label; the rest
+            # through the one answer that is right for them, "unknown".
+            "zero_shot": [c for c in indexed if c in zero_shot] + ([UNKNOWN] if novel else []),
+            "all": labels,
+        },
+    )
     y = np.asarray(list(y_true), dtype=object)
     pred = np.asarray(list(y_pred), dtype=object)
     out["unknown_rate"] = {c: _round(np.mean(pred[y == c] == UNKNOWN)) for c in sorted(set(y_true))}
@@ -223,15 +240,21 @@ def open_set_metrics(y_true: Sequence[str], y_pred: Sequence[str], indexed: Sequ
     return out
 
 
-def closed_set_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], seen: Sequence[str],
-                       zero_shot: Sequence[str]) -> dict[str, Any]:
+def closed_set_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], seen: Sequence[str], zero_shot: Sequence[str]
+) -> dict[str, Any]:
     """Attribution when every test class has references and a class is always named
     (the thesis's Table 4.3: macro P/R/F1 split into seen and zero-shot classes)."""
-    out = attribution_metrics(y_true, y_pred, classes, {
-        "seen": [c for c in classes if c in seen],
-        "zero_shot": [c for c in classes if c in zero_shot],
-        "all": list(classes),
-    })
+    out = attribution_metrics(
+        y_true,
+        y_pred,
+        classes,
+        {
+            "seen": [c for c in classes if c in seen],
+            "zero_shot": [c for c in classes if c in zero_shot],
+            "all": list(classes),
+        },
+    )
     out["macro_f1"] = out["macro"]["all"]["f1"] if out["macro"]["all"] else None
     out["confusion"] = confusion(y_true, y_pred, list(classes), extra_columns=())
     return out

@@ -40,8 +40,9 @@ def _add_class(hits: Hits, vectors: np.ndarray, refs: np.ndarray, name: str, k: 
     return [{**h, name: row.tolist()} for h, row in zip(hits, top)]
 
 
-def specificity_and_flags(labels: Sequence[str], is_ai: np.ndarray, truth: Sequence[str],
-                          families: Sequence[str]) -> dict[str, Any]:
+def specificity_and_flags(
+    labels: Sequence[str], is_ai: np.ndarray, truth: Sequence[str], families: Sequence[str]
+) -> dict[str, Any]:
     """Real specificity (label and is_ai) and the flagged / named share of each family."""
     y = np.asarray(list(truth), dtype=object)
     lab = np.asarray(list(labels), dtype=object)
@@ -103,8 +104,10 @@ def enrollment_effect(
     families = list(enroll)
     t = copy.deepcopy(thresholds)
     before = decide(class_scores(test_hits), t)
-    out: dict[str, Any] = {"enrolled_per_family": {f: int(len(v)) for f, v in enroll.items()},
-                           "before": specificity_and_flags(before.labels, before.is_ai, truth, families)}
+    out: dict[str, Any] = {
+        "enrolled_per_family": {f: int(len(v)) for f, v in enroll.items()},
+        "before": specificity_and_flags(before.labels, before.is_ai, truth, families),
+    }
     checks, refused = {}, {}
     hits, r_hits = list(test_hits), list(real_hits)
     added: dict[str, np.ndarray] = {}
@@ -114,9 +117,17 @@ def enrollment_effect(
             s_hits = _add_class(s_hits, vectors, refs, name, k)
         try:
             check = check_enrollment(
-                family, vectors, class_scores(s_hits), class_scores(r_hits) if len(real_calibration) else None,
+                family,
+                vectors,
+                class_scores(s_hits),
+                class_scores(r_hits) if len(real_calibration) else None,
                 real_calibration.astype(np.float64) @ vectors.astype(np.float64).T if len(real_calibration) else None,
-                t, k, cfg.unknown_rate, cfg.max_fpr_increase, cfg.max_looks_real)
+                t,
+                k,
+                cfg.unknown_rate,
+                cfg.max_fpr_increase,
+                cfg.max_looks_real,
+            )
         except ValueError as exc:  # EnrollmentRefused
             refused[family] = str(exc)
             log.warning("evaluation enrollment of %s refused: %s", family, exc)

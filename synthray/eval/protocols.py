@@ -54,8 +54,12 @@ class CheckpointInfo:
     @classmethod
     def from_embedder(cls, embedder) -> "CheckpointInfo":
         exp = embedder.train_config.experiment
-        return cls(trained=tuple(embedder.classes), held_out=tuple(embedder.held_out), setting=exp.setting,
-                   generator=exp.generator)
+        return cls(
+            trained=tuple(embedder.classes),
+            held_out=tuple(embedder.held_out),
+            setting=exp.setting,
+            generator=exp.generator,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +138,10 @@ def _standard(test: Sequence[str], ck: CheckpointInfo, notes: Sequence[str] = ()
 @PROTOCOLS.register("ES1")
 def _es1(cfg: ProtocolConfig, ck: CheckpointInfo, present: Sequence[str], known: set[str]) -> _Rule:
     if REAL in ck.trained:
-        raise ProtocolError("ES1 evaluates an encoder trained on generators only, but this checkpoint trained on "
-                            f"{REAL!r} (classes {list(ck.trained)}); use ES2 or ES4")
+        raise ProtocolError(
+            "ES1 evaluates an encoder trained on generators only, but this checkpoint trained on "
+            f"{REAL!r} (classes {list(ck.trained)}); use ES2 or ES4"
+        )
     if REAL not in present:
         raise ProtocolError(f"ES1 tests real images as the zero-shot class, but the test split has no {REAL!r} images")
     return _standard([*ck.trained, REAL], ck)
@@ -144,16 +150,20 @@ def _es1(cfg: ProtocolConfig, ck: CheckpointInfo, present: Sequence[str], known:
 @PROTOCOLS.register("ES2")
 def _es2(cfg: ProtocolConfig, ck: CheckpointInfo, present: Sequence[str], known: set[str]) -> _Rule:
     if REAL not in ck.trained:
-        raise ProtocolError(f"ES2 evaluates an encoder trained on generators + {REAL!r}, but this checkpoint has no "
-                            f"{REAL!r} class (classes {list(ck.trained)}); use ES1")
+        raise ProtocolError(
+            f"ES2 evaluates an encoder trained on generators + {REAL!r}, but this checkpoint has no "
+            f"{REAL!r} class (classes {list(ck.trained)}); use ES1"
+        )
     return _standard(ck.trained, ck)
 
 
 def _check_one_generator(name: str, generator: str, ck: CheckpointInfo) -> None:
     expected = {REAL, generator}
     if set(ck.trained) != expected:
-        raise ProtocolError(f"{name} evaluates an encoder trained on {sorted(expected)} only, but this checkpoint "
-                            f"trained on {list(ck.trained)}")
+        raise ProtocolError(
+            f"{name} evaluates an encoder trained on {sorted(expected)} only, but this checkpoint "
+            f"trained on {list(ck.trained)}"
+        )
 
 
 @PROTOCOLS.register("ES3")
@@ -174,8 +184,10 @@ def _sd14(cfg: ProtocolConfig, ck: CheckpointInfo, present: Sequence[str], known
     _check_one_generator("sd14", "SD1.4", ck)
     others = [g for g in GENIMAGE_GENERATORS if g != "SD1.4" and g in present]
     if not others:
-        raise ProtocolError(f"sd14 tests on GenImage's other generators {list(GENIMAGE_GENERATORS)}, but the test "
-                            f"split has none of them (classes found: {sorted(present)})")
+        raise ProtocolError(
+            f"sd14 tests on GenImage's other generators {list(GENIMAGE_GENERATORS)}, but the test "
+            f"split has none of them (classes found: {sorted(present)})"
+        )
     missing = [g for g in GENIMAGE_GENERATORS if g not in present]
     notes = [f"GenImage generators missing from the test split: {missing}"] if missing else []
     return _standard([REAL, "SD1.4", *others], ck, notes)
@@ -191,8 +203,10 @@ def _es4(cfg: ProtocolConfig, ck: CheckpointInfo, present: Sequence[str], known:
         raise ProtocolError(f"ES4 holds out generators; {REAL!r} cannot be held out")
     trained_on = sorted(set(held) & set(ck.trained))
     if trained_on:
-        raise ProtocolError(f"ES4 holds out {trained_on}, but the checkpoint trained on them (classes "
-                            f"{list(ck.trained)}): they would not be zero-shot")
+        raise ProtocolError(
+            f"ES4 holds out {trained_on}, but the checkpoint trained on them (classes "
+            f"{list(ck.trained)}): they would not be zero-shot"
+        )
     notes = []
     if set(held) != set(ck.held_out):
         notes.append(f"held-out classes {sorted(held)} differ from the checkpoint's {sorted(ck.held_out)}")
@@ -219,8 +233,9 @@ def _auto_name(ck: CheckpointInfo) -> str:
     return family.upper()
 
 
-def resolve_protocol(cfg: ProtocolConfig, checkpoint: CheckpointInfo, test_counts: Mapping[str, int],
-                     reference_counts: Mapping[str, int]) -> Protocol:
+def resolve_protocol(
+    cfg: ProtocolConfig, checkpoint: CheckpointInfo, test_counts: Mapping[str, int], reference_counts: Mapping[str, int]
+) -> Protocol:
     """Resolves a protocol against a checkpoint and the shards.
 
     Args:
@@ -244,8 +259,10 @@ def resolve_protocol(cfg: ProtocolConfig, checkpoint: CheckpointInfo, test_count
     rule = PROTOCOLS.get(lookup[family])(cfg, checkpoint, present, known)
     empty = [c for c in rule.test if test_counts.get(c, 0) == 0]
     if empty:
-        raise ProtocolError(f"{name}: class(es) {empty} have no images in the test split (classes with test images: "
-                            f"{present}); ingest them or choose another protocol")
+        raise ProtocolError(
+            f"{name}: class(es) {empty} have no images in the test split (classes with test images: "
+            f"{present}); ingest them or choose another protocol"
+        )
     no_refs = [c for c in rule.indexed if reference_counts.get(c, 0) == 0]
     if no_refs:
         raise ProtocolError(f"{name}: indexed class(es) {no_refs} have no images in the reference split")
@@ -255,7 +272,12 @@ def resolve_protocol(cfg: ProtocolConfig, checkpoint: CheckpointInfo, test_count
     notes = list(rule.notes)
     if ignored:
         notes.append(f"classes in the test split not evaluated by {name}: {ignored}")
-    return Protocol(name=name, indexed=_ordered(rule.indexed),
-                    zero_shot=_ordered(c for c in rule.test if c not in checkpoint.trained),
-                    novel=_ordered(c for c in rule.test if c not in rule.indexed),
-                    real=REAL if REAL in rule.test else None, ignored=_ordered(ignored), notes=tuple(notes))
+    return Protocol(
+        name=name,
+        indexed=_ordered(rule.indexed),
+        zero_shot=_ordered(c for c in rule.test if c not in checkpoint.trained),
+        novel=_ordered(c for c in rule.test if c not in rule.indexed),
+        real=REAL if REAL in rule.test else None,
+        ignored=_ordered(ignored),
+        notes=tuple(notes),
+    )

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 #: name -> (function(image, parameter) -> encoded bytes, parameter check).
 DEGRADATIONS: Registry[tuple[Callable[[Image.Image, float], bytes], Callable[[float], bool], str]] = Registry(
-    "degradation")
+    "degradation"
+)
 
 
 def list_degradations() -> list[str]:
@@ -97,8 +98,12 @@ def parse_degradation(spec: str) -> Degradation:
     return Degradation(spec=str(spec), name=name, param=param)
 
 
-def run_robustness(specs: Sequence[str], embed: Callable[[Callable[[bytes], bytes] | None], np.ndarray],
-                   score: Callable[[np.ndarray], dict[str, Any]], clean: np.ndarray | None = None) -> dict[str, Any]:
+def run_robustness(
+    specs: Sequence[str],
+    embed: Callable[[Callable[[bytes], bytes] | None], np.ndarray],
+    score: Callable[[np.ndarray], dict[str, Any]],
+    clean: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Scores of the same images clean and under each degradation.
 
     Args:

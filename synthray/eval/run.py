@@ -57,8 +57,9 @@ def store_config(cfg: EvalConfig) -> tuple[StoreConfig, bool]:
     return cfg.store, False
 
 
-def _index_mismatch(store_cfg: StoreConfig, embedder: Any, expected: dict[str, int],
-                    attribution: AttributionConfig | None) -> tuple[str | None, str | None]:
+def _index_mismatch(
+    store_cfg: StoreConfig, embedder: Any, expected: dict[str, int], attribution: AttributionConfig | None
+) -> tuple[str | None, str | None]:
     """(why the store cannot serve as is and only needs a build, why it cannot serve at all)."""
     from synthray.config import to_dict
     from synthray.index.store import StoreError, open_store
@@ -76,9 +77,13 @@ def _index_mismatch(store_cfg: StoreConfig, embedder: Any, expected: dict[str, i
     enrolled = sorted(c for c, n in counts.items() if n.get("enrolled"))
     extra = sorted(c for c, n in counts.items() if c in expected and n.get("trained", 0) > expected[c])
     if foreign or enrolled or extra:
-        return None, (f"it holds classes {foreign} outside the protocol's {sorted(expected)}" if foreign else
-                      f"it holds enrolled references of {enrolled}" if enrolled else
-                      f"it holds more references of {extra} than per_class chooses")
+        return None, (
+            f"it holds classes {foreign} outside the protocol's {sorted(expected)}"
+            if foreign
+            else f"it holds enrolled references of {enrolled}"
+            if enrolled
+            else f"it holds more references of {extra} than per_class chooses"
+        )
     if attribution is not None and meta.get("attribution") != to_dict(attribution):
         return None, f"its rule {meta.get('attribution')} differs from the configured {to_dict(attribution)}"
     short = sorted(c for c, n in expected.items() if counts.get(c, {}).get("trained", 0) < n)
@@ -109,9 +114,11 @@ def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: 
     store_cfg, private = store_config(cfg)
     build_reason, conflict = _index_mismatch(store_cfg, embedder, expected, cfg.attribution)
     if conflict and not private:
-        raise EvalError(f"the index at {store_cfg.url or store_cfg.path} cannot be used for {protocol.name}: "
-                        f"{conflict}; point eval.store at a fresh folder (or leave store.path empty for a private "
-                        "index under the run folder)")
+        raise EvalError(
+            f"the index at {store_cfg.url or store_cfg.path} cannot be used for {protocol.name}: "
+            f"{conflict}; point eval.store at a fresh folder (or leave store.path empty for a private "
+            "index under the run folder)"
+        )
     if conflict:
         log.info("private index does not match (%s): rebuilding it", conflict)
         shutil.rmtree(store_cfg.path, ignore_errors=True)
@@ -120,11 +127,20 @@ def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: 
         log.info("reusing the index at %s", store_cfg.url or store_cfg.path)
         return {"reused": True, "store": store_cfg.url or str(Path(store_cfg.path).resolve())}
     log.info("building the index (%s)", build_reason)
-    icfg = IndexConfig(checkpoint=str(embedder.checkpoint), shards=cfg.shards, split=cfg.reference_split,
-                       per_class=cfg.per_class, real_per_class=cfg.real_per_class, classes=tuple(protocol.indexed),
-                       batch_size=cfg.batch_size, device=cfg.device, calibration_split=cfg.calibration_split,
-                       calibration_per_class=cfg.calibration_per_class, calibration_real=cfg.calibration_real,
-                       store=store_cfg)
+    icfg = IndexConfig(
+        checkpoint=str(embedder.checkpoint),
+        shards=cfg.shards,
+        split=cfg.reference_split,
+        per_class=cfg.per_class,
+        real_per_class=cfg.real_per_class,
+        classes=tuple(protocol.indexed),
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        calibration_split=cfg.calibration_split,
+        calibration_per_class=cfg.calibration_per_class,
+        calibration_real=cfg.calibration_real,
+        store=store_cfg,
+    )
     ray_was_up = _ray_initialized()
     try:
         summary = build_index(icfg, attribution=cfg.attribution, use_ray=cfg.use_ray)
@@ -136,8 +152,17 @@ def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: 
     return {"reused": False, "reason": build_reason, **summary}
 
 
-def _service_figures(cfg: EvalConfig, sel: "_Selection", embedder: Any, store: Any, attributor: Any,
-                     test_emb: np.ndarray, test_hits: list, truth: list[str], attributions: list) -> dict[str, Any]:
+def _service_figures(
+    cfg: EvalConfig,
+    sel: "_Selection",
+    embedder: Any,
+    store: Any,
+    attributor: Any,
+    test_emb: np.ndarray,
+    test_hits: list,
+    truth: list[str],
+    attributions: list,
+) -> dict[str, Any]:
     """Specificity, held-out generators flagged, open-set AUROC/OSCR, and the enrollment effect
     (:mod:`synthray.eval.openset`)."""
     from synthray.attribution.rule import Thresholds
@@ -147,8 +172,9 @@ def _service_figures(cfg: EvalConfig, sel: "_Selection", embedder: Any, store: A
     novel = list(protocol.novel)
     t = attributor.thresholds or Thresholds()
     out: dict[str, Any] = {
-        "at_threshold": specificity_and_flags([a.label for a in attributions],
-                                              np.asarray([a.is_ai for a in attributions]), truth, novel),
+        "at_threshold": specificity_and_flags(
+            [a.label for a in attributions], np.asarray([a.is_ai for a in attributions]), truth, novel
+        ),
         "open_set": open_set_scores(test_hits, truth, protocol.indexed, t),
         "calibration_warning": t.calibration.get("warning") if attributor.thresholds else "no calibrated thresholds",
     }
@@ -157,19 +183,37 @@ def _service_figures(cfg: EvalConfig, sel: "_Selection", embedder: Any, store: A
         groups = {f: emb[sel.enroll.generator == f] for f in novel if (sel.enroll.generator == f).sum() >= 2}
         real = store.calibration_vectors()
         out["enrollment"] = enrollment_effect(
-            test_hits, test_emb, truth, groups, real, store.class_hits(real, attributor.cfg.k) if len(real) else [],
-            t, attributor.cfg, {f: store.class_hits(v, attributor.cfg.k) for f, v in groups.items()})
+            test_hits,
+            test_emb,
+            truth,
+            groups,
+            real,
+            store.class_hits(real, attributor.cfg.k) if len(real) else [],
+            t,
+            attributor.cfg,
+            {f: store.class_hits(v, attributor.cfg.k) for f, v in groups.items()},
+        )
     return out
 
 
 def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> list[dict[str, Any]]:
-    return [{
-        "content_hash": rows.content_hash[i], "source_path": rows.source_path[i], "true": rows.generator[i],
-        "predicted": a.label, "nearest": a.nearest_class, "closed_set": closed[i] if closed is not None else None,
-        # Unrounded: the metrics must be recomputable exactly (rounding would create ties).
-        "is_ai_score": a.is_ai_score, "is_ai": bool(a.is_ai), "mean_similarity": a.mean_similarity,
-        "agreement": a.confidence, "unknown_reason": a.unknown_reason,
-    } for i, a in enumerate(attributions)]
+    return [
+        {
+            "content_hash": rows.content_hash[i],
+            "source_path": rows.source_path[i],
+            "true": rows.generator[i],
+            "predicted": a.label,
+            "nearest": a.nearest_class,
+            "closed_set": closed[i] if closed is not None else None,
+            # Unrounded: the metrics must be recomputable exactly (rounding would create ties).
+            "is_ai_score": a.is_ai_score,
+            "is_ai": bool(a.is_ai),
+            "mean_similarity": a.mean_similarity,
+            "agreement": a.confidence,
+            "unknown_reason": a.unknown_reason,
+        }
+        for i, a in enumerate(attributions)
+    ]
 
 
 def _score_open_set(protocol: Protocol, truth: list[str], attributions: list, threshold: float) -> dict[str, Any]:
@@ -177,10 +221,17 @@ def _score_open_set(protocol: Protocol, truth: list[str], attributions: list, th
 
     pred = [a.label for a in attributions]
     return {
-        "detection": detection_metrics(truth, [a.is_ai_score for a in attributions], threshold,
-                                       protocol.real) if protocol.real else {},
-        "open_set": open_set_metrics(truth, pred, protocol.indexed, protocol.seen, protocol.zero_shot,
-                                     novelty_scores=[1 - a.mean_similarity for a in attributions]),
+        "detection": detection_metrics(truth, [a.is_ai_score for a in attributions], threshold, protocol.real)
+        if protocol.real
+        else {},
+        "open_set": open_set_metrics(
+            truth,
+            pred,
+            protocol.indexed,
+            protocol.seen,
+            protocol.zero_shot,
+            novelty_scores=[1 - a.mean_similarity for a in attributions],
+        ),
     }
 
 
@@ -205,24 +256,38 @@ def _select(cfg: EvalConfig, embedder: Any) -> _Selection:
     files = find_shards(cfg.shards)
     labels = read_labels(files)
     ref_available = available(labels, cfg.reference_split)
-    protocol = resolve_protocol(cfg.protocol, CheckpointInfo.from_embedder(embedder),
-                                available(labels, cfg.test_split), ref_available)
-    log.info("protocol %s: indexed %s, zero-shot %s, novel %s", protocol.name, list(protocol.indexed),
-             list(protocol.zero_shot), list(protocol.novel))
+    protocol = resolve_protocol(
+        cfg.protocol, CheckpointInfo.from_embedder(embedder), available(labels, cfg.test_split), ref_available
+    )
+    log.info(
+        "protocol %s: indexed %s, zero-shot %s, novel %s",
+        protocol.name,
+        list(protocol.indexed),
+        list(protocol.zero_shot),
+        list(protocol.novel),
+    )
     classes = list(protocol.test_classes)
     with_refs = [c for c in classes if ref_available.get(c, 0) > 0]
     every_ref = set(select_rows(labels, cfg.reference_split, with_refs).content_hash)
     return _Selection(
-        protocol=protocol, files=files,
+        protocol=protocol,
+        files=files,
         # No test image may be its own reference (the same bytes in both splits).
         test=select_rows(labels, cfg.test_split, classes, cfg.max_test_per_class, exclude=every_ref),
         refs=select_rows(labels, cfg.reference_split, with_refs, _reference_cap(cfg)),
-        index_counts={c: len(h) for c, h in choose_rows(
-            labels, cfg.reference_split, protocol.indexed,
-            reference_caps(protocol.indexed, cfg.per_class, cfg.real_per_class)).hashes.items()},
+        index_counts={
+            c: len(h)
+            for c, h in choose_rows(
+                labels,
+                cfg.reference_split,
+                protocol.indexed,
+                reference_caps(protocol.indexed, cfg.per_class, cfg.real_per_class),
+            ).hashes.items()
+        },
         missing_refs=[c for c in classes if c not in with_refs],
         enroll=select_rows(labels, cfg.calibration_split, list(protocol.novel), cfg.enroll_per_class)
-        if cfg.enroll_per_class and protocol.novel else None,
+        if cfg.enroll_per_class and protocol.novel
+        else None,
     )
 
 
@@ -300,11 +365,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         attributor = Attributor(embedder, store)
         threshold = attributor.thresholds.ai_threshold if attributor.thresholds else 0.0
         test_hits, neighbours = store.query(test_emb, attributor.cfg.k)
-        attributions = attribute(test_hits, neighbours, attributor.thresholds, attributor.cfg.k,
-                                 attributor.cfg.open_set)
+        attributions = attribute(
+            test_hits, neighbours, attributor.thresholds, attributor.cfg.k, attributor.cfg.open_set
+        )
         report.update(_score_open_set(protocol, truth, attributions, threshold))
-        report["service"] = _service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth,
-                                             attributions)
+        report["service"] = _service_figures(
+            cfg, sel, embedder, store, attributor, test_emb, test_hits, truth, attributions
+        )
         laps("attribute and enroll")
 
         # The closed set's references are the index's rows (the smallest content hashes),
@@ -313,17 +380,36 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         closed_idx = np.flatnonzero(np.isin(refs.content_hash, closed_refs.content_hash))
 
         def closed_predict(vectors: np.ndarray) -> list[str]:
-            return knn_predict(ref_emb[closed_idx], refs.generator[closed_idx], vectors, attributor.cfg.k,
-                               attributor.cfg.vote == "weighted", classes).labels()
+            return knn_predict(
+                ref_emb[closed_idx],
+                refs.generator[closed_idx],
+                vectors,
+                attributor.cfg.k,
+                attributor.cfg.vote == "weighted",
+                classes,
+            ).labels()
 
         closed = None if sel.missing_refs else closed_predict(test_emb)
         if closed is not None:
             report["closed_set"] = closed_set_metrics(truth, closed, classes, protocol.seen, protocol.zero_shot)
             report["closed_set"]["references_per_class"] = closed_refs.counts()
-            report["sweep"] = sample_size_sweep(
-                ref_emb, refs.generator, test_emb, truth, protocol.seen, protocol.zero_shot, cfg.sweep_sizes,
-                attributor.cfg, repeats=cfg.sweep_repeats, small_k=cfg.sweep_small_k, seed=cfg.seed,
-            ) if cfg.sweep_sizes else []
+            report["sweep"] = (
+                sample_size_sweep(
+                    ref_emb,
+                    refs.generator,
+                    test_emb,
+                    truth,
+                    protocol.seen,
+                    protocol.zero_shot,
+                    cfg.sweep_sizes,
+                    attributor.cfg,
+                    repeats=cfg.sweep_repeats,
+                    small_k=cfg.sweep_small_k,
+                    seed=cfg.seed,
+                )
+                if cfg.sweep_sizes
+                else []
+            )
         laps("closed set and sweep")
 
         rob_rows = test.capped(cfg.robustness_max_per_class)
@@ -331,19 +417,29 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
         def score(vectors: np.ndarray) -> dict[str, Any]:
             res = _score_open_set(protocol, rob_truth, attributor.attribute_vectors(vectors), threshold)
-            row = {"detection": res["detection"], "open_set_accuracy": res["open_set"]["accuracy"],
-                   "open_set_seen_f1": (res["open_set"]["macro"]["seen"] or {}).get("f1")}
+            row = {
+                "detection": res["detection"],
+                "open_set_accuracy": res["open_set"]["accuracy"],
+                "open_set_seen_f1": (res["open_set"]["macro"]["seen"] or {}).get("f1"),
+            }
             if closed is not None:
-                row["closed_set_accuracy"] = closed_set_metrics(rob_truth, closed_predict(vectors), classes,
-                                                                protocol.seen, protocol.zero_shot)["accuracy"]
+                row["closed_set_accuracy"] = closed_set_metrics(
+                    rob_truth, closed_predict(vectors), classes, protocol.seen, protocol.zero_shot
+                )["accuracy"]
             return row
 
-        report["robustness"] = run_robustness(
-            cfg.degradations,
-            lambda degrade: embed_rows(embedder, sel.files, rob_rows, cfg.batch_size, degrade,
-                                       what=getattr(degrade, "spec", "clean")),
-            score, clean=test_emb[np.isin(test.content_hash, rob_rows.content_hash)],
-        ) if cfg.degradations else {}
+        report["robustness"] = (
+            run_robustness(
+                cfg.degradations,
+                lambda degrade: embed_rows(
+                    embedder, sel.files, rob_rows, cfg.batch_size, degrade, what=getattr(degrade, "spec", "clean")
+                ),
+                score,
+                clean=test_emb[np.isin(test.content_hash, rob_rows.content_hash)],
+            )
+            if cfg.degradations
+            else {}
+        )
         report["robustness_images"] = len(rob_rows)
         laps("robustness")
         report["thresholds"] = attributor.thresholds.to_dict() if attributor.thresholds else None
@@ -351,15 +447,21 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         report["index"] = {**index_info, "counts": store.counts(), "collection": store.collection}
 
     # Toward the explained class's references as the index holds them (closed_idx: the index's rows).
-    explained = explain_test_images(embedder, sel.files, test, attributions, protocol, ref_emb[closed_idx],
-                                    refs.generator[closed_idx], cfg.explain)
+    explained = explain_test_images(
+        embedder, sel.files, test, attributions, protocol, ref_emb[closed_idx], refs.generator[closed_idx], cfg.explain
+    )
     if explained:
         report["explanations"] = explanation_facts(explained, test, attributions)
         laps("explain")
 
     report = {
-        "protocol": protocol.to_dict(), "checkpoint": embedder.describe(), "test_split": cfg.test_split,
-        "test_counts": test.counts(), "reference_counts": refs.counts(), "notes": notes, **report,
+        "protocol": protocol.to_dict(),
+        "checkpoint": embedder.describe(),
+        "test_split": cfg.test_split,
+        "test_counts": test.counts(),
+        "reference_counts": refs.counts(),
+        "notes": notes,
+        **report,
         "predictions": _predictions(test, attributions, closed),
     }
     if cfg.figures:
@@ -376,10 +478,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 def summarize(report: dict[str, Any], out: str | Path) -> dict[str, Any]:
     """The headline numbers of a report (what the CLI prints)."""
+
     def macro(key: str) -> dict[str, Any]:
         m = report.get(key) or {}
         return {g: (m.get("macro", {}).get(g) or {}).get("f1") for g in ("seen", "zero_shot")} | {
-            "accuracy": m.get("accuracy")}
+            "accuracy": m.get("accuracy")
+        }
 
     det = (report.get("detection") or {}).get("overall") or {}
     return {

@@ -23,8 +23,14 @@ from synthray.eval.metrics import closed_set_metrics
 log = logging.getLogger(__name__)
 
 
-def knn_predict(references: np.ndarray, reference_labels: Sequence[str], queries: np.ndarray, k: int,
-                weighted: bool, classes: Sequence[str] | None = None) -> Votes:
+def knn_predict(
+    references: np.ndarray,
+    reference_labels: Sequence[str],
+    queries: np.ndarray,
+    k: int,
+    weighted: bool,
+    classes: Sequence[str] | None = None,
+) -> Votes:
     """Closed-set kNN votes of ``queries`` over in-memory ``references``.
 
     Args:
@@ -40,10 +46,12 @@ def knn_predict(references: np.ndarray, reference_labels: Sequence[str], queries
     labels = np.asarray(list(reference_labels), dtype=object)
     if len(labels) != len(references):
         raise ValueError(f"{len(labels)} labels for {len(references)} references")
-    sims, idx = knn_search(torch.from_numpy(np.asarray(queries, np.float32)),
-                           torch.from_numpy(np.asarray(references, np.float32)), k)
-    return vote(labels[idx.numpy()], sims.numpy(), weighted=weighted,
-                classes=list(classes) if classes is not None else None)
+    sims, idx = knn_search(
+        torch.from_numpy(np.asarray(queries, np.float32)), torch.from_numpy(np.asarray(references, np.float32)), k
+    )
+    return vote(
+        labels[idx.numpy()], sims.numpy(), weighted=weighted, classes=list(classes) if classes is not None else None
+    )
 
 
 def _draw(labels: np.ndarray, classes: Sequence[str], size: int | str, rng: np.random.Generator) -> np.ndarray:
@@ -56,10 +64,19 @@ def _draw(labels: np.ndarray, classes: Sequence[str], size: int | str, rng: np.r
     return np.sort(np.concatenate(picks))
 
 
-def sample_size_sweep(references: np.ndarray, reference_labels: Sequence[str], queries: np.ndarray,
-                      query_labels: Sequence[str], seen: Sequence[str], zero_shot: Sequence[str],
-                      sizes: Sequence[int | str], attribution: AttributionConfig, repeats: int = 3,
-                      small_k: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+def sample_size_sweep(
+    references: np.ndarray,
+    reference_labels: Sequence[str],
+    queries: np.ndarray,
+    query_labels: Sequence[str],
+    seen: Sequence[str],
+    zero_shot: Sequence[str],
+    sizes: Sequence[int | str],
+    attribution: AttributionConfig,
+    repeats: int = 3,
+    small_k: int = 3,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """kNN accuracy and macro P/R/F1 against the number of references per class.
 
     Args:
@@ -93,22 +110,39 @@ def sample_size_sweep(references: np.ndarray, reference_labels: Sequence[str], q
         results = []
         for r in range(draws):
             pick = _draw(ref_labels, classes, size, np.random.default_rng(seed + r))
-            votes = knn_predict(references[pick], ref_labels[pick], queries, k, attribution.vote == "weighted",
-                                classes)
+            votes = knn_predict(references[pick], ref_labels[pick], queries, k, attribution.vote == "weighted", classes)
             m = closed_set_metrics(list(query_labels), votes.labels(), classes, seen, zero_shot)
-            results.append({
-                "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                **{f"{g}_{name}": (m["macro"][g] or {}).get(name) for g in ("seen", "zero_shot")
-                   for name in ("precision", "recall", "f1")},
-            })
+            results.append(
+                {
+                    "accuracy": m["accuracy"],
+                    "macro_f1": m["macro_f1"],
+                    **{
+                        f"{g}_{name}": (m["macro"][g] or {}).get(name)
+                        for g in ("seen", "zero_shot")
+                        for name in ("precision", "recall", "f1")
+                    },
+                }
+            )
         per_class = [min(available[c], int(size)) if size != "all" else available[c] for c in classes]
-        row: dict[str, Any] = {"size": size, "k": k, "draws": draws, "per_class_min": min(per_class),
-                               "per_class_max": max(per_class), "capped": bool(capped)}
+        row: dict[str, Any] = {
+            "size": size,
+            "k": k,
+            "draws": draws,
+            "per_class_min": min(per_class),
+            "per_class_max": max(per_class),
+            "capped": bool(capped),
+        }
         for key in results[0]:
             values = [x[key] for x in results if x[key] is not None]
             row[key] = round(float(np.mean(values)), 6) if values else None
             row[f"{key}_std"] = round(float(np.std(values)), 6) if values else None
         rows.append(row)
-        log.info("sweep: %s references/class (k=%d, %d draws): accuracy %.3f, macro F1 %.3f", size, k, draws,
-                 row["accuracy"], row["macro_f1"])
+        log.info(
+            "sweep: %s references/class (k=%d, %d draws): accuracy %.3f, macro F1 %.3f",
+            size,
+            k,
+            draws,
+            row["accuracy"],
+            row["macro_f1"],
+        )
     return rows

@@ -12,5 +12,15 @@ from synthray.index.store import (
     references_from_rows,
 )
 
-__all__ = ["BaseStore", "IndexConfig", "Neighbour", "Reference", "StoreConfig", "StoreError", "VectorStore",
-           "open_store", "point_id", "references_from_rows"]
+__all__ = [
+    "BaseStore",
+    "IndexConfig",
+    "Neighbour",
+    "Reference",
+    "StoreConfig",
+    "StoreError",
+    "VectorStore",
+    "open_store",
+    "point_id",
+    "references_from_rows",
+]

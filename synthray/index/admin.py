@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from synthray.index.config import StoreConfig
-from synthray.index.store import StoreError, _client, active_collection, alias_name, collection_metadata, list_collections
+from synthray.index.store import (
+    StoreError,
+    _client,
+    active_collection,
+    alias_name,
+    collection_metadata,
+    list_collections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,9 @@ def snapshot(cfg: StoreConfig, out: str | None = None, keep: int | None = None) 
         try:
             desc = client.create_snapshot(collection, wait=True)
             if keep is not None:
-                old = sorted(client.list_snapshots(collection), key=lambda d: d.creation_time or "", reverse=True)[keep:]
+                old = sorted(client.list_snapshots(collection), key=lambda d: d.creation_time or "", reverse=True)[
+                    keep:
+                ]
                 for d in old:
                     client.delete_snapshot(collection, d.name, wait=True)
                     deleted.append(d.name)
@@ -80,16 +89,21 @@ def snapshot(cfg: StoreConfig, out: str | None = None, keep: int | None = None) 
             client.close()
         name = desc.name if desc is not None else ""
         log.info("server snapshot %s of %s (%d older deleted)", name, collection, len(deleted))
-        return {"collection": collection, "snapshot": name, "where": f"{cfg.url} (the server's snapshots volume)",
-                "deleted": deleted}
+        return {
+            "collection": collection,
+            "snapshot": name,
+            "where": f"{cfg.url} (the server's snapshots volume)",
+            "deleted": deleted,
+        }
     from synthray.index.edge_store import EdgeStore
 
     folder = Path(cfg.path).resolve().parent / "snapshots"
     target = Path(out) if out else folder / f"{collection}-{time.strftime('%Y%m%dT%H%M%S')}.tar"
     import dataclasses
 
-    with EdgeStore(dataclasses.replace(cfg, collection=collection), meta["model_version"], int(meta["dim"]),
-                   create=False) as store:
+    with EdgeStore(
+        dataclasses.replace(cfg, collection=collection), meta["model_version"], int(meta["dim"]), create=False
+    ) as store:
         written = store.snapshot(target)
     deleted = []
     if keep is not None and not out:
@@ -128,8 +142,9 @@ def restore(cfg: StoreConfig, archive: str, overwrite: bool = False) -> dict[str
     return {"collection": name, "restored_from": str(archive), "store": str(Path(cfg.path).resolve())}
 
 
-def index_admin(action: str, cfg: StoreConfig, target: str | None = None, overwrite: bool = False,
-                keep: int | None = None) -> dict[str, Any]:
+def index_admin(
+    action: str, cfg: StoreConfig, target: str | None = None, overwrite: bool = False, keep: int | None = None
+) -> dict[str, Any]:
     """One ``synthray index`` action other than build; returns a JSON-able answer."""
     if action == "list":
         alias = alias_name(cfg)

@@ -56,8 +56,9 @@ class _Sink:
         cal_hashes: content hashes of the calibration queries.
     """
 
-    def __init__(self, store: BaseStore, ref_split: str, missing: set[str], cal_split: str,
-                 cal_hashes: set[str]) -> None:
+    def __init__(
+        self, store: BaseStore, ref_split: str, missing: set[str], cal_split: str, cal_hashes: set[str]
+    ) -> None:
         self.store = store
         self.ref_split, self.missing = ref_split, set(missing)
         self.cal_split, self.cal_left = cal_split, set(cal_hashes)
@@ -86,8 +87,10 @@ class _Sink:
                 self.cal_left.discard(h)
                 cal_rows.append(i)
         if ref_rows:
-            cols = {k: [batch[k][i] for i in ref_rows] for k in ("content_hash", "generator", "is_real", "split",
-                                                                 "dataset", "source_path")}
+            cols = {
+                k: [batch[k][i] for i in ref_rows]
+                for k in ("content_hash", "generator", "is_real", "split", "dataset", "source_path")
+            }
             t0 = time.perf_counter()
             self.store.upsert(emb[ref_rows], references_from_rows(cols))
             self.write_s += time.perf_counter() - t0
@@ -100,8 +103,14 @@ class _Sink:
         now = time.perf_counter()
         if now - self._last_log >= PROGRESS_EVERY_S or self.rows == self.total:
             self._last_log = now
-            log.info("index: %d/%d images embedded (%d references written, %d calibration queries), %.1f images/s",
-                     self.rows, self.total, self.added, len(self.cal_labels), self.rows / max(now - self.start, 1e-9))
+            log.info(
+                "index: %d/%d images embedded (%d references written, %d calibration queries), %.1f images/s",
+                self.rows,
+                self.total,
+                self.added,
+                len(self.cal_labels),
+                self.rows / max(now - self.start, 1e-9),
+            )
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
@@ -133,8 +142,9 @@ def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterato
         yield item
 
 
-def stream_local(files: Sequence[str], parts: list, embedder: Any, batch_size: int,
-                  timings: dict[str, float]) -> Iterator[dict[str, Any]]:
+def stream_local(
+    files: Sequence[str], parts: list, embedder: Any, batch_size: int, timings: dict[str, float]
+) -> Iterator[dict[str, Any]]:
     """Embedded batches without Ray: pyarrow reads with the same predicate, this process embeds.
 
     Args:
@@ -150,8 +160,10 @@ def stream_local(files: Sequence[str], parts: list, embedder: Any, batch_size: i
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(list(files), format="parquet")
-    reader = _rebatch(dataset.to_batches(columns=COLUMNS, filter=row_predicate(parts, pc.field, "isin"),
-                                         batch_size=batch_size), batch_size)
+    reader = _rebatch(
+        dataset.to_batches(columns=COLUMNS, filter=row_predicate(parts, pc.field, "isin"), batch_size=batch_size),
+        batch_size,
+    )
     for table in _timed(reader, timings, "read_s"):
         t0 = time.perf_counter()
         out = embedder({name: table.column(name).to_numpy(zero_copy_only=False) for name in COLUMNS})
@@ -180,8 +192,9 @@ def actor_plan(device: str, num_actors: int | None) -> tuple[int, bool]:
     return (num_actors or default), use_gpu
 
 
-def stream_ray(files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexConfig,
-                timings: dict[str, float]) -> Iterator[dict[str, Any]]:
+def stream_ray(
+    files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexConfig, timings: dict[str, float]
+) -> Iterator[dict[str, Any]]:
     """Embedded batches from Ray Data: read + filter in tasks, embed on an actor pool.
 
     Args:
@@ -209,8 +222,11 @@ def stream_ray(files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexCo
     ds = ds.select_columns(COLUMNS).filter(expr=row_predicate(parts, col, "is_in"))
     ds = ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={"checkpoint": str(checkpoint), "device": "cuda" if use_gpu else "cpu",
-                               "batch_size": cfg.batch_size},
+        fn_constructor_kwargs={
+            "checkpoint": str(checkpoint),
+            "device": "cuda" if use_gpu else "cpu",
+            "batch_size": cfg.batch_size,
+        },
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -222,8 +238,13 @@ def stream_ray(files: Sequence[str], parts: list, checkpoint: Path, cfg: IndexCo
     yield from _timed(iter(ds.iter_batches(batch_size=cfg.batch_size, batch_format="numpy")), timings, "embed_s")
 
 
-def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
-                    attribution: AttributionConfig, figure: Path | None = None) -> Any:
+def calibrate_store(
+    store: Any,
+    vectors: np.ndarray,
+    true_labels: Sequence[str],
+    attribution: AttributionConfig,
+    figure: Path | None = None,
+) -> Any:
     """The rule's thresholds from queries of known classes, scored against ``store``.
 
     Args:
@@ -256,8 +277,13 @@ def calibrate_store(store: Any, vectors: np.ndarray, true_labels: Sequence[str],
 def _warn_short(choice: Choice, cap: int | None) -> None:
     for c, n in choice.available.items():
         if cap is not None and 0 < n < cap:
-            log.warning("class %r has %d usable images in split %r, fewer than per_class=%d: all of them are used",
-                        c, n, choice.split, cap)
+            log.warning(
+                "class %r has %d usable images in split %r, fewer than per_class=%d: all of them are used",
+                c,
+                n,
+                choice.split,
+                cap,
+            )
 
 
 #: Up to this many CPUs on one GPU-less node, embedding in the driver beats Ray Data's actor
@@ -278,8 +304,10 @@ def ray_pays_off(nodes: int, cpus: float, gpus: float) -> tuple[bool, str]:
         return True, f"{nodes} nodes: Ray Data spreads the embedding over them"
     if cpus > LOCAL_MAX_CPUS:
         return True, f"{cpus:g} CPUs on one node: Ray Data's actors decode and embed in parallel"
-    return False, (f"one CPU-only node with {cpus:g} CPUs: embedding in this process is faster than Ray Data's actor "
-                   "pool there (benchmarks/RESULTS.md); use_ray=True uses Ray anyway")
+    return False, (
+        f"one CPU-only node with {cpus:g} CPUs: embedding in this process is faster than Ray Data's actor "
+        "pool there (benchmarks/RESULTS.md); use_ray=True uses Ray anyway"
+    )
 
 
 def choose_ray(use_ray: bool | None) -> bool:
@@ -306,8 +334,9 @@ def choose_ray(use_ray: bool | None) -> bool:
     return choice
 
 
-def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
-                use_ray: bool | None = None) -> dict[str, Any]:
+def build_index(
+    cfg: IndexConfig, attribution: AttributionConfig | None = None, use_ray: bool | None = None
+) -> dict[str, Any]:
     """Embeds the chosen shard rows into the store, then calibrates and stores the rule.
 
     Args:
@@ -334,8 +363,10 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
     timings = {"select_s": 0.0, "read_s": 0.0, "embed_s": 0.0, "write_s": 0.0, "calibrate_s": 0.0}
     cap = parse_cap(cfg.per_class)
     if cfg.calibration_split == cfg.split:
-        raise ValueError(f"calibration_split must differ from the indexed split {cfg.split!r}: queries that are "
-                         "their own references would calibrate the thresholds on perfect matches")
+        raise ValueError(
+            f"calibration_split must differ from the indexed split {cfg.split!r}: queries that are "
+            "their own references would calibrate the thresholds on perfect matches"
+        )
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     # The driver needs the weights' version and embedding size before anything is embedded
     # (point ids, the store's collection). On the Ray path the actors load their own copy.
@@ -351,9 +382,13 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
     check_classes(classes, refs, labels)
     _warn_short(refs, cap)
     # A validation image whose bytes are also a reference would find itself at similarity 1.
-    cal = choose_rows(labels, cfg.calibration_split, classes,
-                      {**{c: cfg.calibration_per_class for c in classes}, REAL: cfg.calibration_real},
-                      exclude=refs.all_hashes())
+    cal = choose_rows(
+        labels,
+        cfg.calibration_split,
+        classes,
+        {**{c: cfg.calibration_per_class for c in classes}, REAL: cfg.calibration_real},
+        exclude=refs.all_hashes(),
+    )
     timings["select_s"] = time.perf_counter() - t0
     extra = sorted(set(classes) & set(embedder.held_out))
     if extra:
@@ -363,8 +398,15 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
         ids = {point_id(embedder.model_version, h): h for h in refs.all_hashes()}
         present = store.existing(list(ids))
         missing = {h for i, h in ids.items() if i not in present}
-        log.info("index: %d references chosen (%s per class), %d already in %s, %d to embed; %d calibration queries",
-                 refs.total, cfg.per_class, len(present), store.collection, len(missing), cal.total)
+        log.info(
+            "index: %d references chosen (%s per class), %d already in %s, %d to embed; %d calibration queries",
+            refs.total,
+            cfg.per_class,
+            len(present),
+            store.collection,
+            len(missing),
+            cal.total,
+        )
         parts = []
         if missing:
             everything = refs.complete and len(missing) == refs.total
@@ -374,15 +416,20 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
         sink = _Sink(store, cfg.split, missing, cfg.calibration_split, cal.all_hashes())
         t_stream = time.perf_counter()
         if parts:
-            stream = (stream_ray(files, parts, checkpoint, cfg, timings) if use_ray
-                      else stream_local(files, parts, embedder, cfg.batch_size, timings))
+            stream = (
+                stream_ray(files, parts, checkpoint, cfg, timings)
+                if use_ray
+                else stream_local(files, parts, embedder, cfg.batch_size, timings)
+            )
             for batch in stream:
                 sink.consume(batch)
         stream_s = time.perf_counter() - t_stream
         timings["write_s"] = sink.write_s
         if sink.missing:
-            log.warning("%d chosen reference(s) never came out of the stream (shards changed during the build?)",
-                        len(sink.missing))
+            log.warning(
+                "%d chosen reference(s) never came out of the stream (shards changed during the build?)",
+                len(sink.missing),
+            )
 
         t0 = time.perf_counter()
         thresholds, calibration, calibration_png = None, _calibration_gap(cal, cfg), None
@@ -393,20 +440,25 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
             calibration_png = str(figure) if figure.exists() else None
             calibration = {**thresholds.calibration, **calibration}
             _keep_real_calibration(store, cal_vectors, sink)
-        store.set_metadata({
-            "thresholds": thresholds.to_dict() if thresholds is not None else None,  # None removes stale ones
-            "attribution": to_dict(attribution),
-            "classes": classes,
-            "held_out": embedder.held_out,
-            "checkpoint": str(checkpoint),
-            "per_class": cfg.per_class,
-            "calibration_split": cfg.calibration_split,
-            "built_at": time.time(),
-        })
+        store.set_metadata(
+            {
+                "thresholds": thresholds.to_dict() if thresholds is not None else None,  # None removes stale ones
+                "attribution": to_dict(attribution),
+                "classes": classes,
+                "held_out": embedder.held_out,
+                "checkpoint": str(checkpoint),
+                "per_class": cfg.per_class,
+                "calibration_split": cfg.calibration_split,
+                "built_at": time.time(),
+            }
+        )
         timings["calibrate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        reenrolled = (reenroll_archive(store, embedder, EnrollmentArchive(cfg.store.enrolled_root()), attribution)
-                      if cfg.include_enrolled else {"skipped": "include_enrolled is false"})
+        reenrolled = (
+            reenroll_archive(store, embedder, EnrollmentArchive(cfg.store.enrolled_root()), attribution)
+            if cfg.include_enrolled
+            else {"skipped": "include_enrolled is false"}
+        )
         timings["reenroll_s"] = time.perf_counter() - t0
         optimize = getattr(store, "optimize", None)
         if optimize is not None and store.count() > cfg.store.exact_max:
@@ -442,8 +494,9 @@ def build_index(cfg: IndexConfig, attribution: AttributionConfig | None = None,
     return summary
 
 
-def reenroll_archive(store: BaseStore, embedder: Any, archive: EnrollmentArchive,
-                     attribution: AttributionConfig) -> dict[str, Any]:
+def reenroll_archive(
+    store: BaseStore, embedder: Any, archive: EnrollmentArchive, attribution: AttributionConfig
+) -> dict[str, Any]:
     """Enrolls every archived image into ``store`` again, embedded by this model, with the
     service's checks (:class:`~synthray.index.enrollment.Enroller`); a generator the new model
     refuses (it now looks real) is reported and stays in the archive.
@@ -471,7 +524,7 @@ def reenroll_archive(store: BaseStore, embedder: Any, archive: EnrollmentArchive
                 out["missing"].append(e.content_hash)
         if not kept:
             continue
-        vectors = np.concatenate([embedder.embed_bytes(data[s:s + 64]) for s in range(0, len(data), 64)])
+        vectors = np.concatenate([embedder.embed_bytes(data[s : s + 64]) for s in range(0, len(data), 64)])
         try:
             r = enroller.enroll(generator, vectors, [e.content_hash for e in kept], [e.name for e in kept])
             out["generators"][generator] = {"enrolled": r["enrolled"], "unchanged": r["unchanged"]}
@@ -491,20 +544,28 @@ def _keep_real_calibration(store: BaseStore, vectors: np.ndarray, sink: _Sink) -
 
     real = [i for i, lab in enumerate(sink.cal_labels) if lab == REAL]
     if real:
-        store.upsert(vectors[real], [Reference(REAL, True, sink.cal_hashes[i], split=sink.cal_split,
-                                               origin=CALIBRATION) for i in real])
+        store.upsert(
+            vectors[real],
+            [Reference(REAL, True, sink.cal_hashes[i], split=sink.cal_split, origin=CALIBRATION) for i in real],
+        )
 
 
 def _calibration_gap(cal: Choice, cfg: IndexConfig) -> dict[str, Any]:
     """Says which classes calibration has no images for (all of them: no thresholds)."""
     lacking = sorted(c for c, h in cal.hashes.items() if not h)
     if cal.total == 0:
-        log.warning("split %r has no images of the indexed classes: no open-set thresholds stored; the index "
-                    "answers closed-set only (never 'unknown') until it is calibrated", cfg.calibration_split)
+        log.warning(
+            "split %r has no images of the indexed classes: no open-set thresholds stored; the index "
+            "answers closed-set only (never 'unknown') until it is calibrated",
+            cfg.calibration_split,
+        )
         return {"skipped": f"no images of the indexed classes in split {cfg.calibration_split!r}"}
     if lacking:
-        log.warning("calibration split %r has no images of %s: thresholds come from the other classes",
-                    cfg.calibration_split, lacking)
+        log.warning(
+            "calibration split %r has no images of %s: thresholds come from the other classes",
+            cfg.calibration_split,
+            lacking,
+        )
     return {"classes_without_queries": lacking}
 
 

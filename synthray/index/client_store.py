@@ -40,8 +40,9 @@ class QdrantStore(BaseStore):
 
         super().__init__(cfg, model_version, dim)
         if cfg.url:
-            self.client = QdrantClient(url=cfg.url, api_key=os.environ.get(cfg.api_key_env) or None,
-                                       timeout=cfg.timeout_s)
+            self.client = QdrantClient(
+                url=cfg.url, api_key=os.environ.get(cfg.api_key_env) or None, timeout=cfg.timeout_s
+            )
             self.embedded = False
         else:
             Path(cfg.path).mkdir(parents=True, exist_ok=True)
@@ -66,8 +67,10 @@ class QdrantStore(BaseStore):
         from qdrant_client import models as qm
 
         self.client.create_collection(
-            self.collection, vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
-            hnsw_config=qm.HnswConfigDiff(m=self.cfg.hnsw_m, ef_construct=self.cfg.hnsw_ef_construct))
+            self.collection,
+            vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+            hnsw_config=qm.HnswConfigDiff(m=self.cfg.hnsw_m, ef_construct=self.cfg.hnsw_ef_construct),
+        )
         if not self.embedded:  # payload indexes only exist on a server
             for field in INDEXED_FIELDS:
                 self.client.create_payload_index(self.collection, field, qm.PayloadSchemaType.KEYWORD)
@@ -114,28 +117,41 @@ class QdrantStore(BaseStore):
         return self.client.count(self.collection, count_filter=self._filter(where), exact=True).count
 
     def _generator_counts(self, where: Where) -> dict[str, int]:
-        hits = self.client.facet(self.collection, key="generator", facet_filter=self._filter(where),
-                                 limit=100_000, exact=True).hits
+        hits = self.client.facet(
+            self.collection, key="generator", facet_filter=self._filter(where), limit=100_000, exact=True
+        ).hits
         return {str(h.value): int(h.count) for h in hits}
 
     def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]:
-        points, offset = self.client.scroll(self.collection, scroll_filter=self._filter(where), limit=limit,
-                                            offset=offset, with_vectors=True, with_payload=True)
+        points, offset = self.client.scroll(
+            self.collection,
+            scroll_filter=self._filter(where),
+            limit=limit,
+            offset=offset,
+            with_vectors=True,
+            with_payload=True,
+        )
         return [(str(p.id), p.vector, dict(p.payload or {})) for p in points], offset
 
     def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
-        return [(str(p.id), p.vector if with_vectors else None, dict(p.payload or {}))
-                for p in self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vectors)]
+        return [
+            (str(p.id), p.vector if with_vectors else None, dict(p.payload or {}))
+            for p in self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vectors)
+        ]
 
-    def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]:
+    def _native_search(
+        self, vectors: np.ndarray, k: int, where: Where
+    ) -> list[list[tuple[str, float, dict[str, Any]]]]:
         from qdrant_client import models as qm
 
         params = qm.SearchParams(hnsw_ef=self.cfg.hnsw_ef)
-        requests = [qm.QueryRequest(query=v.tolist(), limit=k, with_payload=True, filter=self._filter(where),
-                                    params=params) for v in vectors]
+        requests = [
+            qm.QueryRequest(query=v.tolist(), limit=k, with_payload=True, filter=self._filter(where), params=params)
+            for v in vectors
+        ]
         out = []
         for s in range(0, len(requests), 256):
-            for resp in self.client.query_batch_points(self.collection, requests=requests[s:s + 256]):
+            for resp in self.client.query_batch_points(self.collection, requests=requests[s : s + 256]):
                 out.append([(str(p.id), float(p.score), dict(p.payload or {})) for p in resp.points])
         return out
 

@@ -77,8 +77,10 @@ class EdgeStore(BaseStore):
             return EdgeShard.load(str(path))
         except Exception as exc:  # qdrant-edge raises plain Exception; WAL lock = another process
             if "WouldBlock" in str(exc) or "WAL" in str(exc):
-                raise StoreError(f"Qdrant Edge shard {path} is open in another process: only one process may own "
-                                 "an embedded store; stop it, or use a Qdrant server (store.url)") from exc
+                raise StoreError(
+                    f"Qdrant Edge shard {path} is open in another process: only one process may own "
+                    "an embedded store; stop it, or use a Qdrant server (store.url)"
+                ) from exc
             raise StoreError(f"cannot open the Qdrant Edge shard at {path}: {exc}") from exc
 
     def _config(self) -> Any:
@@ -86,8 +88,12 @@ class EdgeStore(BaseStore):
 
         return EdgeConfig(
             vectors={VECTOR: EdgeVectorParams(size=self.dim, distance=Distance.Cosine)},
-            hnsw_config=HnswIndexConfig(m=self.cfg.hnsw_m, ef_construct=self.cfg.hnsw_ef_construct,
-                                        full_scan_threshold=10, max_indexing_threads=0),
+            hnsw_config=HnswIndexConfig(
+                m=self.cfg.hnsw_m,
+                ef_construct=self.cfg.hnsw_ef_construct,
+                full_scan_threshold=10,
+                max_indexing_threads=0,
+            ),
         )
 
     def _create(self) -> None:
@@ -139,8 +145,11 @@ class EdgeStore(BaseStore):
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         from qdrant_edge import Point, UpdateOperation
 
-        self.shard.update(UpdateOperation.upsert_points(
-            [Point(i, {VECTOR: v.tolist()}, p) for i, v, p in zip(ids, vectors, payloads)]))
+        self.shard.update(
+            UpdateOperation.upsert_points(
+                [Point(i, {VECTOR: v.tolist()}, p) for i, v, p in zip(ids, vectors, payloads)]
+            )
+        )
 
     def _delete_ids(self, ids: Sequence[str]) -> None:
         from qdrant_edge import UpdateOperation
@@ -166,23 +175,38 @@ class EdgeStore(BaseStore):
     def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]:
         from qdrant_edge import ScrollRequest
 
-        records, offset = self.shard.scroll(ScrollRequest(offset=offset, limit=limit, filter=self._filter(where),
-                                                          with_payload=True, with_vector=True))
+        records, offset = self.shard.scroll(
+            ScrollRequest(offset=offset, limit=limit, filter=self._filter(where), with_payload=True, with_vector=True)
+        )
         return [(str(r.id), r.vector[VECTOR], dict(r.payload or {})) for r in records], offset
 
     def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
-        return [(str(r.id), r.vector[VECTOR] if with_vectors else None, dict(r.payload or {}))
-                for r in self.shard.retrieve(ids, with_payload=True, with_vector=with_vectors)]
+        return [
+            (str(r.id), r.vector[VECTOR] if with_vectors else None, dict(r.payload or {}))
+            for r in self.shard.retrieve(ids, with_payload=True, with_vector=with_vectors)
+        ]
 
-    def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]:
+    def _native_search(
+        self, vectors: np.ndarray, k: int, where: Where
+    ) -> list[list[tuple[str, float, dict[str, Any]]]]:
         from qdrant_edge import Query, QueryBatchRequest, QueryRequest, SearchParams
 
         params = SearchParams(hnsw_ef=self.cfg.hnsw_ef)
         flt = self._filter(where)
         out = []
         for s in range(0, len(vectors), 256):
-            batch = QueryBatchRequest([QueryRequest(query=Query.Nearest(v.tolist(), using=VECTOR), limit=k, filter=flt,
-                                                    with_payload=True, params=params) for v in vectors[s:s + 256]])
+            batch = QueryBatchRequest(
+                [
+                    QueryRequest(
+                        query=Query.Nearest(v.tolist(), using=VECTOR),
+                        limit=k,
+                        filter=flt,
+                        with_payload=True,
+                        params=params,
+                    )
+                    for v in vectors[s : s + 256]
+                ]
+            )
             for hits in self.shard.query_batch(batch):
                 out.append([(str(p.id), float(p.score), dict(p.payload or {})) for p in hits])
         return out
@@ -261,8 +285,9 @@ def read_aliases(root: str | Path) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def restore_snapshot(archive: str | Path, root: str | Path, collection: str | None = None,
-                     overwrite: bool = False) -> str:
+def restore_snapshot(
+    archive: str | Path, root: str | Path, collection: str | None = None, overwrite: bool = False
+) -> str:
     """Unpacks a snapshot archive into ``<root>/<collection>`` (the archive's own collection
     name from its metadata by default).
 

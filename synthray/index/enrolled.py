@@ -127,7 +127,9 @@ class EnrollmentArchive:
 
     def entries(self) -> list[Enrolled]:
         """The live enrollments, oldest first."""
-        return sorted((Enrolled(g, h, n, at) for h, (g, n, at) in self.live().items()), key=lambda e: (e.at, e.content_hash))
+        return sorted(
+            (Enrolled(g, h, n, at) for h, (g, n, at) in self.live().items()), key=lambda e: (e.at, e.content_hash)
+        )
 
     def read(self, content_hash: str) -> bytes:
         """The enrolled image's bytes.

@@ -59,8 +59,9 @@ class Enroller:
             (the enrollment then lasts as long as this collection).
     """
 
-    def __init__(self, store: BaseStore, attribution: AttributionConfig | None = None,
-                 archive: EnrollmentArchive | None = None) -> None:
+    def __init__(
+        self, store: BaseStore, attribution: AttributionConfig | None = None, archive: EnrollmentArchive | None = None
+    ) -> None:
         self.store = store
         self.archive = archive
         self._override = attribution
@@ -78,8 +79,14 @@ class Enroller:
         self._revision = revision
         return True
 
-    def enroll(self, generator: str, vectors: np.ndarray, hashes: Sequence[str], names: Sequence[str],
-               images: Sequence[bytes] | None = None) -> dict[str, Any]:
+    def enroll(
+        self,
+        generator: str,
+        vectors: np.ndarray,
+        hashes: Sequence[str],
+        names: Sequence[str],
+        images: Sequence[bytes] | None = None,
+    ) -> dict[str, Any]:
         """Adds images of ``generator`` as enrolled references, all or nothing.
 
         Args:
@@ -96,16 +103,23 @@ class Enroller:
         vectors = np.asarray(vectors, dtype=np.float32)
         hashes, names = list(hashes), list(names)
         if not (len(vectors) == len(hashes) == len(names)) or (images is not None and len(images) != len(hashes)):
-            raise ValueError(f"{len(vectors)} vectors, {len(hashes)} hashes, {len(names)} names"
-                             + (f", {len(images)} images" if images is not None else ""))
+            raise ValueError(
+                f"{len(vectors)} vectors, {len(hashes)} hashes, {len(names)} names"
+                + (f", {len(images)} images" if images is not None else "")
+            )
         self.refresh()
         ids = [point_id(self.store.model_version, h) for h in hashes]
         stored = self.store.stored_labels(ids)
         new, kept, unchanged, rejected, first_seen = [], [], 0, [], {}
         for i, (pid, name) in enumerate(zip(ids, names)):
             if pid in first_seen:
-                rejected.append({"file": name, "reason": "duplicate",
-                                 "message": f"same content as {names[first_seen[pid]]} in this request"})
+                rejected.append(
+                    {
+                        "file": name,
+                        "reason": "duplicate",
+                        "message": f"same content as {names[first_seen[pid]]} in this request",
+                    }
+                )
                 continue
             first_seen[pid] = i
             if pid not in stored:
@@ -115,15 +129,31 @@ class Enroller:
                 unchanged += 1
                 kept.append(i)
             else:
-                rejected.append({"file": name, "reason": "indexed_elsewhere",
-                                 "message": f"this image is already in the index as {stored[pid][0]!r} "
-                                            f"({stored[pid][1]}); an image can belong to one generator only"})
+                rejected.append(
+                    {
+                        "file": name,
+                        "reason": "indexed_elsewhere",
+                        "message": f"this image is already in the index as {stored[pid][0]!r} "
+                        f"({stored[pid][1]}); an image can belong to one generator only",
+                    }
+                )
         check, archived = None, []
         if new:
             check, thresholds = self._check(generator, vectors[new])
             now = time.time()
-            refs = [Reference(generator=generator, is_real=generator == REAL, content_hash=hashes[i], split=ENROLLED,
-                              dataset=ENROLLED, source_path=names[i], origin="enrolled", added_at=now) for i in new]
+            refs = [
+                Reference(
+                    generator=generator,
+                    is_real=generator == REAL,
+                    content_hash=hashes[i],
+                    split=ENROLLED,
+                    dataset=ENROLLED,
+                    source_path=names[i],
+                    origin="enrolled",
+                    added_at=now,
+                )
+                for i in new
+            ]
             try:
                 if self.archive is not None and images is not None:
                     # The archive first: an image in the store is always one the next model re-embeds.
@@ -133,18 +163,28 @@ class Enroller:
                     self.store.set_metadata({THRESHOLDS_KEY: thresholds.to_dict()})
             except Exception as exc:
                 self._roll_back(generator, [ids[i] for i in new], archived, exc)
-                raise EnrollmentError(500, "enrollment_failed", f"the index refused the write "
-                                      f"({type(exc).__name__}: {exc}); nothing was enrolled, try again") from exc
+                raise EnrollmentError(
+                    500,
+                    "enrollment_failed",
+                    f"the index refused the write ({type(exc).__name__}: {exc}); nothing was enrolled, try again",
+                ) from exc
             self.thresholds = thresholds if thresholds is not None else self.thresholds
             self._revision = int(self.store.metadata().get(REVISION, 0))
         elif kept and self.archive is not None and images is not None:
             # Enrolled before images were archived: keep them now (the store is unchanged).
             archived = self.archive.add(generator, [(hashes[i], names[i], images[i]) for i in kept])
         counts = self.store.counts().get(generator, {"trained": 0, "enrolled": 0})
-        log.info("enrolled %d new images of %s (%d unchanged, %d rejected)", len(new), generator, unchanged,
-                 len(rejected))
-        return {"enrolled": len(new), "unchanged": unchanged, "rejected": rejected, "counts": counts,
-                "calibration": check.to_dict() if check is not None else None, "archived": len(archived)}
+        log.info(
+            "enrolled %d new images of %s (%d unchanged, %d rejected)", len(new), generator, unchanged, len(rejected)
+        )
+        return {
+            "enrolled": len(new),
+            "unchanged": unchanged,
+            "rejected": rejected,
+            "counts": counts,
+            "calibration": check.to_dict() if check is not None else None,
+            "archived": len(archived),
+        }
 
     def _check(self, generator: str, new_vectors: np.ndarray) -> tuple[Any, Thresholds | None]:
         """The enrollment check of ``generator`` with ``new_vectors`` added, and the thresholds
@@ -165,8 +205,11 @@ class Enroller:
             # More images of a trained generator: no new calibration, but still never "real" ones.
             sample_scores = class_scores(self.store.class_hits(new_vectors, k))
             if np.mean([lab == REAL for lab in decide(sample_scores, t).labels]) > self.cfg.max_looks_real:
-                raise EnrollmentError(409, "looks_real", f"most samples of {generator!r} are answered 'real' by "
-                                                         "the index; nothing was enrolled")
+                raise EnrollmentError(
+                    409,
+                    "looks_real",
+                    f"most samples of {generator!r} are answered 'real' by the index; nothing was enrolled",
+                )
             return None, None
         # Every sample of the generator (earlier enrollments too), scored against the index without it.
         samples = np.concatenate([existing, new_vectors]) if len(existing) else new_vectors
@@ -180,9 +223,17 @@ class Enroller:
         real_scores = class_scores(self.store.class_hits(real, k)) if len(real) else None
         try:
             check = check_enrollment(
-                generator, samples, sample_scores, real_scores,
+                generator,
+                samples,
+                sample_scores,
+                real_scores,
                 (real.astype(np.float64) @ samples.astype(np.float64).T) if len(real) else None,
-                t, k, self.cfg.unknown_rate, self.cfg.max_fpr_increase, self.cfg.max_looks_real)
+                t,
+                k,
+                self.cfg.unknown_rate,
+                self.cfg.max_fpr_increase,
+                self.cfg.max_looks_real,
+            )
         except EnrollmentRefused as exc:
             raise EnrollmentError(409, "looks_real", str(exc)) from exc
         updated = Thresholds.from_dict(t.to_dict())
@@ -203,8 +254,9 @@ class Enroller:
                 self.archive.remove(generator, archived)
             log.warning("enrollment failed (%s); removed the %d points it had started to add", cause, len(new_ids))
         except Exception:  # noqa: BLE001 - report the original failure; this one is logged
-            log.exception("enrollment failed (%s) and its roll-back failed too: %d points may remain",
-                          cause, len(new_ids))
+            log.exception(
+                "enrollment failed (%s) and its roll-back failed too: %d points may remain", cause, len(new_ids)
+            )
 
     def delete(self, generator: str) -> dict[str, Any]:
         """Deletes a generator's enrolled references (trained ones stay: rebuild the index for
@@ -220,10 +272,14 @@ class Enroller:
         if counts is None:
             raise EnrollmentError(404, "unknown_generator", f"no generator {generator!r} in the index")
         if counts["enrolled"] == 0:
-            raise EnrollmentError(409, "trained_generator",
-                                  f"{generator!r} has only trained references ({counts['trained']}), which come from "
-                                  "the index build: rebuild the index without it to remove them; only enrolled "
-                                  "samples can be deleted through the API", counts=counts)
+            raise EnrollmentError(
+                409,
+                "trained_generator",
+                f"{generator!r} has only trained references ({counts['trained']}), which come from "
+                "the index build: rebuild the index without it to remove them; only enrolled "
+                "samples can be deleted through the API",
+                counts=counts,
+            )
         if self.archive is not None:
             # The archive first: a crash between the two leaves points the next build drops,
             # never an archived enrollment the user deleted coming back.

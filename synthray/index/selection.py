@@ -38,8 +38,11 @@ class Choice:
     def complete(self) -> bool:
         """Every image of these classes in the split is chosen (a class predicate selects
         the same rows as a content-hash list, and is far cheaper to push into the scan)."""
-        return (self.ambiguous == 0 and self.excluded == 0
-                and all(len(self.hashes[c]) == self.available[c] for c in self.hashes))
+        return (
+            self.ambiguous == 0
+            and self.excluded == 0
+            and all(len(self.hashes[c]) == self.available[c] for c in self.hashes)
+        )
 
     def all_hashes(self) -> set[str]:
         return {h for hs in self.hashes.values() for h in hs}
@@ -58,8 +61,9 @@ def parse_cap(per_class: int | str | None) -> int | None:
     return per_class
 
 
-def reference_caps(classes: Sequence[str], per_class: int | str | None,
-                   real_per_class: int | str | None = None) -> dict[str, int | None]:
+def reference_caps(
+    classes: Sequence[str], per_class: int | str | None, real_per_class: int | str | None = None
+) -> dict[str, int | None]:
     """References per class: ``per_class`` each, real ``real_per_class`` (None = 4 x per_class:
     real is the most varied class, and its references must cover photographs, not one scene).
 
@@ -78,8 +82,13 @@ def reference_caps(classes: Sequence[str], per_class: int | str | None,
 REAL_FACTOR = 4
 
 
-def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int | None | Mapping[str, int | None],
-                exclude: Iterable[str] = ()) -> Choice:
+def choose_rows(
+    labels: pa.Table,
+    split: str,
+    classes: Sequence[str],
+    cap: int | None | Mapping[str, int | None],
+    exclude: Iterable[str] = (),
+) -> Choice:
     """The rows of ``classes`` in ``split`` to use, at most ``cap`` per class.
 
     Args:
@@ -98,13 +107,18 @@ def choose_rows(labels: pa.Table, split: str, classes: Sequence[str], cap: int |
     # ambiguous even when only one of the labels is indexed.
     pairs = in_split.group_by(["content_hash", "generator"]).aggregate([])
     per_hash = pairs.group_by("content_hash").aggregate([("generator", "count")])
-    ambiguous_all = pa.array(per_hash.filter(pc.field("generator_count") > 1).column("content_hash").to_pylist(),
-                             type=pa.string())
+    ambiguous_all = pa.array(
+        per_hash.filter(pc.field("generator_count") > 1).column("content_hash").to_pylist(), type=pa.string()
+    )
     pairs = pairs.filter(pc.field("generator").isin(list(classes)))
     ambiguous = pairs.filter(pc.field("content_hash").isin(ambiguous_all)).num_rows
     if ambiguous:
-        log.warning("%d image(s) of classes %s in split %r also carry another class label (same bytes); "
-                    "left out", ambiguous, list(classes), split)
+        log.warning(
+            "%d image(s) of classes %s in split %r also carry another class label (same bytes); left out",
+            ambiguous,
+            list(classes),
+            split,
+        )
         pairs = pairs.filter(~pc.field("content_hash").isin(ambiguous_all))
     exclude = pa.array(sorted(set(exclude)), type=pa.string())
     excluded = 0
@@ -145,8 +159,10 @@ def check_classes(classes: Iterable[str], choice: Choice, labels: pa.Table) -> N
         raise ValueError(f"class(es) {unknown} not in the shards; available in split {choice.split!r}: {in_split}")
     empty = [c for c in classes if choice.available.get(c, 0) == 0]
     if empty:
-        raise ValueError(f"class(es) {empty} have no usable images in split {choice.split!r} "
-                         f"(rows per split: { {c: present[c] for c in empty} }); available there: {in_split}")
+        raise ValueError(
+            f"class(es) {empty} have no usable images in split {choice.split!r} "
+            f"(rows per split: { {c: present[c] for c in empty} }); available there: {in_split}"
+        )
 
 
 def row_predicate(parts: Sequence[tuple[str, Sequence[str], set[str] | None]], col: Any, is_in: str) -> Any:
@@ -162,8 +178,11 @@ def row_predicate(parts: Sequence[tuple[str, Sequence[str], set[str] | None]], c
     """
     expr = None
     for split, classes, hashes in parts:
-        member = (getattr(col("generator"), is_in)(sorted(classes)) if hashes is None
-                  else getattr(col("content_hash"), is_in)(sorted(hashes)))
+        member = (
+            getattr(col("generator"), is_in)(sorted(classes))
+            if hashes is None
+            else getattr(col("content_hash"), is_in)(sorted(hashes))
+        )
         term = (col("split") == split) & member
         expr = term if expr is None else (expr | term)
     return expr

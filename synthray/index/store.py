@@ -159,7 +159,9 @@ class BaseStore:
     def _generator_counts(self, where: Where) -> dict[str, int]: ...
     def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]: ...
     def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]: ...
-    def _native_search(self, vectors: np.ndarray, k: int, where: Where) -> list[list[tuple[str, float, dict[str, Any]]]]: ...
+    def _native_search(
+        self, vectors: np.ndarray, k: int, where: Where
+    ) -> list[list[tuple[str, float, dict[str, Any]]]]: ...
     def close(self) -> None: ...
 
     # -- paging over the primitives ---------------------------------------------------------
@@ -179,18 +181,27 @@ class BaseStore:
     def _retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
         """``(id, vector or None, payload)`` of the ids that are stored."""
         ids = list(ids)
-        return [row for s in range(0, len(ids), 1024) for row in self._retrieve_page(ids[s:s + 1024], with_vectors)]
+        return [row for s in range(0, len(ids), 1024) for row in self._retrieve_page(ids[s : s + 1024], with_vectors)]
 
     # -- the interface ----------------------------------------------------------------------
     def _check_open(self, create: bool, exists: bool, create_fn: Any) -> None:
         """Creates the collection, or checks that the existing one is this model version's."""
         if not exists:
             if not create:
-                raise StoreError(f"no collection {self.collection!r} at {self.where()}: build the index for "
-                                 f"model version {self.model_version} first (synthray index)")
+                raise StoreError(
+                    f"no collection {self.collection!r} at {self.where()}: build the index for "
+                    f"model version {self.model_version} first (synthray index)"
+                )
             create_fn()
-            self._write_metadata({"model_version": self.model_version, "dim": self.dim, "collection": self.collection,
-                                  "created_at": time.time(), REVISION: 0})
+            self._write_metadata(
+                {
+                    "model_version": self.model_version,
+                    "dim": self.dim,
+                    "collection": self.collection,
+                    "created_at": time.time(),
+                    REVISION: 0,
+                }
+            )
             return
         meta = self.metadata()
         stored = meta.get("model_version")
@@ -198,9 +209,12 @@ class BaseStore:
             raise StoreError(
                 f"collection {self.collection!r} at {self.where()} holds embeddings of model version "
                 f"{stored!r}, not {self.model_version!r}: embeddings of different weights cannot be "
-                "compared; rebuild the index with this checkpoint or query with the matching one")
+                "compared; rebuild the index with this checkpoint or query with the matching one"
+            )
         if int(meta.get("dim", self.dim)) != self.dim:
-            raise StoreError(f"collection {self.collection!r} has dimension {meta.get('dim')}, encoder gives {self.dim}")
+            raise StoreError(
+                f"collection {self.collection!r} has dimension {meta.get('dim')}, encoder gives {self.dim}"
+            )
 
     def set_metadata(self, values: Mapping[str, Any]) -> None:
         """Merges ``values`` into the collection's metadata (calibrated thresholds live here)."""
@@ -230,8 +244,12 @@ class BaseStore:
             if r.origin not in (*ORIGINS, CALIBRATION):
                 raise ValueError(f"origin must be one of {(*ORIGINS, CALIBRATION)}, got {r.origin!r}")
         # A calibration photograph never shares a point with a reference of the same bytes.
-        ids = [point_id(self.model_version, f"{CALIBRATION}:{r.content_hash}" if r.origin == CALIBRATION
-                        else r.content_hash) for r in refs]
+        ids = [
+            point_id(
+                self.model_version, f"{CALIBRATION}:{r.content_hash}" if r.origin == CALIBRATION else r.content_hash
+            )
+            for r in refs
+        ]
         self.put(ids, vectors, [r.payload() for r in refs])
         return ids
 
@@ -240,14 +258,16 @@ class BaseStore:
         the discovery inbox; references go through :meth:`upsert`)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or not (len(vectors) == len(ids) == len(payloads)):
-            raise ValueError(f"expected ({len(ids)}, {self.dim}) vectors and as many payloads, got {vectors.shape}, "
-                             f"{len(payloads)} payloads")
+            raise ValueError(
+                f"expected ({len(ids)}, {self.dim}) vectors and as many payloads, got {vectors.shape}, "
+                f"{len(payloads)} payloads"
+            )
         if not np.isfinite(vectors).all():
             raise ValueError("non-finite embedding values")
         step = self.cfg.upsert_batch
         try:
             for s in range(0, len(ids), step):
-                self._upsert(list(ids[s:s + step]), vectors[s:s + step], [dict(p) for p in payloads[s:s + step]])
+                self._upsert(list(ids[s : s + step]), vectors[s : s + step], [dict(p) for p in payloads[s : s + step]])
         finally:
             self._bump()
 
@@ -309,7 +329,9 @@ class BaseStore:
                     out.setdefault(name, {o: 0 for o in ORIGINS})[origin] = n
         return dict(sorted(out.items()))
 
-    def vectors(self, generator: str | None = None, origin: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def vectors(
+        self, generator: str | None = None, origin: str | None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Every stored reference vector (of one generator) with its payload, for exact checks
         and plots; ``origin="calibration"`` gives the calibration photographs instead."""
         where = Where(generator=generator, origin=origin) if origin else Where(generator=generator, origins=ORIGINS)
@@ -355,9 +377,17 @@ class BaseStore:
             refs, payloads, ids = self._scroll(REFERENCES)
             norms = np.linalg.norm(refs, axis=1, keepdims=True)
             labels = np.asarray([str(p["generator"]) for p in payloads], dtype=object)
-            records = [Neighbour(id=i, similarity=0.0, generator=str(p["generator"]), is_real=bool(p["is_real"]),
-                                 origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
-                       for i, p in zip(ids, payloads)]
+            records = [
+                Neighbour(
+                    id=i,
+                    similarity=0.0,
+                    generator=str(p["generator"]),
+                    is_real=bool(p["is_real"]),
+                    origin=p.get("origin", "trained"),
+                    source_path=p.get("source_path", ""),
+                )
+                for i, p in zip(ids, payloads)
+            ]
             unit_t = np.ascontiguousarray((refs / np.maximum(norms, 1e-12)).T, dtype=np.float32)
             # Each class's columns, found once per revision rather than per query.
             groups = {name: np.flatnonzero(labels == name) for name in sorted(set(labels.tolist()))}
@@ -387,15 +417,26 @@ class BaseStore:
         out: list[dict[str, list[float]]] = [{} for _ in range(len(sims))]
         for name, cols in groups.items():
             kk = min(k, len(cols))
-            top = -np.sort(-np.partition(sims[:, cols], len(cols) - kk, axis=1)[:, len(cols) - kk:], axis=1)
+            top = -np.sort(-np.partition(sims[:, cols], len(cols) - kk, axis=1)[:, len(cols) - kk :], axis=1)
             for i in range(len(sims)):
                 out[i][name] = top[i].tolist()
         return out
 
     def _native_neighbours(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
-        return [[Neighbour(id=i, similarity=float(s), generator=p["generator"], is_real=bool(p["is_real"]),
-                           origin=p.get("origin", "trained"), source_path=p.get("source_path", ""))
-                 for i, s, p in hits] for hits in self._native_search(vectors, k, REFERENCES)]
+        return [
+            [
+                Neighbour(
+                    id=i,
+                    similarity=float(s),
+                    generator=p["generator"],
+                    is_real=bool(p["is_real"]),
+                    origin=p.get("origin", "trained"),
+                    source_path=p.get("source_path", ""),
+                )
+                for i, s, p in hits
+            ]
+            for hits in self._native_search(vectors, k, REFERENCES)
+        ]
 
     def _native_class_hits(self, vectors: np.ndarray, k: int) -> list[dict[str, list[float]]]:
         out: list[dict[str, list[float]]] = [{} for _ in range(len(vectors))]
@@ -472,10 +513,18 @@ def references_from_rows(rows: Mapping[str, Iterable[Any]], origin: str = "train
     cols = {k: list(v) for k, v in rows.items()}
     n = len(cols["content_hash"])
     get = lambda name, i, default="": cols[name][i] if name in cols else default  # noqa: E731
-    return [Reference(generator=str(cols["generator"][i]), is_real=bool(cols["is_real"][i]),
-                      content_hash=str(cols["content_hash"][i]), split=str(get("split", i)),
-                      dataset=str(get("dataset", i)), source_path=str(get("source_path", i)), origin=origin)
-            for i in range(n)]
+    return [
+        Reference(
+            generator=str(cols["generator"][i]),
+            is_real=bool(cols["is_real"][i]),
+            content_hash=str(cols["content_hash"][i]),
+            split=str(get("split", i)),
+            dataset=str(get("dataset", i)),
+            source_path=str(get("source_path", i)),
+            origin=origin,
+        )
+        for i in range(n)
+    ]
 
 
 def _client(cfg: StoreConfig) -> Any:
@@ -537,8 +586,10 @@ def active_collection(cfg: StoreConfig) -> tuple[str, dict[str, Any]]:
     name = cfg.collection or alias_name(cfg)
     target = resolve_alias(cfg, name) or (cfg.collection if cfg.collection else None)
     if target is None:
-        raise StoreError(f"no active collection at {cfg.url or cfg.path}: alias {name!r} is unset; build an index "
-                         "with activate (synthray index --set activate=true) or `synthray index activate`")
+        raise StoreError(
+            f"no active collection at {cfg.url or cfg.path}: alias {name!r} is unset; build an index "
+            "with activate (synthray index --set activate=true) or `synthray index activate`"
+        )
     return target, collection_metadata(cfg, target)
 
 
@@ -558,6 +609,13 @@ def list_collections(cfg: StoreConfig) -> list[dict[str, Any]]:
         aliases = read_aliases(cfg.path)
         names = list_shards(cfg.path)
         metas = {n: read_metadata(cfg.path, n) for n in names}
-    return [{"collection": n, "model_version": metas[n].get("model_version"), "checkpoint": metas[n].get("checkpoint"),
-             "built_at": metas[n].get("built_at"), "aliases": sorted(a for a, c in aliases.items() if c == n)}
-            for n in sorted(names)]
+    return [
+        {
+            "collection": n,
+            "model_version": metas[n].get("model_version"),
+            "checkpoint": metas[n].get("checkpoint"),
+            "built_at": metas[n].get("built_at"),
+            "aliases": sorted(a for a, c in aliases.items() if c == n),
+        }
+        for n in sorted(names)
+    ]

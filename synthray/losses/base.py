@@ -40,9 +40,7 @@ def flatten_views(
     if not isinstance(features, torch.Tensor):
         raise ValueError(f"features must be a tensor, got {type(features).__name__}")
     if features.ndim not in (2, 3) or 0 in features.shape:
-        raise ValueError(
-            f"features must be (N, D) or (N, V, D) with no empty dim, got {tuple(features.shape)}"
-        )
+        raise ValueError(f"features must be (N, D) or (N, V, D) with no empty dim, got {tuple(features.shape)}")
     if not features.is_floating_point():
         raise ValueError(f"features must be floating point, got {features.dtype}")
     n = features.shape[0]
@@ -51,8 +49,7 @@ def flatten_views(
     labels = torch.as_tensor(labels, device=features.device)
     if labels.shape != (n,):
         raise ValueError(
-            f"labels must have shape ({n},) to match features {tuple(features.shape)}, "
-            f"got {tuple(labels.shape)}"
+            f"labels must have shape ({n},) to match features {tuple(features.shape)}, got {tuple(labels.shape)}"
         )
     if features.ndim == 3:
         views = features.shape[1]

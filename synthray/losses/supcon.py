@@ -64,9 +64,8 @@ class SupConLoss(EmbeddingLoss):
         mean = per_anchor.sum() / has_pos.sum().clamp_min(1)
         return -(self.temperature / self.base_temperature) * mean
 
+
 @register_loss("supcon")
 def supcon_loss(cfg: LossConfig) -> SupConLoss:
     """SupCon with the configured temperature (the thesis's training loss)."""
-    return SupConLoss(
-        temperature=cfg.temperature, base_temperature=cfg.base_temperature, normalize=cfg.normalize
-    )
+    return SupConLoss(temperature=cfg.temperature, base_temperature=cfg.base_temperature, normalize=cfg.normalize)

@@ -35,9 +35,12 @@ class ConvAutoencoder(nn.Module):
         self.grid = resolution // 4
         flat = 64 * self.grid * self.grid
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Flatten(), nn.Linear(flat, latent_dim),
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(flat, latent_dim),
         )
         self.expand = nn.Linear(latent_dim, flat)
         self.up1 = nn.ConvTranspose2d(64, 32, 3, stride=1, padding=1)

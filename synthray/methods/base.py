@@ -104,8 +104,16 @@ class FitContext:
         """
         from synthray.data.loader import iter_balanced_local
 
-        return iter_balanced_local(self.shards, self.classes, batch_size, self.preprocess, self.pipeline,
-                                   split="train", seed=self.seed * 1000 + epoch, device=self.device)
+        return iter_balanced_local(
+            self.shards,
+            self.classes,
+            batch_size,
+            self.preprocess,
+            self.pipeline,
+            split="train",
+            seed=self.seed * 1000 + epoch,
+            device=self.device,
+        )
 
     def reference_batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
         """Train-split images of every reference class, at most ``references_per_class`` each.
@@ -143,13 +151,21 @@ class FitContext:
                 got = True
                 yield batch
             if not got:
-                raise ValueError(f"the train split of {self.classes} fills no batch of {batch_size}; "
-                                 "lower batch_size or add data")
+                raise ValueError(
+                    f"the train split of {self.classes} fills no batch of {batch_size}; lower batch_size or add data"
+                )
             epoch += 1
 
 
-def adam_steps(params: Iterable[torch.nn.Parameter], lr: float, batches: Iterator[Any], steps: int,
-               loss_of: Callable[[Any], torch.Tensor], what: str, log_every: int = 50) -> list[float]:
+def adam_steps(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    batches: Iterator[Any],
+    steps: int,
+    loss_of: Callable[[Any], torch.Tensor],
+    what: str,
+    log_every: int = 50,
+) -> list[float]:
     """``steps`` Adam steps on ``loss_of(batch)``, one batch each: the loop every trained part shares.
 
     Args:

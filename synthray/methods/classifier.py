@@ -136,7 +136,9 @@ class ImageClassifier(Method):
         """Parameters outside the network the optimizer also trains (a loss's weights)."""
         return []
 
-    def loss(self, logits: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, logits: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a batch: balanced BCE (binary) or cross-entropy (multiclass).
 
         Args:
@@ -188,11 +190,16 @@ class ImageClassifier(Method):
             return loss
 
         self.set_train_mode()
-        losses = adam_steps(params, self.cfg.lr, ctx.epochs(self.cfg.batch_size), self.cfg.steps, loss_of,
-                            self.name, self.cfg.log_every)
+        losses = adam_steps(
+            params, self.cfg.lr, ctx.epochs(self.cfg.batch_size), self.cfg.steps, loss_of, self.name, self.cfg.log_every
+        )
         self.net.eval()
-        info.update(train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
-                    main_phase_s=round(time.perf_counter() - t0, 2), loss_parts=last_parts or None)
+        info.update(
+            train_loss_first=losses[0] if losses else None,
+            train_loss_last=losses[-1] if losses else None,
+            main_phase_s=round(time.perf_counter() - t0, 2),
+            loss_parts=last_parts or None,
+        )
         return info
 
     def _require_fit(self) -> ClassifierNet:
@@ -210,8 +217,9 @@ class ImageClassifier(Method):
             return Prediction(p, np.where(p >= 0.5, AI, REAL))
         probs = logits.float().softmax(dim=1)
         pred = probs.argmax(dim=1).cpu().numpy()
-        return Prediction(is_ai_from_probs(probs, self.classes).cpu().numpy(),
-                          np.array([self.classes[i] for i in pred], dtype=object))
+        return Prediction(
+            is_ai_from_probs(probs, self.classes).cpu().numpy(), np.array([self.classes[i] for i in pred], dtype=object)
+        )
 
     def modules(self) -> list[nn.Module]:
         return [self._require_fit()]

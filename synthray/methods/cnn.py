@@ -36,8 +36,15 @@ class SmallCNN(nn.Module):
         ValueError: on non-positive sizes or a map pooled away to nothing.
     """
 
-    def __init__(self, resolution: int, filters: int = 32, blocks: int = 2, pool_kernel: int = 2,
-                 pool_stride: int = 2, dense: tuple[int, ...] = (64,)) -> None:
+    def __init__(
+        self,
+        resolution: int,
+        filters: int = 32,
+        blocks: int = 2,
+        pool_kernel: int = 2,
+        pool_stride: int = 2,
+        dense: tuple[int, ...] = (64,),
+    ) -> None:
         super().__init__()
         if min(resolution, filters, blocks, pool_kernel, pool_stride) < 1 or not dense or min(dense) < 1:
             raise ValueError("SmallCNN sizes must be positive and dense must name at least one layer")
@@ -47,8 +54,11 @@ class SmallCNN(nn.Module):
         pad = (pool_kernel - 1) // 2 if pool_stride == 1 else 0
         side = resolution
         for _ in range(blocks):
-            layers += [nn.Conv2d(chans, filters, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(pool_kernel, stride=pool_stride, padding=pad)]
+            layers += [
+                nn.Conv2d(chans, filters, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool_kernel, stride=pool_stride, padding=pad),
+            ]
             chans = filters
             side = (side + 2 * pad - pool_kernel) // pool_stride + 1
         if side < 1:
@@ -86,14 +96,22 @@ class CNNConfig(ClassifierConfig):
 _CNN_003 = {"pool_kernel": 3, "pool_stride": 1, "dense": (64, 64)}
 
 
-@register_method("cnn_perturb_autoencoder", "003: the CNN on perturbed, then autoencoder-reconstructed images",
-                 perturb=True, autoencoder=True, **_CNN_003)
-@register_method("cnn_autoencoder", "003: the CNN on convolutional-autoencoder reconstructions",
-                 autoencoder=True, **_CNN_003)
-@register_method("cnn_perturb", "003: the CNN with blur/crop/colour-jitter perturbation (p=0.8)",
-                 perturb=True, **_CNN_003)
-@register_method("cnn_003", "003: the CIFAKE CNN as rebuilt by 003 (stride-1 pooling, dense 64-64), unmodified images",
-                 **_CNN_003)
+@register_method(
+    "cnn_perturb_autoencoder",
+    "003: the CNN on perturbed, then autoencoder-reconstructed images",
+    perturb=True,
+    autoencoder=True,
+    **_CNN_003,
+)
+@register_method(
+    "cnn_autoencoder", "003: the CNN on convolutional-autoencoder reconstructions", autoencoder=True, **_CNN_003
+)
+@register_method(
+    "cnn_perturb", "003: the CNN with blur/crop/colour-jitter perturbation (p=0.8)", perturb=True, **_CNN_003
+)
+@register_method(
+    "cnn_003", "003: the CIFAKE CNN as rebuilt by 003 (stride-1 pooling, dense 64-64), unmodified images", **_CNN_003
+)
 @register_method("small_cnn", "002: two conv(32)-ReLU-maxpool blocks, dense 64, sigmoid head")
 class SmallCNNMethod(ImageClassifier):
     """The small CIFAKE CNN, optionally with 003's perturbation and autoencoder preprocessing."""
@@ -107,10 +125,18 @@ class SmallCNNMethod(ImageClassifier):
 
     def build_body(self, ctx: FitContext) -> tuple[nn.Module, int]:
         if (self.cfg.perturb or self.cfg.autoencoder) and ctx.preprocess.normalize is not None:
-            raise ValueError(f"{self.name}: perturbation and the autoencoder work on [0, 1] pixels; "
-                             f"set preprocess.normalize to null (got {ctx.preprocess.normalize!r})")
-        body = SmallCNN(ctx.resolution, self.cfg.filters, self.cfg.blocks, self.cfg.pool_kernel,
-                        self.cfg.pool_stride, tuple(self.cfg.dense))
+            raise ValueError(
+                f"{self.name}: perturbation and the autoencoder work on [0, 1] pixels; "
+                f"set preprocess.normalize to null (got {ctx.preprocess.normalize!r})"
+            )
+        body = SmallCNN(
+            ctx.resolution,
+            self.cfg.filters,
+            self.cfg.blocks,
+            self.cfg.pool_kernel,
+            self.cfg.pool_stride,
+            tuple(self.cfg.dense),
+        )
         if self.cfg.perturb:
             self.perturber = Perturb(self.cfg.perturbation, ctx.resolution)
         return body, body.out_dim
@@ -119,8 +145,9 @@ class SmallCNNMethod(ImageClassifier):
         if not self.cfg.autoencoder:
             return {}
         ae = ConvAutoencoder(ctx.resolution, self.cfg.ae_latent_dim).to(ctx.device)
-        losses = train_autoencoder(ae, ctx.epochs(self.cfg.batch_size), self.cfg.ae_steps, self.cfg.ae_lr,
-                                   self.cfg.log_every)
+        losses = train_autoencoder(
+            ae, ctx.epochs(self.cfg.batch_size), self.cfg.ae_steps, self.cfg.ae_lr, self.cfg.log_every
+        )
         # Frozen from here on; gradients still reach the input (saliency through the reconstruction).
         ae.requires_grad_(False)
         self.autoencoder = ae

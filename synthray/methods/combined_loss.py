@@ -78,13 +78,15 @@ class CombinedLoss(nn.Module):
         super().__init__()
         self.log_vars = nn.Parameter(torch.zeros(len(TERMS)))
 
-    def forward(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                is_ai: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, is_ai: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         from synthray.methods.classifier import balanced_bce
 
         if logits.ndim != 2 or features.ndim != 2 or logits.shape[0] != features.shape[0]:
-            raise ValueError(f"expected (N, C) logits and (N, F) features, got {tuple(logits.shape)}, "
-                             f"{tuple(features.shape)}")
+            raise ValueError(
+                f"expected (N, C) logits and (N, F) features, got {tuple(logits.shape)}, {tuple(features.shape)}"
+            )
         ce = balanced_bce(logits[:, 0], is_ai) if logits.shape[1] == 1 else F.cross_entropy(logits, labels)
         parts = torch.stack([ce, feature_similarity(features, is_ai), confidence_penalty(logits)])
         s = self.log_vars.clamp(*_S_RANGE)

@@ -39,13 +39,30 @@ from synthray.methods.scoring import score_predictions
 log = logging.getLogger(__name__)
 
 #: What `synthray compare` runs when no method list is given: one of each family.
-DEFAULT_METHODS = ("supcon_knn", "supcon_centroid", "supcon_comparator", "supcon_mlp", "euclidean_knn",
-                   "small_cnn", "resnet50_sigmoid", "resnet50_transfer", "resnet50_fractal_combined",
-                   "cnn_autoencoder")
+DEFAULT_METHODS = (
+    "supcon_knn",
+    "supcon_centroid",
+    "supcon_comparator",
+    "supcon_mlp",
+    "euclidean_knn",
+    "small_cnn",
+    "resnet50_sigmoid",
+    "resnet50_transfer",
+    "resnet50_fractal_combined",
+    "cnn_autoencoder",
+)
 #: Table columns: (key in a row, header).
-COLUMNS = (("acc", "acc"), ("auc", "AUC"), ("acc_seen", "acc in-sample"), ("acc_zero_shot", "acc zero-shot"),
-           ("f1_seen", "F1 seen"), ("f1_zero_shot", "F1 zero-shot"), ("train_s", "train s"),
-           ("infer_img_s", "infer img/s"), ("params", "params"))
+COLUMNS = (
+    ("acc", "acc"),
+    ("auc", "AUC"),
+    ("acc_seen", "acc in-sample"),
+    ("acc_zero_shot", "acc zero-shot"),
+    ("f1_seen", "F1 seen"),
+    ("f1_zero_shot", "F1 zero-shot"),
+    ("train_s", "train s"),
+    ("infer_img_s", "infer img/s"),
+    ("params", "params"),
+)
 
 
 @dataclasses.dataclass
@@ -134,8 +151,14 @@ class TestSet:
     labels: np.ndarray  # (N,) true class names
 
 
-def load_test_set(shards: str, classes: list[str], preprocess: PreprocessConfig, pipeline: PipelineConfig,
-                  per_class: int | None, seed: int) -> TestSet:
+def load_test_set(
+    shards: str,
+    classes: list[str],
+    preprocess: PreprocessConfig,
+    pipeline: PipelineConfig,
+    per_class: int | None,
+    seed: int,
+) -> TestSet:
     """Every test-split image of ``classes`` (at most ``per_class`` each), preprocessed once."""
     from synthray.data.loader import iter_preprocessed
 
@@ -160,8 +183,9 @@ def _images(test: TestSet, idx: slice | np.ndarray, preprocess: PreprocessConfig
     return finalize_pixels(test.pixels[idx], preprocess, device)
 
 
-def predict_all(method: Method, test: TestSet, preprocess: PreprocessConfig, device: torch.device,
-                batch_size: int) -> tuple[Prediction, float]:
+def predict_all(
+    method: Method, test: TestSet, preprocess: PreprocessConfig, device: torch.device, batch_size: int
+) -> tuple[Prediction, float]:
     """The method's predictions for the whole test set and its inference images/s (model time only)."""
     parts, seconds = [], 0.0
     for s in range(0, len(test.labels), batch_size):
@@ -187,7 +211,9 @@ def pick_explained(test: TestSet, seen: list[str], held_out: list[str], n: int) 
     return order[:n]
 
 
-def explain_method(method: Method, images: torch.Tensor, predicted: list[str], cfg: ExplainFigureConfig) -> list[Explanation | None]:
+def explain_method(
+    method: Method, images: torch.Tensor, predicted: list[str], cfg: ExplainFigureConfig
+) -> list[Explanation | None]:
     """Explanations of the method's predicted label for each image (None where it has no score)."""
     out: list[Explanation | None] = []
     for img, label in zip(images, predicted):
@@ -219,11 +245,26 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
     seen, held = select_classes(class_counts(cfg.shards, "train"), cfg.experiment)
     classes = seen + held
     test = load_test_set(cfg.shards, classes, preprocess, cfg.pipeline, cfg.test_per_class, cfg.seed)
-    log.info("compare: %d methods, seen %s, zero-shot %s, %d test images on %s",
-             len(cfg.methods), seen, held, len(test.labels), dev)
-    ctx = FitContext(shards=cfg.shards, classes=seen, held_out=held, experiment=cfg.experiment,
-                     preprocess=preprocess, pipeline=cfg.pipeline, device=dev, work_dir=out / "work",
-                     seed=cfg.seed, references_per_class=cfg.references_per_class)
+    log.info(
+        "compare: %d methods, seen %s, zero-shot %s, %d test images on %s",
+        len(cfg.methods),
+        seen,
+        held,
+        len(test.labels),
+        dev,
+    )
+    ctx = FitContext(
+        shards=cfg.shards,
+        classes=seen,
+        held_out=held,
+        experiment=cfg.experiment,
+        preprocess=preprocess,
+        pipeline=cfg.pipeline,
+        device=dev,
+        work_dir=out / "work",
+        seed=cfg.seed,
+        references_per_class=cfg.references_per_class,
+    )
     explained = pick_explained(test, seen, held, cfg.explain.images)
     earlier = _earlier_rows(out, cfg, seen, held, len(test.labels)) if cfg.resume else {}
     explain_images = _images(test, np.array(explained, dtype=np.int64), preprocess, dev) if explained else None
@@ -248,16 +289,26 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
             row["fit"] = fit_info
             pred, speed = predict_all(method, test, preprocess, dev, cfg.predict_batch_size)
             row.update(score_predictions(test.labels, pred, seen, held, method.attributes))
-            row.update(head="attribution" if method.attributes else "real/AI", infer_img_s=round(speed, 1),
-                       params=count_parameters(method.modules()))
+            row.update(
+                head="attribution" if method.attributes else "real/AI",
+                infer_img_s=round(speed, 1),
+                params=count_parameters(method.modules()),
+            )
             if explain_images is not None:
                 exps = explain_method(method, explain_images, list(pred.labels[explained]), cfg.explain)
                 row["explained_scores"] = [None if e is None else round(e.score, 4) for e in exps]
                 row["explained_images"] = [int(i) for i in explained]
                 figure_rows.append((spec.row, exps))
                 _save_explanations(out, spec.row, exps)
-            log.info("== %s: acc %s AUC %s F1 seen %s zero-shot %s (%.1f s)", spec.row, row["acc"], row["auc"],
-                     row["f1_seen"], row["f1_zero_shot"], row["train_s"])
+            log.info(
+                "== %s: acc %s AUC %s F1 seen %s zero-shot %s (%.1f s)",
+                spec.row,
+                row["acc"],
+                row["auc"],
+                row["f1_seen"],
+                row["f1_zero_shot"],
+                row["train_s"],
+            )
         except Exception as exc:  # one method's failure is its row, not the comparison's end
             if not cfg.keep_going:
                 raise
@@ -265,9 +316,15 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
         # Written after every method: a comparison stopped half-way keeps what it measured.
-        result = {"config": to_dict(cfg), "device": str(dev), "classes": {"seen": seen, "zero_shot": held},
-                  "n_test": int(len(test.labels)), "n_real_test": int((test.labels == REAL).sum()),
-                  "rows": rows, "complete": len(rows) == len(cfg.methods)}
+        result = {
+            "config": to_dict(cfg),
+            "device": str(dev),
+            "classes": {"seen": seen, "zero_shot": held},
+            "n_test": int(len(test.labels)),
+            "n_real_test": int((test.labels == REAL).sum()),
+            "rows": rows,
+            "complete": len(rows) == len(cfg.methods),
+        }
         (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
         (out / "compare.md").write_text(markdown_table(result))
     bar_chart(rows, out / "compare.png")
@@ -288,12 +345,19 @@ def _earlier_rows(out: Path, cfg: CompareConfig, seen: list[str], held: list[str
     except (OSError, ValueError) as exc:
         log.warning("%s is unreadable (%s); every method runs again", path, exc)
         return {}
-    same = (old.get("config", {}).get("shards") == cfg.shards and old.get("n_test") == n_test
-            and old.get("classes") == {"seen": seen, "zero_shot": held}
-            and {k: old.get("config", {}).get(k) for k in ("preprocess", "pipeline", "seed", "test_per_class",
-                                                            "references_per_class", "experiment")}
-            == {k: to_dict(cfg).get(k) for k in ("preprocess", "pipeline", "seed", "test_per_class",
-                                                  "references_per_class", "experiment")})
+    same = (
+        old.get("config", {}).get("shards") == cfg.shards
+        and old.get("n_test") == n_test
+        and old.get("classes") == {"seen": seen, "zero_shot": held}
+        and {
+            k: old.get("config", {}).get(k)
+            for k in ("preprocess", "pipeline", "seed", "test_per_class", "references_per_class", "experiment")
+        }
+        == {
+            k: to_dict(cfg).get(k)
+            for k in ("preprocess", "pipeline", "seed", "test_per_class", "references_per_class", "experiment")
+        }
+    )
     if not same:
         log.info("%s was made on other data or settings; every method runs again", path)
         return {}
@@ -330,14 +394,18 @@ def _load_explanations(path: Path) -> list[Explanation | None]:
             if f"{i}_score" not in z:
                 out.append(None)
                 continue
-            lime = (LimeResult(z[f"{i}_segments"], z[f"{i}_weights"], float(z[f"{i}_fit"][0]), float(z[f"{i}_fit"][1]))
-                    if f"{i}_segments" in z else None)
+            lime = (
+                LimeResult(z[f"{i}_segments"], z[f"{i}_weights"], float(z[f"{i}_fit"][0]), float(z[f"{i}_fit"][1]))
+                if f"{i}_segments" in z
+                else None
+            )
             out.append(Explanation(float(z[f"{i}_score"]), z[f"{i}_saliency"] if f"{i}_saliency" in z else None, lime))
         return out
 
 
-def _reusable(old: dict | None, row: dict, out: Path, explained: list[int]
-              ) -> tuple[dict, list[Explanation | None] | None] | None:
+def _reusable(
+    old: dict | None, row: dict, out: Path, explained: list[int]
+) -> tuple[dict, list[Explanation | None] | None] | None:
     """The earlier row (and its explanations) when it was made by the same method and config."""
     if old is None or old.get("registered") != row["registered"]:
         return None
@@ -377,16 +445,18 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"\nSeen (trained) classes: {', '.join(cls['seen'])}. Zero-shot (held-out) classes: "
         f"{', '.join(cls['zero_shot']) or 'none'}. {result['n_test']} test images, device {result['device']}.\n\n"
         "acc / AUC: real vs AI over the whole test split (a method flags AI when its label is not "
-        "\"real\"; AUC of its is-AI score). acc in-sample / zero-shot: the same accuracy on real + seen "
+        '"real"; AUC of its is-AI score). acc in-sample / zero-shot: the same accuracy on real + seen '
         "generators / on real + held-out generators. F1 seen / zero-shot: per-class attribution F1, "
         "macro-averaged over the seen / held-out classes (— for real/AI-only methods). train s includes "
         "an encoder shared with another row. infer img/s: model time only.\n"
     )
     if result.get("n_real_test") is not None and result["n_test"]:
         share_ai = 1 - result["n_real_test"] / result["n_test"]
-        legend += (f"\nBaseline: answering \"AI\" for every image scores acc {share_ai:.3f} "
-                   f"({result['n_real_test']} of the {result['n_test']} test images are real), "
-                   "so read the AUC first; an AUC of 0.5 is chance.\n")
+        legend += (
+            f'\nBaseline: answering "AI" for every image scores acc {share_ai:.3f} '
+            f"({result['n_real_test']} of the {result['n_test']} test images are real), "
+            "so read the AUC first; an AUC of 0.5 is chance.\n"
+        )
     return "\n".join(lines) + "\n" + legend
 
 

@@ -63,12 +63,18 @@ class EmbeddingConfig(MethodConfig):
 _000 = {"backbone": "resnet50", "temperature": 0.05, "lr": 1e-4, "classifier": "mlp"}
 
 
-@register_method("supcon_mlp_nohead", "000 ablation: SupCon encoder without projection head + MLP", head_layers=0, **_000)
+@register_method(
+    "supcon_mlp_nohead", "000 ablation: SupCon encoder without projection head + MLP", head_layers=0, **_000
+)
 @register_method("supcon_mlp", "000: SupCon (ResNet-50, temperature 0.05) + MLP on frozen embeddings", **_000)
-@register_method("euclidean_knn", "001 ablation: Euclidean-margin (siamese) contrastive encoder + kNN",
-                 loss="euclidean")
-@register_method("supcon_comparator", "001 ablation: SupCon encoder + centroid/anchor feed-forward comparator",
-                 classifier="comparator")
+@register_method(
+    "euclidean_knn", "001 ablation: Euclidean-margin (siamese) contrastive encoder + kNN", loss="euclidean"
+)
+@register_method(
+    "supcon_comparator",
+    "001 ablation: SupCon encoder + centroid/anchor feed-forward comparator",
+    classifier="comparator",
+)
 @register_method("supcon_centroid", "001 ablation: SupCon encoder + nearest class centroid", classifier="centroid")
 @register_method("supcon_knn", "001: SupCon encoder (EfficientNet-B0) + kNN (k=11) over enrolled references")
 class EmbeddingMethod(Method):
@@ -92,15 +98,29 @@ class EmbeddingMethod(Method):
         per_epoch = max(1, min(self.cfg.steps, self.cfg.steps_per_epoch))
         epochs = max(1, math.ceil(self.cfg.steps / per_epoch))
         cfg = TrainConfig(
-            shards=str(ctx.shards), run_dir=str(ctx.work_dir / "encoders"), run_name="",
-            epochs=epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr, warmup_epochs=0.1 * epochs,
-            steps_per_epoch=per_epoch, val_batches=2, knn_val_per_class=10, checkpoints_to_keep=1, seed=ctx.seed,
+            shards=str(ctx.shards),
+            run_dir=str(ctx.work_dir / "encoders"),
+            run_name="",
+            epochs=epochs,
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.lr,
+            warmup_epochs=0.1 * epochs,
+            steps_per_epoch=per_epoch,
+            val_batches=2,
+            knn_val_per_class=10,
+            checkpoints_to_keep=1,
+            seed=ctx.seed,
             experiment=ctx.experiment,
-            encoder=EncoderConfig(backbone=self.cfg.backbone, weights_path=self.cfg.weights_path,
-                                  pretrained=self.cfg.weights_path is not None,
-                                  embedding_dim=self.cfg.embedding_dim, head_layers=self.cfg.head_layers),
+            encoder=EncoderConfig(
+                backbone=self.cfg.backbone,
+                weights_path=self.cfg.weights_path,
+                pretrained=self.cfg.weights_path is not None,
+                embedding_dim=self.cfg.embedding_dim,
+                head_layers=self.cfg.head_layers,
+            ),
             loss=LossConfig(name=self.cfg.loss, temperature=self.cfg.temperature, margin=self.cfg.margin),
-            preprocess=ctx.preprocess, pipeline=ctx.pipeline,
+            preprocess=ctx.preprocess,
+            pipeline=ctx.pipeline,
         )
         key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
         return dataclasses.replace(cfg, run_name=f"{self.cfg.loss}-{key}")
@@ -122,9 +142,14 @@ class EmbeddingMethod(Method):
             t0 = time.perf_counter()
             result = fit_local(cfg, device=ctx.device)
             if result["classes"] != list(ctx.classes):
-                raise ValueError(f"encoder trained on {result['classes']}, the comparison's seen classes are {ctx.classes}")
-            record = {"checkpoint": result["checkpoint"], "seconds": round(time.perf_counter() - t0, 2),
-                      "metrics": result["metrics"]}
+                raise ValueError(
+                    f"encoder trained on {result['classes']}, the comparison's seen classes are {ctx.classes}"
+                )
+            record = {
+                "checkpoint": result["checkpoint"],
+                "seconds": round(time.perf_counter() - t0, 2),
+                "metrics": result["metrics"],
+            }
             record_path.write_text(json.dumps(record, indent=2, default=str))
             info.update(encoder_reused=False)
         info["encoder_val_knn_acc"] = record["metrics"].get("val_knn_acc")

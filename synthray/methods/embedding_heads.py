@@ -67,7 +67,7 @@ def _ai_margin(scores: torch.Tensor, classes: list[str]) -> torch.Tensor:
     if REAL not in classes:
         return torch.ones(scores.shape[0], device=scores.device)
     r = classes.index(REAL)
-    others = torch.cat([scores[:, :r], scores[:, r + 1:]], dim=1)
+    others = torch.cat([scores[:, :r], scores[:, r + 1 :]], dim=1)
     if others.shape[1] == 0:
         return -scores[:, r]
     return others.max(dim=1).values - scores[:, r]
@@ -101,7 +101,9 @@ class EmbeddingHead(abc.ABC):
         with torch.no_grad():
             s = self.scores(z)
         pred = s.argmax(dim=1).cpu().numpy()
-        return Prediction(_ai_margin(s, self.classes).cpu().numpy(), np.array([self.classes[i] for i in pred], dtype=object))
+        return Prediction(
+            _ai_margin(s, self.classes).cpu().numpy(), np.array([self.classes[i] for i in pred], dtype=object)
+        )
 
     def score(self, z: torch.Tensor, label: str) -> torch.Tensor:
         """(N,) differentiable evidence for ``label`` (for explanations)."""
@@ -126,8 +128,12 @@ class KnnHead(EmbeddingHead):
 
     def predict(self, z: torch.Tensor) -> Prediction:
         sims, idx = knn_search(z, self.refs, self.cfg.k)
-        v = vote(self.ref_labels[idx.cpu().numpy()], sims.cpu().numpy(), weighted=self.cfg.vote == "weighted",
-                 classes=self.classes)
+        v = vote(
+            self.ref_labels[idx.cpu().numpy()],
+            sims.cpu().numpy(),
+            weighted=self.cfg.vote == "weighted",
+            classes=self.classes,
+        )
         return Prediction(v.is_ai_score, np.array([self.classes[i] for i in v.predicted], dtype=object))
 
     def scores(self, z: torch.Tensor) -> torch.Tensor:
@@ -151,8 +157,11 @@ class CentroidHead(EmbeddingHead):
 def _train_minibatches(model: nn.Module, loss_fn, n: int, cfg: HeadConfig, device: torch.device) -> list[float]:
     """``cfg.epochs`` shuffled passes of ``loss_fn(row indices)`` over ``n`` rows."""
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randperm(n, generator=g).to(device)[s:s + cfg.batch_size]
-               for _ in range(cfg.epochs) for s in range(0, n, cfg.batch_size)]
+    batches = [
+        torch.randperm(n, generator=g).to(device)[s : s + cfg.batch_size]
+        for _ in range(cfg.epochs)
+        for s in range(0, n, cfg.batch_size)
+    ]
     model.train()
     losses = adam_steps(model.parameters(), cfg.lr, iter(batches), len(batches), loss_fn, "embedding head", 0)
     model.eval()
@@ -176,7 +185,9 @@ class ComparatorHead(EmbeddingHead):
         self.classes = list(enrolled)
         self.centroids = _class_means(emb, labels, self.classes)
         d = emb.shape[1]
-        self.net = nn.Sequential(nn.Linear(2 * d, self.cfg.hidden), nn.ReLU(), nn.Linear(self.cfg.hidden, 1)).to(emb.device)
+        self.net = nn.Sequential(nn.Linear(2 * d, self.cfg.hidden), nn.ReLU(), nn.Linear(self.cfg.hidden, 1)).to(
+            emb.device
+        )
         x, y = _seen_rows(emb, labels, seen)
         seen_centroids = self.centroids[[self.classes.index(c) for c in seen]]
         # Every anchor against every seen centroid: one match per C - 1 mismatches, so the
@@ -215,8 +226,12 @@ class MlpHead(EmbeddingHead):
         self.attributes = not binary
         self.classes = [REAL, AI] if binary else list(seen)
         x, y = _seen_rows(emb, labels, seen)
-        self.net = nn.Sequential(nn.Linear(emb.shape[1], self.cfg.hidden), nn.ReLU(), nn.Dropout(self.cfg.dropout),
-                                 nn.Linear(self.cfg.hidden, 1 if binary else len(seen))).to(emb.device)
+        self.net = nn.Sequential(
+            nn.Linear(emb.shape[1], self.cfg.hidden),
+            nn.ReLU(),
+            nn.Dropout(self.cfg.dropout),
+            nn.Linear(self.cfg.hidden, 1 if binary else len(seen)),
+        ).to(emb.device)
         real = seen.index(REAL) if REAL in seen else -1
 
         def loss_fn(rows: torch.Tensor) -> torch.Tensor:

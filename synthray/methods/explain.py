@@ -109,13 +109,13 @@ def lime_map(score_fn: ScoreFn, image: torch.Tensor, cfg: ExplainConfig | None =
     scores = []
     with torch.no_grad():
         for s in range(0, len(masks), cfg.batch_size):
-            keep = torch.as_tensor(masks[s:s + cfg.batch_size], device=image.device)[:, seg_t]  # (B, H, W)
+            keep = torch.as_tensor(masks[s : s + cfg.batch_size], device=image.device)[:, seg_t]  # (B, H, W)
             views = torch.where(keep[:, None], image[None], baseline[None])
             scores.append(score_fn(views).float().cpu())
     y = torch.cat(scores).numpy().astype(np.float64)
     kept = masks.sum(axis=1)
     distance = 1.0 - kept / np.sqrt(np.maximum(kept, 1) * n_seg)  # cosine distance to the all-kept mask
-    weights = np.sqrt(np.exp(-(distance ** 2) / cfg.kernel_width ** 2))
+    weights = np.sqrt(np.exp(-(distance**2) / cfg.kernel_width**2))
     model = Ridge(alpha=cfg.ridge_alpha).fit(masks.astype(np.float64), y, sample_weight=weights)
     r2 = float(model.score(masks.astype(np.float64), y, sample_weight=weights))
     return LimeResult(segments, model.coef_.astype(np.float32), float(model.intercept_), r2)
@@ -156,12 +156,15 @@ class Explanation:
         out: dict[str, Any] = {"score": round(self.score, 6)}
         if self.saliency is not None:
             out["resolution"] = int(self.saliency.shape[-1])
-            out["saliency"] = (_png_b64(self.saliency, signed=False) if encoding == "png"
-                               else np.round(self.saliency, 4).tolist())
+            out["saliency"] = (
+                _png_b64(self.saliency, signed=False) if encoding == "png" else np.round(self.saliency, 4).tolist()
+            )
         if self.lime is not None:
             out["resolution"] = int(self.lime.segments.shape[-1])
             out["lime"] = {
-                "map": _png_b64(self.lime.map, signed=True) if encoding == "png" else np.round(self.lime.map, 6).tolist(),
+                "map": _png_b64(self.lime.map, signed=True)
+                if encoding == "png"
+                else np.round(self.lime.map, 6).tolist(),
                 "weights": np.round(self.lime.weights, 6).tolist(),
                 "intercept": round(self.lime.intercept, 6),
                 "r2": round(self.lime.r2, 4),
@@ -171,8 +174,9 @@ class Explanation:
         return out
 
 
-def explain_score(score_fn: ScoreFn, image: torch.Tensor, kinds: Sequence[str] = EXPLAIN_KINDS,
-                  cfg: ExplainConfig | None = None) -> Explanation:
+def explain_score(
+    score_fn: ScoreFn, image: torch.Tensor, kinds: Sequence[str] = EXPLAIN_KINDS, cfg: ExplainConfig | None = None
+) -> Explanation:
     """Saliency and/or LIME of ``score_fn`` on one (3, R, R) image.
 
     Raises:
@@ -209,8 +213,13 @@ def similarity_score(model: torch.nn.Module, references: np.ndarray | torch.Tens
     return lambda x: F.normalize(model(x).float(), dim=1) @ target
 
 
-def explain_attribution(embedder: Any, image: bytes, references: np.ndarray,
-                        kinds: Sequence[str] = EXPLAIN_KINDS, cfg: ExplainConfig | None = None) -> Explanation:
+def explain_attribution(
+    embedder: Any,
+    image: bytes,
+    references: np.ndarray,
+    kinds: Sequence[str] = EXPLAIN_KINDS,
+    cfg: ExplainConfig | None = None,
+) -> Explanation:
     """Explains an attribution: which pixels make the image's embedding close to a class's references.
 
     Args:
@@ -236,8 +245,12 @@ def explain_attribution(embedder: Any, image: bytes, references: np.ndarray,
     return explain_score(similarity_score(embedder.model, references, embedder.device), x, kinds, cfg)
 
 
-def explanation_figure(images: Sequence[np.ndarray], rows: Sequence[tuple[str, Sequence[Explanation | None]]],
-                       titles: Sequence[str], path: str | Path) -> Path:
+def explanation_figure(
+    images: Sequence[np.ndarray],
+    rows: Sequence[tuple[str, Sequence[Explanation | None]]],
+    titles: Sequence[str],
+    path: str | Path,
+) -> Path:
     """A grid: the images on top, then per row (a method) the saliency and LIME maps of each image.
 
     Args:

@@ -41,11 +41,13 @@ class Perturb:
             raise ValueError(f"blur_kernel must be odd and positive, got {cfg.blur_kernel}")
         self.cfg = cfg
         b, c, s, h = cfg.jitter
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(resolution, scale=tuple(cfg.crop_scale), antialias=True),
-            v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
-            v2.GaussianBlur(cfg.blur_kernel, sigma=tuple(cfg.blur_sigma)),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(resolution, scale=tuple(cfg.crop_scale), antialias=True),
+                v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
+                v2.GaussianBlur(cfg.blur_kernel, sigma=tuple(cfg.blur_sigma)),
+            ]
+        )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:

@@ -69,8 +69,9 @@ def method_entry(name: str) -> MethodEntry:
     return _REGISTRY.get(name)
 
 
-def method_config(name: str, params: Mapping[str, Any] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> Any:
+def method_config(
+    name: str, params: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Any:
     """The typed config of method ``name``.
 
     Precedence, lowest first: the Config's defaults, the name's registered defaults,
@@ -87,8 +88,7 @@ def method_config(name: str, params: Mapping[str, Any] | None = None,
     return from_dict(entry.cls.Config, {**entry.defaults, **shared, **dict(params or {})})
 
 
-def build_method(name: str, params: Mapping[str, Any] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> Any:
+def build_method(name: str, params: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
     """A fresh, untrained method instance (see :func:`method_config` for the settings)."""
     entry = method_entry(name)
     return entry.cls(method_config(name, params, overrides), name=name)

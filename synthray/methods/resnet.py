@@ -53,8 +53,9 @@ class TimmBody(nn.Module):
         ValueError: an unknown backbone, a stage it does not have, or weights that do not fit.
     """
 
-    def __init__(self, backbone: str, weights_path: str | None = None, fractal: bool = False,
-                 fractal_stage: int = 1) -> None:
+    def __init__(
+        self, backbone: str, weights_path: str | None = None, fractal: bool = False, fractal_stage: int = 1
+    ) -> None:
         super().__init__()
         check_backbone_name(backbone)
         if weights_path is not None:
@@ -98,12 +99,17 @@ class ResNetConfig(ClassifierConfig):
 _TRANSFER = {"freeze_backbone": True}
 
 
-@register_method("resnet50_rotation", "004 (e): rotation-prediction pre-training, then fine-tuning",
-                 rotation=True)
-@register_method("resnet50_fractal_combined", "004 (d): frozen backbone + fractal layer + combined loss",
-                 fractal=True, combined_loss=True, **_TRANSFER)
-@register_method("resnet50_fractal", "004 (c): frozen backbone + box-counting fractal-dimension layer",
-                 fractal=True, **_TRANSFER)
+@register_method("resnet50_rotation", "004 (e): rotation-prediction pre-training, then fine-tuning", rotation=True)
+@register_method(
+    "resnet50_fractal_combined",
+    "004 (d): frozen backbone + fractal layer + combined loss",
+    fractal=True,
+    combined_loss=True,
+    **_TRANSFER,
+)
+@register_method(
+    "resnet50_fractal", "004 (c): frozen backbone + box-counting fractal-dimension layer", fractal=True, **_TRANSFER
+)
 @register_method("resnet50_transfer", "004 (b): frozen backbone, only the output layer trained", **_TRANSFER)
 @register_method("resnet50_sigmoid", "002: ResNet-50 with one sigmoid output, all layers trained", lr=1e-3)
 class ResNetMethod(ImageClassifier):
@@ -117,8 +123,11 @@ class ResNetMethod(ImageClassifier):
 
     def build_body(self, ctx: FitContext) -> tuple[nn.Module, int]:
         if self.cfg.freeze_backbone and self.cfg.weights_path is None:
-            log.warning("%s: frozen backbone without weights_path: it keeps its random init "
-                        "(004 starts from ImageNet weights; give a local file to reproduce that)", self.name)
+            log.warning(
+                "%s: frozen backbone without weights_path: it keeps its random init "
+                "(004 starts from ImageNet weights; give a local file to reproduce that)",
+                self.name,
+            )
         body = TimmBody(self.cfg.backbone, self.cfg.weights_path, self.cfg.fractal, self.cfg.fractal_stage)
         if self.cfg.freeze_backbone:
             body.backbone.requires_grad_(False)
@@ -132,9 +141,18 @@ class ResNetMethod(ImageClassifier):
         assert self.net is not None
         if self.cfg.freeze_backbone:
             raise ValueError(f"{self.name}: rotation pre-training trains the backbone; unset freeze_backbone")
-        losses = rotation_pretrain(self.net.body, self.net.body.out_dim, ctx.epochs(self.cfg.batch_size),
-                                   self.cfg.rotation_steps, self.cfg.rotation_lr or self.cfg.lr, self.cfg.log_every)
-        return {"rotation_loss_first": losses[0] if losses else None, "rotation_loss_last": losses[-1] if losses else None}
+        losses = rotation_pretrain(
+            self.net.body,
+            self.net.body.out_dim,
+            ctx.epochs(self.cfg.batch_size),
+            self.cfg.rotation_steps,
+            self.cfg.rotation_lr or self.cfg.lr,
+            self.cfg.log_every,
+        )
+        return {
+            "rotation_loss_first": losses[0] if losses else None,
+            "rotation_loss_last": losses[-1] if losses else None,
+        }
 
     def trainable(self) -> Iterable[nn.Parameter]:
         assert self.net is not None
@@ -150,7 +168,9 @@ class ResNetMethod(ImageClassifier):
     def extra_parameters(self) -> list[nn.Parameter]:
         return list(self.combined.parameters()) if self.combined is not None else []
 
-    def loss(self, logits: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, logits: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         if self.combined is None:
             return super().loss(logits, feats, labels)
         return self.combined(logits, feats, labels, self.is_ai_target(labels))

@@ -36,8 +36,9 @@ def rotate_batch(images: torch.Tensor, generator: torch.Generator | None = None)
     return out, k.to(images.device)
 
 
-def rotation_pretrain(body: nn.Module, feature_dim: int, batches: Iterator[dict[str, Any]], steps: int,
-                      lr: float, log_every: int = 50) -> list[float]:
+def rotation_pretrain(
+    body: nn.Module, feature_dim: int, batches: Iterator[dict[str, Any]], steps: int, lr: float, log_every: int = 50
+) -> list[float]:
     """Trains ``body`` (and a throw-away 4-way head) on rotation prediction.
 
     Args:
@@ -58,5 +59,6 @@ def rotation_pretrain(body: nn.Module, feature_dim: int, batches: Iterator[dict[
         x, k = rotate_batch(batch["image"])
         return F.cross_entropy(head(body(x)), k)
 
-    return adam_steps(list(body.parameters()) + list(head.parameters()), lr, batches, steps, loss_of,
-                      "rotation pretext", log_every)
+    return adam_steps(
+        list(body.parameters()) + list(head.parameters()), lr, batches, steps, loss_of, "rotation pretext", log_every
+    )

@@ -37,8 +37,9 @@ def detection(truth_ai: np.ndarray, scores: np.ndarray, flagged: np.ndarray) -> 
     return {"accuracy": _r(accuracy), "auc": _r(auc), "n": int(len(truth_ai))}
 
 
-def score_predictions(y_true: Sequence[str], pred: Prediction, seen: Sequence[str], held_out: Sequence[str],
-                      attributes: bool) -> dict[str, Any]:
+def score_predictions(
+    y_true: Sequence[str], pred: Prediction, seen: Sequence[str], held_out: Sequence[str], attributes: bool
+) -> dict[str, Any]:
     """Every number of a comparison row.
 
     Args:
@@ -68,7 +69,9 @@ def score_predictions(y_true: Sequence[str], pred: Prediction, seen: Sequence[st
             out.update({f"acc_{name}": None, f"auc_{name}": None})
     out.update(attr_acc=None, f1_seen=None, f1_zero_shot=None)
     if attributes:
-        groups = {name: [c for c in group if (y == c).any()] for name, group in (("seen", seen), ("zero_shot", held_out))}
+        groups = {
+            name: [c for c in group if (y == c).any()] for name, group in (("seen", seen), ("zero_shot", held_out))
+        }
         m = attribution_metrics(list(y), [str(p) for p in pred.labels], groups["seen"] + groups["zero_shot"], groups)
         out["attr_acc"] = _r(m["accuracy"])
         for name in groups:

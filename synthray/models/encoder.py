@@ -111,9 +111,7 @@ class ContrastiveEncoder(nn.Module):
         if weights_path is not None:
             check_weights_path(weights_path)
         if embedding_dim <= 0 or head_layers < 0:
-            raise ValueError(
-                f"need embedding_dim > 0 and head_layers >= 0, got {embedding_dim}, {head_layers}"
-            )
+            raise ValueError(f"need embedding_dim > 0 and head_layers >= 0, got {embedding_dim}, {head_layers}")
         timm_kwargs: dict[str, Any] = {"drop_rate": drop_rate}
         timm_kwargs = {k: v for k, v in timm_kwargs.items() if v is not None}  # None = timm's default
         self.backbone_name = backbone
@@ -172,14 +170,16 @@ class ContrastiveEncoder(nn.Module):
             x = npr(x)
         return self.backbone((x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:  # type: ignore[no-untyped-def]
         # Checkpoints written before the normalisation buffers existed were trained on [0, 1]
         # input: they restore with the identity normalisation they had.
         for name, value in (("input_mean", 0.0), ("input_std", 1.0)):
             state_dict.setdefault(prefix + name, torch.full((1, 3, 1, 1), value))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeds images.

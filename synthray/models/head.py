@@ -22,9 +22,7 @@ class ProjectionHead(nn.Module):
         ValueError: on a negative depth or a non-positive size.
     """
 
-    def __init__(
-        self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None, num_layers: int = 2
-    ) -> None:
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None, num_layers: int = 2) -> None:
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")

@@ -145,9 +145,14 @@ def load_pretrained(model: nn.Module, name: str) -> WeightSource:
     # The full model's key order, classifier included, is what the package's order matches.
     full = timm.create_model(source.backbone, pretrained=False).state_dict()
     converted = convert_state_dict(dict(state), full)
-    classifier = tuple(f"{c}." for c in ([model.pretrained_cfg["classifier"]]
-                                          if isinstance(model.pretrained_cfg["classifier"], str)
-                                          else model.pretrained_cfg["classifier"]))
+    classifier = tuple(
+        f"{c}."
+        for c in (
+            [model.pretrained_cfg["classifier"]]
+            if isinstance(model.pretrained_cfg["classifier"], str)
+            else model.pretrained_cfg["classifier"]
+        )
+    )
     converted = {k: v for k, v in converted.items() if not k.startswith(classifier)}
     model.load_state_dict(converted, strict=True)
     log.info("loaded %s from %s (%d tensors)", name, path, len(converted))

@@ -80,7 +80,11 @@ def save_checkpoint(
     torch.save(weights, folder / MODEL_FILE)
     torch.save(state, folder / STATE_FILE)
     (folder / META_FILE).write_text(json.dumps({**meta, "model_version": version}, indent=2, default=str))
-    complete = {"model_version": version, MODEL_FILE: _digest(folder / MODEL_FILE), STATE_FILE: _digest(folder / STATE_FILE)}
+    complete = {
+        "model_version": version,
+        MODEL_FILE: _digest(folder / MODEL_FILE),
+        STATE_FILE: _digest(folder / STATE_FILE),
+    }
     write_text_atomic(folder / COMPLETE_FILE, json.dumps(complete))  # last: it marks the folder whole
     return version
 

@@ -39,12 +39,28 @@ def training_curves(run: str | Path) -> Path | None:
     plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
     if steps:
-        ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], ".-", color="tab:gray", alpha=0.6,
-                label="train loss (running mean within the epoch)")
-    ax.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", color="tab:blue",
-            label="train loss (epoch)")
-    ax.plot([r["step"] for r in epochs], [r.get("val_loss") for r in epochs], "s-", color="tab:orange",
-            label="validation loss")
+        ax.plot(
+            [r["step"] for r in steps],
+            [r["loss"] for r in steps],
+            ".-",
+            color="tab:gray",
+            alpha=0.6,
+            label="train loss (running mean within the epoch)",
+        )
+    ax.plot(
+        [r["step"] for r in epochs],
+        [r["train_loss"] for r in epochs],
+        "o-",
+        color="tab:blue",
+        label="train loss (epoch)",
+    )
+    ax.plot(
+        [r["step"] for r in epochs],
+        [r.get("val_loss") for r in epochs],
+        "s-",
+        color="tab:orange",
+        label="validation loss",
+    )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("SupCon loss")
     ax.grid(alpha=0.3)

@@ -50,18 +50,36 @@ def fit_local(cfg: TrainConfig, device: str | torch.device | None = None) -> dic
     run = run_path(cfg)
     ckpt_dir = run / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"config": to_dict(cfg), "classes": plan.classes,
-                                                  "held_out": plan.held_out}, indent=2))
+    (run / "config.json").write_text(
+        json.dumps({"config": to_dict(cfg), "classes": plan.classes, "held_out": plan.held_out}, indent=2)
+    )
     val_pre = eval_preprocess(cfg.preprocess)  # validation sees clean images
     val_pipe = dataclasses.replace(cfg.pipeline, balance="none")  # every val row; kNN caps per class
 
     def train_batches(epoch: int):
-        return iter_balanced_local(cfg.shards, plan.classes, cfg.batch_size, cfg.preprocess, cfg.pipeline,
-                                   split="train", seed=cfg.seed * 1000 + epoch, device=dev)
+        return iter_balanced_local(
+            cfg.shards,
+            plan.classes,
+            cfg.batch_size,
+            cfg.preprocess,
+            cfg.pipeline,
+            split="train",
+            seed=cfg.seed * 1000 + epoch,
+            device=dev,
+        )
 
     def val_batches(epoch: int):
-        return iter_balanced_local(cfg.shards, plan.classes, cfg.batch_size, val_pre, val_pipe,
-                                   split="val", seed=cfg.seed, drop_last=False, device=dev)
+        return iter_balanced_local(
+            cfg.shards,
+            plan.classes,
+            cfg.batch_size,
+            val_pre,
+            val_pipe,
+            split="val",
+            seed=cfg.seed,
+            drop_last=False,
+            device=dev,
+        )
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
@@ -73,9 +91,23 @@ def fit_local(cfg: TrainConfig, device: str | torch.device | None = None) -> dic
         found = latest_good(checkpoint_folders(run))
         return found[1] if found else None
 
-    rt = Runtime(rank=0, world_size=1, device=dev, train_batches=train_batches, val_batches=val_batches,
-                 report=report, restore=restore, scratch_dir=ckpt_dir, progress_file=run / PROGRESS_FILE)
+    rt = Runtime(
+        rank=0,
+        world_size=1,
+        device=dev,
+        train_batches=train_batches,
+        val_batches=val_batches,
+        report=report,
+        restore=restore,
+        scratch_dir=ckpt_dir,
+        progress_file=run / PROGRESS_FILE,
+    )
     metrics = train_loop(cfg, plan.classes, plan.steps_per_epoch, rt)
     last = checkpoint_folders(run)
-    return {"metrics": metrics, "checkpoint": str(last[-1]) if last else None, "classes": plan.classes, "run": str(run),
-            "curves": draw_curves(run)}
+    return {
+        "metrics": metrics,
+        "checkpoint": str(last[-1]) if last else None,
+        "classes": plan.classes,
+        "run": str(run),
+        "curves": draw_curves(run),
+    }

@@ -253,4 +253,3 @@ def train_loop(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, rt: R
             progress.epoch(metrics)
         rt.report(metrics, folder)
     return metrics
-

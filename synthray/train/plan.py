@@ -79,7 +79,9 @@ def make_plan(cfg: TrainConfig) -> TrainPlan:
     if cfg.steps_per_epoch is not None:
         # repeat_data passes over the data again, so an epoch may be longer than one pass
         steps = cfg.steps_per_epoch if cfg.repeat_data else min(steps, cfg.steps_per_epoch)
-    return TrainPlan(classes, held, steps, {c: train_rows[c] for c in classes}, {c: val_rows.get(c, 0) for c in classes})
+    return TrainPlan(
+        classes, held, steps, {c: train_rows[c] for c in classes}, {c: val_rows.get(c, 0) for c in classes}
+    )
 
 
 def run_path(cfg: TrainConfig) -> Path:

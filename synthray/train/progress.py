@@ -29,12 +29,16 @@ def _duration(seconds: float) -> str:
 def describe(record: dict[str, Any]) -> str:
     """One log line for a progress record (a step record or an epoch's metrics)."""
     if record.get("kind") == "epoch":
-        return (f"epoch {record['epoch'] + 1}/{record['epochs']}: train_loss {record['train_loss']:.4f} "
-                f"val_loss {record['val_loss']:.4f} val_knn_acc {record['val_knn_acc']:.3f} "
-                f"({record['train_images_per_s']:.0f} img/s)"
-                + (f" model {record['model_version']}" if record.get("model_version") else ""))
-    return (f"step {record['step']}/{record['total_steps']} (epoch {record['epoch'] + 1}/{record['epochs']}): "
-            f"loss {record['loss']:.4f}, {record['images_per_s']:.0f} img/s, ETA {_duration(record['eta_s'])}")
+        return (
+            f"epoch {record['epoch'] + 1}/{record['epochs']}: train_loss {record['train_loss']:.4f} "
+            f"val_loss {record['val_loss']:.4f} val_knn_acc {record['val_knn_acc']:.3f} "
+            f"({record['train_images_per_s']:.0f} img/s)"
+            + (f" model {record['model_version']}" if record.get("model_version") else "")
+        )
+    return (
+        f"step {record['step']}/{record['total_steps']} (epoch {record['epoch'] + 1}/{record['epochs']}): "
+        f"loss {record['loss']:.4f}, {record['images_per_s']:.0f} img/s, ETA {_duration(record['eta_s'])}"
+    )
 
 
 class StepProgress:
@@ -51,8 +55,9 @@ class StepProgress:
         every_s: the least time between two step lines.
     """
 
-    def __init__(self, total_steps: int, epochs: int, first_step: int = 0, file: Path | None = None,
-                 every_s: float = 10.0) -> None:
+    def __init__(
+        self, total_steps: int, epochs: int, first_step: int = 0, file: Path | None = None, every_s: float = 10.0
+    ) -> None:
         self.total_steps, self.epochs, self.file, self.every_s = total_steps, epochs, file, every_s
         self._first_step = first_step
         self._start: float | None = None  # set at the end of this attempt's first step
@@ -76,8 +81,18 @@ class StepProgress:
         elapsed = now - self._start
         done = step - self._first_step
         eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
-        self._emit({"kind": "step", "step": step, "total_steps": self.total_steps, "epoch": epoch,
-                    "epochs": self.epochs, "loss": loss, "images_per_s": self._images / elapsed, "eta_s": eta})
+        self._emit(
+            {
+                "kind": "step",
+                "step": step,
+                "total_steps": self.total_steps,
+                "epoch": epoch,
+                "epochs": self.epochs,
+                "loss": loss,
+                "images_per_s": self._images / elapsed,
+                "eta_s": eta,
+            }
+        )
 
     def epoch(self, metrics: dict[str, Any]) -> None:
         """Reports an epoch's metrics (what Ray Train's report carries)."""

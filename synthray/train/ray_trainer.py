@@ -92,14 +92,30 @@ def _train_worker(config: dict[str, Any]) -> None:
     val_pre = eval_preprocess(cfg.preprocess)
 
     def train_batches(epoch: int):
-        return iter_balanced_batches(train_shard, len(classes), cfg.batch_size, cfg.pipeline,
-                                     seed=cfg.seed * 1000 + epoch * 16 + rank, drop_last=True,
-                                     preprocess=cfg.preprocess, device=device, real_label=real_label_of(classes))
+        return iter_balanced_batches(
+            train_shard,
+            len(classes),
+            cfg.batch_size,
+            cfg.pipeline,
+            seed=cfg.seed * 1000 + epoch * 16 + rank,
+            drop_last=True,
+            preprocess=cfg.preprocess,
+            device=device,
+            real_label=real_label_of(classes),
+        )
 
     def val_batches(epoch: int):
-        return iter_balanced_batches(val_shard, len(classes), cfg.batch_size, cfg.pipeline,
-                                     seed=cfg.seed, drop_last=False, preprocess=val_pre, device=device,
-                                     real_label=real_label_of(classes))
+        return iter_balanced_batches(
+            val_shard,
+            len(classes),
+            cfg.batch_size,
+            cfg.pipeline,
+            seed=cfg.seed,
+            drop_last=False,
+            preprocess=val_pre,
+            device=device,
+            real_label=real_label_of(classes),
+        )
 
     # Ray's result keeps metrics of retained checkpoints only; metrics.jsonl is the full
     # history, every epoch exactly once: each checkpoint carries the history up to it, and
@@ -130,11 +146,18 @@ def _train_worker(config: dict[str, Any]) -> None:
         return ray.train.torch.prepare_model(model) if world > 1 else model
 
     with tempfile.TemporaryDirectory(prefix="synthray-ckpt-") as scratch:
-        rt = Runtime(rank=rank, world_size=world, device=device, train_batches=train_batches,
-                     val_batches=val_batches, report=report,
-                     restore=restore,
-                     scratch_dir=Path(scratch), prepare_model=prepare,
-                     progress_file=Path(config["run"]) / PROGRESS_FILE)
+        rt = Runtime(
+            rank=rank,
+            world_size=world,
+            device=device,
+            train_batches=train_batches,
+            val_batches=val_batches,
+            report=report,
+            restore=restore,
+            scratch_dir=Path(scratch),
+            prepare_model=prepare,
+            progress_file=Path(config["run"]) / PROGRESS_FILE,
+        )
         train_loop(cfg, classes, config["steps_per_epoch"], rt)
 
 
@@ -142,8 +165,12 @@ def data_pipeline(cfg: TrainConfig, data_cpus: float) -> PipelineConfig:
     """Ray Data's share of a training cluster: ``data_cpus`` CPUs, and no GPU when the Train
     workers use GPUs (one each): Ray Data decodes on its CPUs and each worker finishes its
     batches on its own GPU (``finalize_batch``), so neither waits for the other."""
-    return dataclasses.replace(cfg.pipeline, cpu_budget=data_cpus, num_cpus_per_task=min(1.0, data_cpus),
-                               gpu_budget=0 if cfg.use_gpu else cfg.pipeline.gpu_budget)
+    return dataclasses.replace(
+        cfg.pipeline,
+        cpu_budget=data_cpus,
+        num_cpus_per_task=min(1.0, data_cpus),
+        gpu_budget=0 if cfg.use_gpu else cfg.pipeline.gpu_budget,
+    )
 
 
 def fit_ray(cfg: TrainConfig, follow_progress: bool = False) -> dict[str, Any]:
@@ -179,28 +206,38 @@ def fit_ray(cfg: TrainConfig, follow_progress: bool = False) -> dict[str, Any]:
     val_pre = eval_preprocess(cfg.preprocess)
     datasets = {
         # sample_seed None: each epoch's pass draws a fresh downsampled subset of big classes.
-        "train": build_dataset(cfg.shards, plan.classes, cfg.preprocess, pipeline, split="train",
-                               shuffle_seed=cfg.seed, sample_seed=None),
+        "train": build_dataset(
+            cfg.shards, plan.classes, cfg.preprocess, pipeline, split="train", shuffle_seed=cfg.seed, sample_seed=None
+        ),
         # Validation streams every row (no downsampling); the kNN subset caps rows per class.
-        "val": build_dataset(cfg.shards, plan.classes, val_pre, dataclasses.replace(pipeline, balance="none"),
-                             split="val"),
+        "val": build_dataset(
+            cfg.shards, plan.classes, val_pre, dataclasses.replace(pipeline, balance="none"), split="val"
+        ),
     }
     # Ray Train replaces each dataset's execution options with these: the CPU cap goes here.
     ingest_options = ray.train.DataConfig.default_ingest_options()
     ingest_options.resource_limits = ingest_options.resource_limits.copy(cpu=data_cpus)
     run = run_path(cfg)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps({"config": to_dict(cfg), "classes": plan.classes,
-                                                  "held_out": plan.held_out}, indent=2))
+    (run / "config.json").write_text(
+        json.dumps({"config": to_dict(cfg), "classes": plan.classes, "held_out": plan.held_out}, indent=2)
+    )
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg": to_dict(cfg), "classes": plan.classes, "steps_per_epoch": plan.steps_per_epoch,
-                           "run": str(run)},
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "classes": plan.classes,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "run": str(run),
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **cfg.worker_resources,
-                                  **({"GPU": 1} if cfg.use_gpu else {})},
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **cfg.worker_resources,
+                **({"GPU": 1} if cfg.use_gpu else {}),
+            },
         ),
         run_config=ray.train.RunConfig(
             name=cfg.run_name,
@@ -211,8 +248,14 @@ def fit_ray(cfg: TrainConfig, follow_progress: bool = False) -> dict[str, Any]:
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train", "val"], execution_options=ingest_options),
     )
-    log.info("training %s on %d worker(s): classes %s, held out %s, %d steps/epoch",
-             cfg.experiment.setting, cfg.num_workers, plan.classes, plan.held_out, plan.steps_per_epoch)
+    log.info(
+        "training %s on %d worker(s): classes %s, held out %s, %d steps/epoch",
+        cfg.experiment.setting,
+        cfg.num_workers,
+        plan.classes,
+        plan.held_out,
+        plan.steps_per_epoch,
+    )
     (run / PROGRESS_FILE).unlink(missing_ok=True)  # a follower must not replay an earlier run's records
     with following(run / PROGRESS_FILE) if follow_progress else contextlib.nullcontext():
         result = trainer.fit()

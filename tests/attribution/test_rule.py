@@ -57,8 +57,10 @@ def test_reference_counts_do_not_decide_the_answer():
     q = _unit(0.55 * real_dir + 0.45 * gen_dir)[None]
     answers = []
     for n_real in (10, 1000):
-        refs = {"real": _unit(real_dir + 0.05 * rng.normal(size=(n_real, 16))),
-                "gen": _unit(gen_dir + 0.05 * rng.normal(size=(10, 16)))}
+        refs = {
+            "real": _unit(real_dir + 0.05 * rng.normal(size=(n_real, 16))),
+            "gen": _unit(gen_dir + 0.05 * rng.normal(size=(10, 16))),
+        }
         answers.append(decide(class_scores(_hits(q, refs, 5)), Thresholds()).labels[0])
     assert answers == ["real", "real"]
 
@@ -75,8 +77,9 @@ def test_label_and_is_ai_always_agree_and_unknown_is_ai():
     assert UNKNOWN in d.labels and "real" in d.labels
     # brute force of the margin: generator c counts only past its own threshold
     for i in range(len(scores)):
-        margins = [scores[i, j] - scores[i, 2] - (t.threshold_of(c) - 0.1) for j, c in enumerate(cs.classes)
-                   if c != "real"]
+        margins = [
+            scores[i, j] - scores[i, 2] - (t.threshold_of(c) - 0.1) for j, c in enumerate(cs.classes) if c != "real"
+        ]
         assert d.is_ai_score[i] == pytest.approx(max(margins))
     # a flagged image named a generator clears that generator's acceptance and threshold
     for i, lab in enumerate(d.labels):
@@ -122,8 +125,10 @@ def _enroll_setup(seed: int, gen_offset: float):
     rng = np.random.default_rng(seed)
     real_dir, known_dir = _unit(rng.normal(size=32)), _unit(rng.normal(size=32))
     new_dir = _unit(real_dir + gen_offset * _unit(rng.normal(size=32)))
-    refs = {"real": _unit(real_dir + 0.12 * rng.normal(size=(200, 32))),
-            "known": _unit(known_dir + 0.12 * rng.normal(size=(50, 32)))}
+    refs = {
+        "real": _unit(real_dir + 0.12 * rng.normal(size=(200, 32))),
+        "known": _unit(known_dir + 0.12 * rng.normal(size=(50, 32))),
+    }
     real_cal = _unit(real_dir + 0.12 * rng.normal(size=(200, 32)))
     samples = _unit(new_dir + 0.12 * rng.normal(size=(50, 32)))
     t = calibrate(class_scores(_hits(real_cal, refs, 11)), ["real"] * 200, 0.05, 0.05, 11)
@@ -136,8 +141,17 @@ def test_enrollment_never_flags_more_real_photographs_than_allowed(seed):
     photographs are flagged at most max_fpr_increase more often than before."""
     refs, real_cal, samples, t = _enroll_setup(seed, gen_offset=1.0)
     k = 11
-    check = check_enrollment("new", samples, class_scores(_hits(samples, refs, k)),
-                             class_scores(_hits(real_cal, refs, k)), real_cal @ samples.T, t, k, 0.05, 0.005)
+    check = check_enrollment(
+        "new",
+        samples,
+        class_scores(_hits(samples, refs, k)),
+        class_scores(_hits(real_cal, refs, k)),
+        real_cal @ samples.T,
+        t,
+        k,
+        0.05,
+        0.005,
+    )
     # brute force: the real photographs flagged with the new class in, at its threshold
     with_new = {**refs, "new": samples}
     t2 = Thresholds.from_dict(t.to_dict())
@@ -157,8 +171,16 @@ def test_a_sample_set_that_sits_inside_real_is_refused():
     refs, real_cal, _, t = _enroll_setup(7, gen_offset=0.0)
     photos = real_cal[:40]  # "enrolling" real photographs
     with pytest.raises(EnrollmentRefused, match="inside the real photographs"):
-        check_enrollment("sneaky", photos, class_scores(_hits(photos, refs, 11)),
-                         class_scores(_hits(real_cal, refs, 11)), real_cal @ photos.T, t, 11, 0.05)
+        check_enrollment(
+            "sneaky",
+            photos,
+            class_scores(_hits(photos, refs, 11)),
+            class_scores(_hits(real_cal, refs, 11)),
+            real_cal @ photos.T,
+            t,
+            11,
+            0.05,
+        )
     with pytest.raises(EnrollmentRefused, match="at least 2"):
         check_enrollment("one", photos[:1], class_scores(_hits(photos[:1], refs, 11)), None, None, t, 11, 0.05)
 

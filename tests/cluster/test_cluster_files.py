@@ -74,8 +74,11 @@ def test_dockerfile_builds_on_the_pinned_ray_image_and_copies_what_jobs_need():
             assert (REPO / src).exists(), f"COPY {src}: not in the repository"
             copied.add(src.rstrip("/"))
     assert {"synthray", "jobs", "configs", "serve", "pyproject.toml"} <= copied
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert ".venv" in ignored and not ignored & copied
 
     # torch and torchvision as pyproject.toml pins them (the CPU or CUDA build of the same version).
@@ -92,6 +95,5 @@ def test_local_cluster_cli_without_a_cluster(tmp_path):
     assert stopped.returncode == 0, stopped.stderr  # nothing recorded: nothing to stop
     status = subprocess.run([*run, "status"], capture_output=True, text=True, timeout=60)
     assert status.returncode != 0 and "run `start` first" in status.stderr
-    bad = subprocess.run([*run, "add-worker", "--resources", "{not json"], capture_output=True, text=True,
-                         timeout=60)
+    bad = subprocess.run([*run, "add-worker", "--resources", "{not json"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--resources" in bad.stderr

@@ -57,9 +57,19 @@ def test_training_spans_two_nodes_and_survives_losing_the_worker_node(texture_sh
     # One Train worker per node: each node offers one "train_slot" and each worker needs it.
     # Half a CPU per Train worker; Ray Data gets one CPU, which must be whole on one node
     # (its file listing task takes a full CPU), hence 2 CPUs on the head.
-    cfg = tiny_train_config(texture_shards, tmp_path / "runs", epochs=EPOCHS, num_workers=2, cpus_per_worker=0.5,
-                            worker_resources=SLOT, data_cpus=1, batch_size=8, steps_per_epoch=6, max_failures=2,
-                            pipeline__samples_per_class=2)
+    cfg = tiny_train_config(
+        texture_shards,
+        tmp_path / "runs",
+        epochs=EPOCHS,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        worker_resources=SLOT,
+        data_cpus=1,
+        batch_size=8,
+        steps_per_epoch=6,
+        max_failures=2,
+        pipeline__samples_per_class=2,
+    )
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text(yaml.safe_dump(to_dict(cfg)))
     run = tmp_path / "runs" / cfg.run_name

@@ -46,8 +46,15 @@ def readme_block(name: str) -> str:
 
 def _copy_repo(dest: Path) -> None:
     """The files a fresh clone has (tracked, plus new ones git does not ignore); no runs/, no caches."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = REPO / rel
         if src.is_file():
@@ -64,13 +71,27 @@ def _demo_shards(repo: Path) -> None:
 
     demo = DemoConfig()
     cfg = repo / "synthbench.yaml"
-    cfg.write_text(yaml.safe_dump({"synthbench": {
-        "per_class": 16, "real_per_class": 48, "resolution": demo.resolution, "procedural": demo.procedural,
-        "train_steps": 10, "held_out": list(demo.held_out)}}))
-    for argv in (["synthbench", str(repo / "runs/demo/synthbench"), "--config", str(cfg)],
-                 ["ingest", "folder", str(repo / "runs/demo/synthbench"), str(repo / "runs/demo/shards"), "--no-ray"]):
-        done = subprocess.run([sys.executable, "-m", "synthray", *argv], capture_output=True, text=True, timeout=900,
-                              cwd=repo)
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "synthbench": {
+                    "per_class": 16,
+                    "real_per_class": 48,
+                    "resolution": demo.resolution,
+                    "procedural": demo.procedural,
+                    "train_steps": 10,
+                    "held_out": list(demo.held_out),
+                }
+            }
+        )
+    )
+    for argv in (
+        ["synthbench", str(repo / "runs/demo/synthbench"), "--config", str(cfg)],
+        ["ingest", "folder", str(repo / "runs/demo/synthbench"), str(repo / "runs/demo/shards"), "--no-ray"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "synthray", *argv], capture_output=True, text=True, timeout=900, cwd=repo
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -89,13 +110,19 @@ def test_the_readme_ray_cli_block_runs_as_written_on_a_fresh_machine(tmp_path):
     # Ray's session folders hold unix sockets, whose paths must stay under 108 bytes.
     ray_tmp = tempfile.mkdtemp(prefix="srcli", dir="/tmp")
     # A fresh login: no Ray token, no virtualenv on PATH (the block activates it).
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if not p.startswith(str(Path(sys.prefix))))
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if not p.startswith(str(Path(sys.prefix)))
+    )
     env = {"HOME": str(home), "PATH": path or "/usr/bin:/bin", "TMPDIR": ray_tmp, "LANG": "C.UTF-8"}
-    script = f"{sys.executable} -c \"{LOOPBACK_UP}\" && cd {repo} && exec bash -e readme-block.sh"
+    script = f'{sys.executable} -c "{LOOPBACK_UP}" && cd {repo} && exec bash -e readme-block.sh'
     try:
-        done = subprocess.run(["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc", "bash", "-c", script],
-                              env=env, capture_output=True, text=True, timeout=1500)
+        done = subprocess.run(
+            ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc", "bash", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     out = done.stdout + done.stderr

@@ -35,8 +35,10 @@ REPO = Path(__file__).resolve().parents[2]
 # project's shared copy beside the checkout when there is one, else the gzipped copy kept
 # here so a bare clone (CI) validates offline too. SYNTHRAY_CRD_DIR points elsewhere.
 _SHARED_CRDS = REPO.parent / "shared" / "k8s-crds"
-CRD_DIR = Path(os.environ.get("SYNTHRAY_CRD_DIR") or
-               (_SHARED_CRDS if list(_SHARED_CRDS.glob("*.yaml")) else Path(__file__).parent / "crds"))
+CRD_DIR = Path(
+    os.environ.get("SYNTHRAY_CRD_DIR")
+    or (_SHARED_CRDS if list(_SHARED_CRDS.glob("*.yaml")) else Path(__file__).parent / "crds")
+)
 K8S_VERSION = "1.37"  # the newest schema set kubernetes-validate bundles (offline)
 
 
@@ -131,8 +133,9 @@ def crd_errors(obj: dict[str, Any]) -> list[str]:
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key not in crd_schemas():
         return [f"no CRD serves {key[0]} {key[1]} (CRDs in {CRD_DIR})"]
-    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-              for e in _validator(*key).iter_errors(obj)]
+    errors = [
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in _validator(*key).iter_errors(obj)
+    ]
     return errors + list(_cel_rules(crd_schemas()[key], obj, key[1]))
 
 

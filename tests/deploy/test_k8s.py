@@ -31,7 +31,7 @@ def rendered(request) -> tuple[str, list[dict]]:
 
 def _repo_path(image_path: str) -> Path:
     assert image_path.startswith(IMAGE_ROOT + "/"), f"{image_path} is not inside the image's {IMAGE_ROOT}"
-    return REPO / image_path[len(IMAGE_ROOT) + 1:]
+    return REPO / image_path[len(IMAGE_ROOT) + 1 :]
 
 
 def _entrypoint(job: dict) -> tuple[Path, Path, list[str]]:
@@ -51,8 +51,11 @@ def _qdrant_url_target(objs: list[dict], url: str) -> dict:
     assert parsed.scheme == "http", url
     service = m.one(objs, "Service", parsed.hostname)
     port = next(p for p in service["spec"]["ports"] if p["port"] == parsed.port)
-    sts = [s for s in m.by_kind(objs, "StatefulSet")
-           if service["spec"]["selector"].items() <= s["spec"]["template"]["metadata"]["labels"].items()]
+    sts = [
+        s
+        for s in m.by_kind(objs, "StatefulSet")
+        if service["spec"]["selector"].items() <= s["spec"]["template"]["metadata"]["labels"].items()
+    ]
     assert len(sts) == 1, f"Service {parsed.hostname} selects {len(sts)} StatefulSets"
     container = sts[0]["spec"]["template"]["spec"]["containers"][0]
     assert port["targetPort"] in {p["name"] for p in container["ports"]}, port
@@ -133,8 +136,10 @@ def test_job_entrypoints_and_runtime_envs_point_at_real_files(rendered):
     assert index_cfg.activate and "checkpoint" not in _serve_config(objs)["applications"][0]["args"]
     if overlay == "gpu":
         assert train_cfg.use_gpu
-        gpus = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-                   for g in m.ray_cluster_spec(jobs["synthray-train"])["workerGroupSpecs"])
+        gpus = sum(
+            g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+            for g in m.ray_cluster_spec(jobs["synthray-train"])["workerGroupSpecs"]
+        )
         assert train_cfg.num_workers <= gpus, "more Train workers than GPUs: the job would wait forever"
     else:
         assert not train_cfg.use_gpu
@@ -168,8 +173,11 @@ def test_serve_config_deploys_the_real_app_with_autoscaling(rendered, monkeypatc
     assert (encoder.get("num_gpus", 0) >= 1) == (overlay == "gpu")
     if overlay == "gpu":  # GPU replicas need a worker group with GPUs, which the autoscaler grows
         groups = m.ray_cluster_spec(m.one(objs, "RayService", "synthray"))["workerGroupSpecs"]
-        assert any("nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]
-                   and g["maxReplicas"] > g["minReplicas"] for g in groups)
+        assert any(
+            "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]
+            and g["maxReplicas"] > g["minReplicas"]
+            for g in groups
+        )
     assert m.ray_cluster_spec(m.one(objs, "RayService", "synthray"))["enableInTreeAutoscaling"] is True
 
 
@@ -216,8 +224,13 @@ def test_shared_storage_holds_every_path_the_jobs_and_app_use(rendered):
     serve_args = _serve_config(objs)["applications"][0]["args"]
     # The enrollment archive: written by the app's IndexWriter, read by every index build.
     assert serve_args["enrolled_dir"] == index_cfg.store.enrolled_dir
-    paths = [train_cfg.shards, train_cfg.run_dir, index_cfg.shards, index_cfg.checkpoint,
-             index_cfg.store.enrolled_dir + "/images"]
+    paths = [
+        train_cfg.shards,
+        train_cfg.run_dir,
+        index_cfg.shards,
+        index_cfg.checkpoint,
+        index_cfg.store.enrolled_dir + "/images",
+    ]
     for obj in m.by_kind(objs, "RayJob") + m.by_kind(objs, "RayService"):
         for group, pod in m.ray_pod_specs(obj):
             volumes = {v["name"]: v for v in pod["volumes"]}

@@ -36,8 +36,10 @@ def centre(name: str) -> np.ndarray:
 
 def images(name: str, n: int, start: int = 0, spread: float = 0.1) -> tuple[np.ndarray, list[str]]:
     """``n`` embeddings of class ``name`` (the ``start``-th on) and their content hashes."""
-    rows = [centre(name) + spread * np.random.default_rng([start + i, len(name), ord(name[-1])]).normal(size=DIM)
-            for i in range(n)]
+    rows = [
+        centre(name) + spread * np.random.default_rng([start + i, len(name), ord(name[-1])]).normal(size=DIM)
+        for i in range(n)
+    ]
     hashes = [hashlib.sha256(f"{name}-{start + i}".encode()).hexdigest() for i in range(n)]
     return _unit(np.asarray(rows)).astype(np.float32), hashes
 

@@ -25,10 +25,14 @@ NEW = "gan-new"
 def open_service(path, cfg: DiscoveryConfig | None = None, archive: bool = False) -> IndexService:
     cfg = cfg or DiscoveryConfig(recompute_s=0)
     store = calibrated_store(path / "q") if not (path / "q").exists() else EdgeStore(_cfg(path), VERSION, DIM)
-    inbox = Inbox(EdgeStore(dataclasses.replace(store.cfg, collection=inbox_collection(store.collection)), VERSION, DIM),
-                  cfg, path / "inbox-images")
-    return IndexService(store, archive=EnrollmentArchive(path / "enrolled") if archive else None, inbox=inbox,
-                        discovery=cfg)
+    inbox = Inbox(
+        EdgeStore(dataclasses.replace(store.cfg, collection=inbox_collection(store.collection)), VERSION, DIM),
+        cfg,
+        path / "inbox-images",
+    )
+    return IndexService(
+        store, archive=EnrollmentArchive(path / "enrolled") if archive else None, inbox=inbox, discovery=cfg
+    )
 
 
 def _cfg(path):
@@ -52,7 +56,7 @@ async def one_by_one(svc: IndexService, vectors: np.ndarray, hashes: list[str], 
     """Sends images one request each, as live traffic does; returns the labels."""
     labels = []
     for i in range(len(vectors)):
-        a = await svc.attribute(vectors[i:i + 1], None, hashes[i:i + 1], images[i:i + 1] if images else None)
+        a = await svc.attribute(vectors[i : i + 1], None, hashes[i : i + 1], images[i : i + 1] if images else None)
         labels.append(a[0]["label"])
     await svc.flush_inbox()
     return labels
@@ -65,8 +69,13 @@ def share(labels: list[str], label: str) -> float:
 async def traffic(svc: IndexService) -> dict[str, list[str]]:
     """Unknown traffic: 60 images of the new family among one-offs, another small new family,
     and ordinary real and known-generator images."""
-    sent = {"family": images(NEW, 60), "stray": stray(30), "other": images("gan-other", 12),
-            "real": images("real", 30, start=5000), "gan-a": images("gan-a", 20, start=5000)}
+    sent = {
+        "family": images(NEW, 60),
+        "stray": stray(30),
+        "other": images("gan-other", 12),
+        "real": images("real", 30, start=5000),
+        "gan-a": images("gan-a", 20, start=5000),
+    }
     return {name: await one_by_one(svc, v, h) for name, (v, h) in sent.items()}
 
 
@@ -103,8 +112,9 @@ def test_sixty_images_of_a_new_family_become_one_discovery_and_one_call_names_th
 
     named_after = share([a["label"] for a in run(service.attribute(later_v))], NEW)
     real_after = share([a["label"] for a in run(service.attribute(real_v))], "real")
-    record_property("named", {"before": named_before, "after": named_after, "real_before": real_before,
-                              "real_after": real_after})
+    record_property(
+        "named", {"before": named_before, "after": named_after, "real_before": real_before, "real_after": real_after}
+    )
     assert named_before == 0.0 and named_after >= 0.9, named_after
     assert real_after >= real_before - 0.05, (real_before, real_after)
 
@@ -127,10 +137,12 @@ def test_enrolling_twice_is_idempotent_and_bad_requests_are_refused(service):
     assert again["already_enrolled"] is True and again["enrolled"] == first["enrolled"]
     assert service.store.count() == refs  # nothing written twice
 
-    cases = [(lambda: service.enroll_discovery(did, "another-name"), 409, "already_enrolled"),
-             (lambda: service.enroll_discovery("d9999", "x"), 404, "unknown_discovery"),
-             (lambda: service.get_discovery("d9999"), 404, "unknown_discovery"),
-             (lambda: service.enroll_discovery(other, "gan-a"), 409, "trained_generator")]
+    cases = [
+        (lambda: service.enroll_discovery(did, "another-name"), 409, "already_enrolled"),
+        (lambda: service.enroll_discovery("d9999", "x"), 404, "unknown_discovery"),
+        (lambda: service.get_discovery("d9999"), 404, "unknown_discovery"),
+        (lambda: service.enroll_discovery(other, "gan-a"), 409, "trained_generator"),
+    ]
     for call, status, code in cases:
         with pytest.raises(ApiError) as info:
             run(call())
@@ -224,7 +236,7 @@ def test_an_inbox_failure_never_fails_an_answer_and_overload_drops_records(servi
         service.discovery_cfg = dataclasses.replace(service.discovery_cfg, max_pending=1)
         answers = [{"label": "unknown", "confidence": 0.0}] * 1
         for i in range(4):  # four answers while the first recording is still queued
-            service.observe(v[i:i + 1], h[i:i + 1], answers)
+            service.observe(v[i : i + 1], h[i : i + 1], answers)
         await service.flush_inbox()
 
     run(burst())
@@ -236,7 +248,7 @@ def test_the_inbox_is_bounded_and_drops_the_oldest(tmp_path):
     try:
         v, h = stray(30, seed=3)
         for i in range(30):
-            svc.inbox.record(v[i:i + 1], h[i:i + 1], [{"label": "unknown", "confidence": 0.0}], now=1000.0 + i)
+            svc.inbox.record(v[i : i + 1], h[i : i + 1], [{"label": "unknown", "confidence": 0.0}], now=1000.0 + i)
         assert svc.inbox.count() <= 20
         _, payloads = svc.inbox.entries()
         assert h[29] in {p["content_hash"] for p in payloads} and h[0] not in {p["content_hash"] for p in payloads}

@@ -24,12 +24,23 @@ FIGURES = {"confusion_closed_set", "confusion_open_set", "roc", "sweep", "robust
 
 def _settings(tiny_model, out, **kw):
     base = {
-        "checkpoint": str(tiny_model.checkpoint), "shards": str(tiny_model.shards), "out": str(out),
-        "per_class": 20, "real_per_class": 20, "calibration_per_class": 20, "max_test_per_class": 16,
-        "batch_size": 64, "enroll_per_class": 12,
-        "device": "cpu", "use_ray": False, "reference_max_per_class": 30, "sweep_sizes": [5, 10, "all"],
+        "checkpoint": str(tiny_model.checkpoint),
+        "shards": str(tiny_model.shards),
+        "out": str(out),
+        "per_class": 20,
+        "real_per_class": 20,
+        "calibration_per_class": 20,
+        "max_test_per_class": 16,
+        "batch_size": 64,
+        "enroll_per_class": 12,
+        "device": "cpu",
+        "use_ray": False,
+        "reference_max_per_class": 30,
+        "sweep_sizes": [5, 10, "all"],
         "sweep_repeats": 2,
-        "degradations": ["jpeg:50"], "robustness_max_per_class": 6, "umap": False,
+        "degradations": ["jpeg:50"],
+        "robustness_max_per_class": 6,
+        "umap": False,
         "attribution": {"k": 5, "vote": "weighted"},
     }
     base.update(kw)
@@ -57,8 +68,10 @@ def _check_against_predictions(report):
     ref = precision_recall_fscore_support(target, open_pred, labels=seen, average="macro", zero_division=0)
     assert o["macro"]["seen"]["f1"] == pytest.approx(ref[2], abs=1e-6)
     conf = o["confusion"]
-    assert np.array_equal(conf["matrix"], confusion_matrix(y, open_pred, labels=conf["columns"])[
-        [conf["columns"].index(c) for c in conf["rows"]]])
+    assert np.array_equal(
+        conf["matrix"],
+        confusion_matrix(y, open_pred, labels=conf["columns"])[[conf["columns"].index(c) for c in conf["rows"]]],
+    )
 
     closed = np.array([p["closed_set"] for p in preds])
     c = report["closed_set"]
@@ -73,16 +86,16 @@ def _check_against_predictions(report):
     for gen, d in det["per_generator"].items():
         keep = (y == "real") | (y == gen)
         assert d["auc"] == pytest.approx(roc_auc_score(y[keep] != "real", score[keep]), abs=1e-6)
-        assert d["accuracy"] == pytest.approx(accuracy_score(y[keep] != "real", score[keep] >= threshold),
-                                              abs=1e-6)
+        assert d["accuracy"] == pytest.approx(accuracy_score(y[keep] != "real", score[keep] >= threshold), abs=1e-6)
     assert det["threshold"] == pytest.approx(report["thresholds"]["ai_threshold"], abs=1e-6)  # rounded to 6 places
     assert [p["is_ai"] for p in preds] == list(score >= threshold)
 
 
 def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_model, tmp_path, record_property):
     out = tmp_path / "es2"
-    report = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, umap=True,
-                                                      explain={"images": 0})))
+    report = evaluate(
+        from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, umap=True, explain={"images": 0}))
+    )
 
     assert report["protocol"]["indexed"] == ["real", "checks", "diagonals", "rings", "stripes"]
     assert report["protocol"]["zero_shot"] == [] and report["protocol"]["ignored"] == ["dots"]
@@ -91,8 +104,9 @@ def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_mod
     assert report["index"]["reused"] is False
     assert {c: n["trained"] for c, n in report["index"]["counts"].items()} == {c: 20 for c in report["test_counts"]}
     assert report["closed_set"]["references_per_class"] == {c: 20 for c in report["test_counts"]}
-    record_property("es2", {"auc": report["detection"]["overall"]["auc"],
-                            "seen_f1": report["closed_set"]["macro"]["seen"]["f1"]})
+    record_property(
+        "es2", {"auc": report["detection"]["overall"]["auc"], "seen_f1": report["closed_set"]["macro"]["seen"]["f1"]}
+    )
     # The trained encoder separates its own classes (a loose floor: the model is tiny).
     assert report["detection"]["overall"]["auc"] > 0.8
     assert report["closed_set"]["macro"]["seen"]["f1"] > 0.6
@@ -113,8 +127,20 @@ def test_es2_report_agrees_with_its_predictions_and_the_index_is_reused(tiny_mod
     assert resolved["eval"]["protocol"]["name"] == "ES2" and resolved["resolved_protocol"]["ignored"] == ["dots"]
 
     # Same index, nothing new to compute: reused as it is.
-    again = evaluate(from_dict(EvalConfig, _settings(tiny_model, out, protocol={"name": "ES2"}, sweep_sizes=[],
-                                                     degradations=[], figures=False, explain={"images": 0})))
+    again = evaluate(
+        from_dict(
+            EvalConfig,
+            _settings(
+                tiny_model,
+                out,
+                protocol={"name": "ES2"},
+                sweep_sizes=[],
+                degradations=[],
+                figures=False,
+                explain={"images": 0},
+            ),
+        )
+    )
     assert again["index"]["reused"] is True
     assert again["open_set"] == report["open_set"]
 
@@ -124,8 +150,10 @@ def test_es4_from_the_cli_scores_dots_as_zero_shot(tiny_model, tmp_path, capsys)
     config = tmp_path / "eval.yaml"
     settings = _settings(tiny_model, out, figures=True, sweep_sizes=[10, "all"], sweep_repeats=1)
     config.write_text(yaml.safe_dump({"eval": settings}))
-    assert main(["evaluate", "--config", str(config), "--set", "protocol.name=ES4",
-                 "--set", "protocol.held_out=[dots]"]) == 0
+    assert (
+        main(["evaluate", "--config", str(config), "--set", "protocol.name=ES4", "--set", "protocol.held_out=[dots]"])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["protocol"] == "ES4" and summary["zero_shot"] == ["dots"]
 
@@ -135,7 +163,8 @@ def test_es4_from_the_cli_scores_dots_as_zero_shot(tiny_model, tmp_path, capsys)
     preds = report["predictions"]
     dots = [p for p in preds if p["true"] == "dots"]
     assert report["open_set"]["unknown_rate"]["dots"] == pytest.approx(
-        np.mean([p["predicted"] == "unknown" for p in dots]), abs=1e-6)
+        np.mean([p["predicted"] == "unknown" for p in dots]), abs=1e-6
+    )
     assert summary["novel_unknown_rate"] == report["open_set"]["unknown_rate"]["dots"]
     # Closed set (the thesis's way): "dots" has references too and is scored on its own label.
     y = [p["true"] for p in preds]
@@ -174,7 +203,9 @@ def _check_service_figures(report):
     if "dots" in enr["checks"]:
         check = enr["checks"]["dots"]
         # enrollment never lets real calibration photographs be flagged more than allowed
-        assert check["real_fpr_after"] <= check["real_fpr_before"] + report["attribution_rule"]["max_fpr_increase"] + 1e-9
+        assert (
+            check["real_fpr_after"] <= check["real_fpr_before"] + report["attribution_rule"]["max_fpr_increase"] + 1e-9
+        )
         assert enr["after"]["named"]["dots"] > enr["before"]["named"]["dots"] == 0
 
 

@@ -31,14 +31,22 @@ def test_pick_images_takes_one_image_per_role_then_one_per_class_in_turn():
         (1, "wrong"),  # the first wrong answer of a seen class: real named checks
         (5, "zero-shot"),
         (0, "real"),
-        (2, "more"), (6, "more"), (7, "more"), (4, "more"),  # classes in turn, then what is left
+        (2, "more"),
+        (6, "more"),
+        (7, "more"),
+        (4, "more"),  # classes in turn, then what is left
     ]
     assert pick_images(truth, pred, ES4, 2) == [(3, "seen, correct"), (1, "wrong")]
     assert pick_images(truth, pred, ES4, 0) == []
     # Rows that cannot be explained are passed over; a role without a usable image is skipped.
     usable = [True, False, True, True, True, False, False, True]
     assert pick_images(truth, pred, ES4, 5, usable) == [
-        (3, "seen, correct"), (2, "wrong"), (0, "real"), (4, "more"), (7, "more")]
+        (3, "seen, correct"),
+        (2, "wrong"),
+        (0, "real"),
+        (4, "more"),
+        (7, "more"),
+    ]
 
 
 def test_pick_images_counts_a_zero_shot_image_named_as_a_known_class_as_wrong():

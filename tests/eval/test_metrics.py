@@ -54,8 +54,7 @@ def test_open_set_scores_novel_images_against_unknown():
     y = ["real", "real", "x", "x", "novel", "novel", "novel"]
     p = ["real", "unknown", "x", "real", "unknown", "unknown", "x"]
     sims = np.array([0.9, 0.5, 0.8, 0.7, 0.3, 0.2, 0.6])
-    m = open_set_metrics(y, p, indexed=["real", "x"], seen=["real", "x"], zero_shot=["novel"],
-                         novelty_scores=1 - sims)
+    m = open_set_metrics(y, p, indexed=["real", "x"], seen=["real", "x"], zero_shot=["novel"], novelty_scores=1 - sims)
     target = ["real", "real", "x", "x", "unknown", "unknown", "unknown"]
     assert m["accuracy"] == pytest.approx(np.mean(np.array(target) == np.array(p)))
     assert m["unknown_rate"] == {"novel": pytest.approx(2 / 3), "real": 0.5, "x": 0.0}
@@ -75,8 +74,7 @@ def test_closed_set_and_confusion_keep_every_prediction():
     p = ["a", "b", "b", "a"]
     m = closed_set_metrics(y, p, ["a", "b", "z"], seen=["a", "b"], zero_shot=["z"])
     assert m["macro"]["zero_shot"]["recall"] == 0.0 and m["macro"]["zero_shot"]["classes"] == ["z"]
-    assert m["macro_f1"] == pytest.approx(precision_recall_fscore_support(y, p, average="macro",
-                                                                          zero_division=0)[2])
+    assert m["macro_f1"] == pytest.approx(precision_recall_fscore_support(y, p, average="macro", zero_division=0)[2])
     c = confusion(["a", "b"], ["a", "weird"], ["a", "b"], extra_columns=())
     assert c["columns"] == ["a", "b", "other"] and c["matrix"] == [[1, 0, 0], [0, 0, 1]]
 
@@ -102,9 +100,19 @@ def test_sweep_returns_one_row_per_size():
     classes = ["real", "a", "b", "held"]
     refs, ref_labels = _clusters(rng, 40, classes)
     queries, q_labels = _clusters(np.random.default_rng(2), 10, classes)
-    rows = sample_size_sweep(refs, ref_labels, queries, q_labels, seen=["real", "a", "b"], zero_shot=["held"],
-                             sizes=[5, 20, 100, "all"], attribution=AttributionConfig(k=11, vote="majority"),
-                             repeats=3, small_k=3, seed=0)
+    rows = sample_size_sweep(
+        refs,
+        ref_labels,
+        queries,
+        q_labels,
+        seen=["real", "a", "b"],
+        zero_shot=["held"],
+        sizes=[5, 20, 100, "all"],
+        attribution=AttributionConfig(k=11, vote="majority"),
+        repeats=3,
+        small_k=3,
+        seed=0,
+    )
     assert [r["size"] for r in rows] == [5, 20, 100, "all"]
     assert [r["k"] for r in rows] == [3, 3, 11, 11]  # below 4*k references a class, k drops to small_k
     assert [r["draws"] for r in rows] == [3, 3, 1, 1]  # 100 > 40 available: the one possible draw
@@ -135,9 +143,16 @@ def test_degradations_change_pixels_and_keep_the_size():
         assert pixels.std() < original.std() * 0.9, spec
 
 
-@pytest.mark.parametrize("spec, message", [("sharpen:1", "unknown degradation"), ("jpeg", "needs a quality"),
-                                           ("jpeg:0", "quality in 1..100"), ("downscale:2", r"factor in \(0, 1\)"),
-                                           ("blur:-1", "sigma > 0")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("sharpen:1", "unknown degradation"),
+        ("jpeg", "needs a quality"),
+        ("jpeg:0", "quality in 1..100"),
+        ("downscale:2", r"factor in \(0, 1\)"),
+        ("blur:-1", "sigma > 0"),
+    ],
+)
 def test_bad_degradation_specs(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_degradation(spec)

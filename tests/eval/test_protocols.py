@@ -41,10 +41,12 @@ def test_es4_takes_the_checkpoints_held_out_classes_as_zero_shot():
 def test_es4_accepts_genimage_folder_spellings():
     gens = list(GENIMAGE_GENERATORS)
     counts = {c: 10 for c in ["real", *gens]}
-    ck = CheckpointInfo(trained=tuple(c for c in ["real", *gens] if c not in ("BigGAN", "SD1.4", "SD1.5")),
-                        setting="ES4")
-    p = resolve_protocol(ProtocolConfig(name="ES4.1", held_out=("biggan", "sdv4", "stable_diffusion_v_1_5")), ck,
-                         counts, counts)
+    ck = CheckpointInfo(
+        trained=tuple(c for c in ["real", *gens] if c not in ("BigGAN", "SD1.4", "SD1.5")), setting="ES4"
+    )
+    p = resolve_protocol(
+        ProtocolConfig(name="ES4.1", held_out=("biggan", "sdv4", "stable_diffusion_v_1_5")), ck, counts, counts
+    )
     assert p.zero_shot == ("BigGAN", "SD1.4", "SD1.5") == p.novel
     assert any("differ from the checkpoint" in n for n in p.notes)  # the checkpoint named none
 
@@ -77,20 +79,23 @@ def test_custom_protocol():
     assert p.novel == ("dots",) and p.zero_shot == ("dots",)
 
 
-@pytest.mark.parametrize("name, kwargs, ck, test, message", [
-    ("ES9", {}, ES4_CKPT, ALL, "unknown protocol"),
-    ("ES4", {"held_out": ("zigzags",)}, ES4_CKPT, ALL, "unknown class 'zigzags'"),
-    ("ES4", {"held_out": ("stripes",)}, ES4_CKPT, ALL, "trained on them"),
-    ("ES4", {"held_out": ("real",)}, ES4_CKPT, ALL, "cannot be held out"),
-    ("ES4", {}, CheckpointInfo(trained=tuple(TEXTURES)), ALL, "needs held-out generators"),
-    ("ES1", {}, ES4_CKPT, ALL, "generators only"),
-    ("ES2", {}, CheckpointInfo(trained=("checks", "rings")), ALL, "no 'real' class"),
-    ("ES3", {}, ES4_CKPT, ALL, "trained on ['real', 'stripes'] only"),
-    ("sd14", {}, ES4_CKPT, ALL, "trained on ['SD1.4', 'real'] only"),
-    ("ES4", {}, ES4_CKPT, {**ALL, "dots": 0}, "['dots'] have no images in the test split"),
-    ("ES2", {}, ES4_CKPT, {**ALL, "rings": 0}, "['rings'] have no images in the test split"),
-    ("custom", {"indexed": ("real", "dots"), "zero_shot": ("dots",)}, ES4_CKPT, ALL, "both indexed and zero-shot"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, ck, test, message",
+    [
+        ("ES9", {}, ES4_CKPT, ALL, "unknown protocol"),
+        ("ES4", {"held_out": ("zigzags",)}, ES4_CKPT, ALL, "unknown class 'zigzags'"),
+        ("ES4", {"held_out": ("stripes",)}, ES4_CKPT, ALL, "trained on them"),
+        ("ES4", {"held_out": ("real",)}, ES4_CKPT, ALL, "cannot be held out"),
+        ("ES4", {}, CheckpointInfo(trained=tuple(TEXTURES)), ALL, "needs held-out generators"),
+        ("ES1", {}, ES4_CKPT, ALL, "generators only"),
+        ("ES2", {}, CheckpointInfo(trained=("checks", "rings")), ALL, "no 'real' class"),
+        ("ES3", {}, ES4_CKPT, ALL, "trained on ['real', 'stripes'] only"),
+        ("sd14", {}, ES4_CKPT, ALL, "trained on ['SD1.4', 'real'] only"),
+        ("ES4", {}, ES4_CKPT, {**ALL, "dots": 0}, "['dots'] have no images in the test split"),
+        ("ES2", {}, ES4_CKPT, {**ALL, "rings": 0}, "['rings'] have no images in the test split"),
+        ("custom", {"indexed": ("real", "dots"), "zero_shot": ("dots",)}, ES4_CKPT, ALL, "both indexed and zero-shot"),
+    ],
+)
 def test_protocol_errors(name, kwargs, ck, test, message):
     with pytest.raises(ProtocolError, match=message.replace("[", r"\[").replace("]", r"\]")):
         _resolve(name, ck=ck, test=test, **kwargs)

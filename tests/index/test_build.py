@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def _cfg(tiny_model, store: Path, **fields) -> IndexConfig:
-    data = {"checkpoint": str(tiny_model.checkpoint), "shards": str(tiny_model.shards), "per_class": 20,
-            "batch_size": 16, "device": "cpu", "store": {"path": str(store)}}
+    data = {
+        "checkpoint": str(tiny_model.checkpoint),
+        "shards": str(tiny_model.shards),
+        "per_class": 20,
+        "batch_size": 16,
+        "device": "cpu",
+        "store": {"path": str(store)},
+    }
     data.update(fields)
     # These tests are about choice and resume: real gets per_class too, unless a test says otherwise.
     data.setdefault("real_per_class", data["per_class"])
@@ -111,8 +117,9 @@ def test_rerun_adds_nothing_and_a_larger_cap_adds_only_the_rest(tiny_model, tmp_
     short = [r.getMessage() for r in caplog.records if "fewer than per_class=1000" in r.getMessage()]
     assert len(short) == len(tiny_model.classes)
     every = build_index(_cfg(tiny_model, tmp_path / "q", per_class="all", calibration_per_class=5), use_ray=False)
-    assert every["added"] == 0 and every["counts"] == {c: {"trained": n, "enrolled": 0} for c, n in
-                                                        sorted(per_class.items())}
+    assert every["added"] == 0 and every["counts"] == {
+        c: {"trained": n, "enrolled": 0} for c, n in sorted(per_class.items())
+    }
 
 
 def test_crash_mid_build_resumes_to_the_same_index_without_duplicates(tiny_model, tmp_path, monkeypatch):
@@ -171,7 +178,7 @@ def test_stored_thresholds_reproduce_the_calibration(built, tiny_model):
     # the same answers from the raw vectors and the stored thresholds alone (brute force)
     labels = np.array([p["generator"] for p in payloads])
     sims = vectors @ stored_refs.T
-    hits = [{c: sorted(row[labels == c].tolist(), reverse=True)[:att.cfg.k] for c in set(labels)} for row in sims]
+    hits = [{c: sorted(row[labels == c].tolist(), reverse=True)[: att.cfg.k] for c in set(labels)} for row in sims]
     d = decide(class_scores(hits), t)
     assert d.labels == [a.label for a in out]
     assert np.mean(d.is_ai[real]) == pytest.approx(fpr)
@@ -181,7 +188,8 @@ def test_stored_thresholds_reproduce_the_calibration(built, tiny_model):
 
 
 def test_trained_encoder_beats_its_untrained_start_on_every_service_figure(
-        built, tiny_model, untrained_model, tmp_path, record_property):
+    built, tiny_model, untrained_model, tmp_path, record_property
+):
     """Seen generators named, real photos answered real, the held-out family flagged and not
     taken for real: each against the same encoder before training, measured the same way."""
     from tests.conftest import measure_service
@@ -234,21 +242,45 @@ def test_job_entrypoint_on_ray_matches_the_no_ray_path(ray_cluster, built, tiny_
     """``jobs/build_index.py`` as a driver of the running cluster (Ray Data actors embed,
     the driver writes): the same points, vectors and thresholds as the in-process build."""
     store = tmp_path / "qdrant"
-    config = {"index": {"checkpoint": str(tiny_model.checkpoint), "shards": str(tiny_model.shards),
-                        "batch_size": 16, "per_class": 7},
-              "attribution": {"k": 11}}
+    config = {
+        "index": {
+            "checkpoint": str(tiny_model.checkpoint),
+            "shards": str(tiny_model.shards),
+            "batch_size": 16,
+            "per_class": 7,
+        },
+        "attribution": {"k": 11},
+    }
     (tmp_path / "index.yaml").write_text(yaml.safe_dump(config))
     address = ray_cluster.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     job = subprocess.run(
         # --ray: on this 2-CPU cluster the default would embed in the driver (faster there).
-        [sys.executable, "jobs/build_index.py", "--config", str(tmp_path / "index.yaml"), "--address", address, "--ray",
-         "--set", "per_class=20", "--set", "real_per_class=20", "--set", f"store.path={store}",
-         "--set", "attribution.vote=weighted"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=540,
+        [
+            sys.executable,
+            "jobs/build_index.py",
+            "--config",
+            str(tmp_path / "index.yaml"),
+            "--address",
+            address,
+            "--ray",
+            "--set",
+            "per_class=20",
+            "--set",
+            "real_per_class=20",
+            "--set",
+            f"store.path={store}",
+            "--set",
+            "attribution.vote=weighted",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-5000:]
-    summary = json.loads(job.stdout[job.stdout.index("{\n"):])
+    summary = json.loads(job.stdout[job.stdout.index("{\n") :])
     assert summary["path"] == "ray" and summary["added"] == 100 and summary["per_class"] == 20
     emb = built.embedder
     on_ray, meta_ray = _stored(from_dict(IndexConfig, {"store": {"path": str(store)}}), emb.model_version, emb.dim)
@@ -264,8 +296,10 @@ def test_job_entrypoint_on_ray_matches_the_no_ray_path(ray_cluster, built, tiny_
 def test_index_configs_sections_and_overrides():
     from synthray.index.build import index_configs
 
-    cfg, rule = index_configs({"index": {"per_class": 5, "store": {"path": "a"}}, "attribution": {"k": 3}},
-                              ["per_class=all", "index.store.path=b", "attribution.vote=majority"])
+    cfg, rule = index_configs(
+        {"index": {"per_class": 5, "store": {"path": "a"}}, "attribution": {"k": 3}},
+        ["per_class=all", "index.store.path=b", "attribution.vote=majority"],
+    )
     assert cfg.per_class == "all" and cfg.store == StoreConfig(path="b") and (rule.k, rule.vote) == (3, "majority")
     flat, _ = index_configs({"per_class": 9})
     assert flat.per_class == 9

@@ -20,7 +20,8 @@ ROWS = (
     + [("b", "train", f"b{i:02d}") for i in (2, 8, 4)]
     + [("a", "train", "a03")]  # the same file twice under one label: one image
     + [("a", "train", "zz"), ("b", "train", "zz")]  # the same bytes under two labels: left out
-    + [("a", "val", f"v{i}") for i in range(3)] + [("c", "test", "c0")]
+    + [("a", "val", f"v{i}") for i in range(3)]
+    + [("c", "test", "c0")]
 )
 
 

@@ -28,8 +28,16 @@ def _cfg(tmp_path, engine: str, **kw) -> StoreConfig:
 
 
 def _refs(n: int, generator: str, origin: str = "trained", start: int = 0) -> list[Reference]:
-    return [Reference(generator=generator, is_real=generator == "real", content_hash=f"{generator}-{start + i:04d}",
-                      split="train", origin=origin) for i in range(n)]
+    return [
+        Reference(
+            generator=generator,
+            is_real=generator == "real",
+            content_hash=f"{generator}-{start + i:04d}",
+            split="train",
+            origin=origin,
+        )
+        for i in range(n)
+    ]
 
 
 def _unit(rng, n: int, d: int) -> np.ndarray:
@@ -58,8 +66,11 @@ def test_counts_by_origin_delete_generator_and_calibration_points(tmp_path, engi
         store.upsert(_unit(rng, 4, 4), _refs(4, "gan", origin="enrolled", start=100))
         store.upsert(_unit(rng, 2, 4), _refs(2, "new", origin="enrolled"))
         store.upsert(_unit(rng, 6, 4), _refs(6, "real", origin=CALIBRATION))  # same hashes as the references
-        assert store.counts() == {"gan": {"trained": 3, "enrolled": 4}, "new": {"trained": 0, "enrolled": 2},
-                                  "real": {"trained": 5, "enrolled": 0}}
+        assert store.counts() == {
+            "gan": {"trained": 3, "enrolled": 4},
+            "new": {"trained": 0, "enrolled": 2},
+            "real": {"trained": 5, "enrolled": 0},
+        }
         assert store.count() == 14 and store.total_points() == 20 and len(store.calibration_vectors()) == 6
         assert store.delete_generator("gan", origin="enrolled") == 4
         assert store.counts()["gan"] == {"trained": 3, "enrolled": 0}

@@ -51,9 +51,19 @@ def _images(tiny_model, split: str, generator: str) -> tuple[list[bytes], list[s
 
 
 def _cfg(model, store: Path, **fields) -> IndexConfig:
-    return from_dict(IndexConfig, {"checkpoint": str(model.checkpoint), "shards": str(model.shards), "per_class": 20,
-                                   "batch_size": 32, "device": "cpu", "calibration_per_class": 15,
-                                   "store": {"path": str(store)}, **fields})
+    return from_dict(
+        IndexConfig,
+        {
+            "checkpoint": str(model.checkpoint),
+            "shards": str(model.shards),
+            "per_class": 20,
+            "batch_size": 32,
+            "device": "cpu",
+            "calibration_per_class": 15,
+            "store": {"path": str(store)},
+            **fields,
+        },
+    )
 
 
 def _named(cfg: IndexConfig, checkpoint, images: list[bytes]) -> float:
@@ -64,7 +74,8 @@ def _named(cfg: IndexConfig, checkpoint, images: list[bytes]) -> float:
 
 
 def test_an_enrollment_survives_a_retrain_and_the_alias_moves_only_when_the_build_completes(
-        tiny_model, second_model, tmp_path):
+    tiny_model, second_model, tmp_path
+):
     store_dir = tmp_path / "index" / "qdrant"
     v1_cfg = _cfg(tiny_model, store_dir)
     v1 = build_index(v1_cfg, AttributionConfig(), use_ray=False)
@@ -72,10 +83,20 @@ def test_an_enrollment_survives_a_retrain_and_the_alias_moves_only_when_the_buil
     enroll_imgs, enroll_hashes = _images(tiny_model, "val", FAMILY)
     queries, _ = _images(tiny_model, "test", FAMILY)
     emb1 = Embedder(tiny_model.checkpoint, device="cpu")
-    svc = IndexService(open_store(v1_cfg.store, emb1.model_version, emb1.dim, create=False),
-                       archive=EnrollmentArchive(v1_cfg.store.enrolled_root()))
-    out = asyncio.run(svc.enroll(FAMILY, emb1.embed_bytes(enroll_imgs[:20]), enroll_hashes[:20],
-                                 [f"{i}.png" for i in range(20)], enroll_imgs[:20], emb1.model_version))
+    svc = IndexService(
+        open_store(v1_cfg.store, emb1.model_version, emb1.dim, create=False),
+        archive=EnrollmentArchive(v1_cfg.store.enrolled_root()),
+    )
+    out = asyncio.run(
+        svc.enroll(
+            FAMILY,
+            emb1.embed_bytes(enroll_imgs[:20]),
+            enroll_hashes[:20],
+            [f"{i}.png" for i in range(20)],
+            enroll_imgs[:20],
+            emb1.model_version,
+        )
+    )
     svc.close()
     assert out["enrolled"] == 20 and out["archived"] == 20
     named_v1 = _named(v1_cfg, tiny_model.checkpoint, queries)
@@ -94,12 +115,22 @@ def test_an_enrollment_survives_a_retrain_and_the_alias_moves_only_when_the_buil
     named_before = _named(fresh, second_model.checkpoint, queries)
     emb2 = Embedder(second_model.checkpoint, device="cpu")
     svc = IndexService(open_store(fresh.store, emb2.model_version, emb2.dim, create=False))
-    asyncio.run(svc.enroll(FAMILY, emb2.embed_bytes(enroll_imgs[:20]), enroll_hashes[:20],
-                           [f"{i}.png" for i in range(20)], None, emb2.model_version))
+    asyncio.run(
+        svc.enroll(
+            FAMILY,
+            emb2.embed_bytes(enroll_imgs[:20]),
+            enroll_hashes[:20],
+            [f"{i}.png" for i in range(20)],
+            None,
+            emb2.model_version,
+        )
+    )
     svc.close()
     named_by_hand = _named(fresh, second_model.checkpoint, queries)
-    print(f"{FAMILY} named: v1 after enrolling {named_v1:.2f}; v2 before enrolling {named_before:.2f}, enrolled "
-          f"by hand {named_by_hand:.2f}, carried by the rebuild {named_v2:.2f}")
+    print(
+        f"{FAMILY} named: v1 after enrolling {named_v1:.2f}; v2 before enrolling {named_before:.2f}, enrolled "
+        f"by hand {named_by_hand:.2f}, carried by the rebuild {named_v2:.2f}"
+    )
     assert named_before == 0.0  # the family is not in a fresh index at all
     # The rebuild re-enrolls exactly as a user enrolling the same images would: the same answers.
     assert named_v2 == named_by_hand and named_v2 > 0.3
@@ -111,8 +142,9 @@ def test_an_enrollment_survives_a_retrain_and_the_alias_moves_only_when_the_buil
     listing = json.loads(listed.stdout)
     assert listing["active"] == v2["collection"]
     assert {c["collection"] for c in listing["collections"]} == {v1["collection"], v2["collection"]}
-    back = subprocess.run([*cli[:4], "activate", v1["collection"], *cli[4:]], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    back = subprocess.run(
+        [*cli[:4], "activate", v1["collection"], *cli[4:]], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert back.returncode == 0, back.stderr[-2000:]
     assert json.loads(back.stdout)["previous"] == v2["collection"]
     assert resolve_alias(v1_cfg.store) == v1["collection"]
@@ -130,8 +162,10 @@ def test_no_answer_mixes_model_versions(tiny_model, second_model, tmp_path):
     svc = IndexService(open_store(cfg.store, emb1.model_version, emb1.dim, create=False))
     try:
         assert len(asyncio.run(svc.attribute(emb1.embed_bytes(imgs[:2]), emb1.model_version))) == 2
-        for call in (svc.attribute(emb2.embed_bytes(imgs[:2]), emb2.model_version),
-                     svc.enroll(FAMILY, emb2.embed_bytes(imgs[:2]), hashes[:2], ["a", "b"], None, emb2.model_version)):
+        for call in (
+            svc.attribute(emb2.embed_bytes(imgs[:2]), emb2.model_version),
+            svc.enroll(FAMILY, emb2.embed_bytes(imgs[:2]), hashes[:2], ["a", "b"], None, emb2.model_version),
+        ):
             with pytest.raises(ApiError) as info:
                 asyncio.run(call)
             assert (info.value.status, info.value.code) == (503, "model_mismatch")
@@ -143,9 +177,14 @@ def test_no_answer_mixes_model_versions(tiny_model, second_model, tmp_path):
         Encoder(str(second_model.checkpoint), "cpu", emb1.model_version)
     # A store of the other version is refused outright.
     with pytest.raises(Exception, match="cannot be compared"):
-        open_store(from_dict(IndexConfig, {"store": {"path": str(tmp_path / "q"),
-                                                     "collection": f"synthray-{emb1.model_version}"}}).store,
-                   emb2.model_version, emb2.dim, create=False)
+        open_store(
+            from_dict(
+                IndexConfig, {"store": {"path": str(tmp_path / "q"), "collection": f"synthray-{emb1.model_version}"}}
+            ).store,
+            emb2.model_version,
+            emb2.dim,
+            create=False,
+        )
 
 
 def test_a_snapshot_restores_into_a_fresh_store_with_the_same_answers(tiny_model, tmp_path):
@@ -162,15 +201,30 @@ def test_a_snapshot_restores_into_a_fresh_store_with_the_same_answers(tiny_model
     before = answers(cfg.store)
     archive = tmp_path / "backups" / "index.tar"
     cli = [sys.executable, "-m", "synthray", "index"]
-    snap = subprocess.run([*cli, "snapshot", str(archive), "--set", f"store.path={cfg.store.path}"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    snap = subprocess.run(
+        [*cli, "snapshot", str(archive), "--set", f"store.path={cfg.store.path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert snap.returncode == 0, snap.stderr[-2000:]
     fresh = tmp_path / "fresh" / "qdrant"
-    restored = subprocess.run([*cli, "restore", str(archive), "--set", f"store.path={fresh}"],
-                              capture_output=True, text=True, timeout=300, cwd=REPO)
+    restored = subprocess.run(
+        [*cli, "restore", str(archive), "--set", f"store.path={fresh}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert restored.returncode == 0, restored.stderr[-2000:]
     fresh_cfg = from_dict(IndexConfig, {"store": {"path": str(fresh)}}).store
     assert answers(fresh_cfg) == before
-    again = subprocess.run([*cli, "restore", str(archive), "--set", f"store.path={fresh}"],
-                           capture_output=True, text=True, timeout=300, cwd=REPO)
+    again = subprocess.run(
+        [*cli, "restore", str(archive), "--set", f"store.path={fresh}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert again.returncode == 1 and "exists" in again.stderr

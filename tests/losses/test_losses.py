@@ -221,9 +221,7 @@ def loss_fn(request):
     return build_loss(LossConfig(name=request.param))
 
 
-@pytest.mark.parametrize(
-    "labels", [torch.arange(6), torch.tensor([7])], ids=["all-distinct", "single-sample"]
-)
+@pytest.mark.parametrize("labels", [torch.arange(6), torch.tensor([7])], ids=["all-distinct", "single-sample"])
 def test_no_positive_gives_zero_loss_that_backpropagates(loss_fn, labels):
     x = _batch(len(labels)).float().requires_grad_()
     loss = loss_fn(x, labels)

@@ -16,8 +16,15 @@ SEEN = ["real", "checks", "rings", "stripes"]
 HELD_OUT = ["dots"]
 #: Settings that make every registered method train in a few CPU seconds at 32 px.
 TINY = {
-    "backbone": "resnet10t", "steps": 2, "batch_size": 16, "steps_per_epoch": 2, "embedding_dim": 16,
-    "ae_steps": 2, "ae_latent_dim": 64, "rotation_steps": 2, "classifier_config": {"epochs": 2, "hidden": 16},
+    "backbone": "resnet10t",
+    "steps": 2,
+    "batch_size": 16,
+    "steps_per_epoch": 2,
+    "embedding_dim": 16,
+    "ae_steps": 2,
+    "ae_latent_dim": 64,
+    "rotation_steps": 2,
+    "classifier_config": {"epochs": 2, "hidden": 16},
     "log_every": 0,
 }
 PREPROCESS = {"resolution": 32, "device": "cpu"}
@@ -28,8 +35,15 @@ PIPELINE = {"batch_size": 32, "samples_per_class": 4, "shuffle_buffer": 64}
 def method_shards(tmp_path_factory) -> Path:
     root = write_textures(tmp_path_factory.mktemp("method_textures"), SEEN + HELD_OUT, per_class=24, seed=3)
     out = tmp_path_factory.mktemp("method_shards")
-    ingest("folder", root, out, from_dict(IngestConfig, {
-        "use_ray": False, "max_rows_per_shard": 200, "split": {"val_fraction": 0.2, "test_fraction": 0.25}}))
+    ingest(
+        "folder",
+        root,
+        out,
+        from_dict(
+            IngestConfig,
+            {"use_ray": False, "max_rows_per_shard": 200, "split": {"val_fraction": 0.2, "test_fraction": 0.25}},
+        ),
+    )
     return out
 
 
@@ -37,7 +51,13 @@ def method_shards(tmp_path_factory) -> Path:
 def fit_context(method_shards, tmp_path_factory) -> FitContext:
     """Shared by a module's tests, so methods with the same encoder settings train it once."""
     return FitContext(
-        shards=str(method_shards), classes=SEEN, held_out=HELD_OUT,
+        shards=str(method_shards),
+        classes=SEEN,
+        held_out=HELD_OUT,
         experiment=ExperimentConfig(setting="ES4", held_out=tuple(HELD_OUT)),
-        preprocess=from_dict(PreprocessConfig, PREPROCESS), pipeline=from_dict(PipelineConfig, PIPELINE),
-        device=torch.device("cpu"), work_dir=tmp_path_factory.mktemp("method_work"), seed=0)
+        preprocess=from_dict(PreprocessConfig, PREPROCESS),
+        pipeline=from_dict(PipelineConfig, PIPELINE),
+        device=torch.device("cpu"),
+        work_dir=tmp_path_factory.mktemp("method_work"),
+        seed=0,
+    )

@@ -15,14 +15,27 @@ from tests.methods.conftest import HELD_OUT, PIPELINE, PREPROCESS, TINY
 def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
     out = tmp_path / "cmp"
     config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump({"compare": {
-        "shards": str(method_shards), "out": str(out),
-        "experiment": {"setting": "ES4", "held_out": HELD_OUT},
-        "overrides": TINY, "preprocess": PREPROCESS, "pipeline": PIPELINE, "test_per_class": 4,
-        "explain": {"images": 2, "lime": {"n_segments": 8, "n_samples": 20}},
-        "methods": ["small_cnn", "supcon_centroid",
-                    {"name": "small_cnn", "label": "broken", "params": {"head": "ternary"}}],
-    }}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "compare": {
+                    "shards": str(method_shards),
+                    "out": str(out),
+                    "experiment": {"setting": "ES4", "held_out": HELD_OUT},
+                    "overrides": TINY,
+                    "preprocess": PREPROCESS,
+                    "pipeline": PIPELINE,
+                    "test_per_class": 4,
+                    "explain": {"images": 2, "lime": {"n_segments": 8, "n_samples": 20}},
+                    "methods": [
+                        "small_cnn",
+                        "supcon_centroid",
+                        {"name": "small_cnn", "label": "broken", "params": {"head": "ternary"}},
+                    ],
+                }
+            }
+        )
+    )
     assert main(["compare", "--config", str(config), "--set", "seed=1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in printed["rows"]] == ["small_cnn", "supcon_centroid", "broken"]

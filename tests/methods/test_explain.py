@@ -72,7 +72,10 @@ def test_explanation_json_and_figure(tmp_path):
     assert sal_png.size == (SIZE, SIZE) and d["resolution"] == SIZE
     assert len(d["lime"]["weights"]) == int(exp.lime.segments.max()) + 1
     listed = exp.to_dict("list")
-    assert np.array(listed["saliency"]).shape == (SIZE, SIZE) and np.array(listed["lime"]["segments"]).shape == (SIZE, SIZE)
+    assert np.array(listed["saliency"]).shape == (SIZE, SIZE) and np.array(listed["lime"]["segments"]).shape == (
+        SIZE,
+        SIZE,
+    )
     with pytest.raises(ValueError, match="encoding"):
         exp.to_dict("jpeg")
     with pytest.raises(ValueError, match="kinds"):
@@ -90,8 +93,13 @@ def embedder(tmp_path_factory):
     from synthray.models import build_encoder
     from synthray.train.checkpoint import save_checkpoint
 
-    cfg = from_dict(TrainConfig, {"encoder": {"backbone": "resnet10t", "embedding_dim": 16},
-                                  "preprocess": {"resolution": SIZE, "device": "cpu"}})
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "encoder": {"backbone": "resnet10t", "embedding_dim": 16},
+            "preprocess": {"resolution": SIZE, "device": "cpu"},
+        },
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("explain_ckpt") / "epoch_0000"
     save_checkpoint(folder, build_encoder(cfg.encoder), {}, {"config": to_dict(cfg), "classes": ["real", "a"]})

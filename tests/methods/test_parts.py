@@ -116,6 +116,11 @@ def test_scores_against_a_hand_count():
     assert row["attr_acc"] == approx(3 / 6)
     # F1: real 2*(1/2*1/2)/(1)=0.5; a: p=2/3 r=1 -> 0.8; b: p=0 r=0 -> 0; z: 0.
     assert row["f1_seen"] == approx((0.5 + 0.8 + 0.0) / 3) and row["f1_zero_shot"] == 0.0
-    binary = score_predictions(y, Prediction(pred.is_ai, np.where(pred.is_ai >= 0.5, "ai", "real")),
-                               ["real", "a", "b"], ["z"], attributes=False)
+    binary = score_predictions(
+        y,
+        Prediction(pred.is_ai, np.where(pred.is_ai >= 0.5, "ai", "real")),
+        ["real", "a", "b"],
+        ["z"],
+        attributes=False,
+    )
     assert binary["f1_seen"] is None and binary["acc"] == approx(4 / 6)

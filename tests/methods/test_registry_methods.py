@@ -17,16 +17,36 @@ from tests.methods.conftest import HELD_OUT, SEEN, TINY
 
 @pytest.fixture(scope="module")
 def test_set(fit_context):
-    test = load_test_set(fit_context.shards, fit_context.reference_classes, fit_context.preprocess,
-                         fit_context.pipeline, per_class=4, seed=0)
+    test = load_test_set(
+        fit_context.shards,
+        fit_context.reference_classes,
+        fit_context.preprocess,
+        fit_context.pipeline,
+        per_class=4,
+        seed=0,
+    )
     return test, torch.as_tensor(test.pixels).float() / 255.0
 
 
 def test_registry_lists_every_paper_method():
-    expected = {"small_cnn", "cnn_003", "cnn_perturb", "cnn_autoencoder", "cnn_perturb_autoencoder",
-                "resnet50_sigmoid", "resnet50_transfer", "resnet50_fractal", "resnet50_fractal_combined",
-                "resnet50_rotation", "supcon_knn", "supcon_centroid", "supcon_comparator", "supcon_mlp",
-                "supcon_mlp_nohead", "euclidean_knn"}
+    expected = {
+        "small_cnn",
+        "cnn_003",
+        "cnn_perturb",
+        "cnn_autoencoder",
+        "cnn_perturb_autoencoder",
+        "resnet50_sigmoid",
+        "resnet50_transfer",
+        "resnet50_fractal",
+        "resnet50_fractal_combined",
+        "resnet50_rotation",
+        "supcon_knn",
+        "supcon_centroid",
+        "supcon_comparator",
+        "supcon_mlp",
+        "supcon_mlp_nohead",
+        "euclidean_knn",
+    }
     assert expected <= set(list_methods())
 
 

@@ -35,13 +35,19 @@ def build_test_index(tiny_model: Any, store_path: Path) -> TestIndex:
     from synthray.index import IndexConfig, StoreConfig
     from synthray.index.build import build_index
 
-    cfg = IndexConfig(checkpoint=str(tiny_model.checkpoint), shards=str(tiny_model.shards),
-                      per_class=REFS_PER_CLASS, calibration_per_class=CAL_PER_CLASS, device="cpu",
-                      store=StoreConfig(path=str(store_path)))
+    cfg = IndexConfig(
+        checkpoint=str(tiny_model.checkpoint),
+        shards=str(tiny_model.shards),
+        per_class=REFS_PER_CLASS,
+        calibration_per_class=CAL_PER_CLASS,
+        device="cpu",
+        store=StoreConfig(path=str(store_path)),
+    )
     summary = build_index(cfg, AttributionConfig(), use_ray=False)
     classes = sorted(summary["counts"])
-    table = pa.concat_tables([pq.read_table(p, columns=["image", "generator", "split"])
-                              for p in shard_paths(tiny_model.shards)])
+    table = pa.concat_tables(
+        [pq.read_table(p, columns=["image", "generator", "split"]) for p in shard_paths(tiny_model.shards)]
+    )
     rows = table.to_pylist()
     queries = {c: [r["image"] for r in rows if r["split"] == "test" and r["generator"] == c][:10] for c in classes}
     held_out = {c: sorted((Path(tiny_model.root) / c).glob("*.png")) for c in tiny_model.held_out}

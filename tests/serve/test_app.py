@@ -41,12 +41,19 @@ def app(ray_cluster, tiny_model, index, tmp_path_factory):
     key_file.write_text(KEY + "\n")
     # The key comes from a file here: the session's Ray workers were started before this
     # test could set $SYNTHRAY_API_KEY for them (the env-var path is tested in test_http_layer).
-    args = {"checkpoint": str(tiny_model.checkpoint), "store_path": str(index.store_path),
-            "api_key_file": str(key_file), "max_bytes": 2 * 1024 * 1024, "max_pixels": 4_000_000,
-            "max_files": 60, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
-            # The tiny encoder names "dots" as "rings" with a small margin rather than "unknown":
-            # uncertain answers go to the discovery inbox too (measured: 50-55 of 60 dots below 0.02).
-            "discovery": {"recompute_s": 0, "min_cluster_size": 5, "low_confidence": 0.02, "keep_images": True}}
+    args = {
+        "checkpoint": str(tiny_model.checkpoint),
+        "store_path": str(index.store_path),
+        "api_key_file": str(key_file),
+        "max_bytes": 2 * 1024 * 1024,
+        "max_pixels": 4_000_000,
+        "max_files": 60,
+        "max_batch_size": 8,
+        "batch_wait_timeout_s": 0.02,
+        # The tiny encoder names "dots" as "rings" with a small margin rather than "unknown":
+        # uncertain answers go to the discovery inbox too (measured: 50-55 of 60 dots below 0.02).
+        "discovery": {"recompute_s": 0, "min_cluster_size": 5, "low_confidence": 0.02, "keep_images": True},
+    }
     serve.shutdown()  # a Serve instance left by someone else would keep its own port
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -73,8 +80,12 @@ def attribute(app, items) -> list[dict]:
 
 
 def enroll(app, name, items, key=KEY):
-    return requests.post(f"{app.url}/v1/generators/{name}/samples", files=files(items),
-                         headers={"X-API-Key": key} if key else {}, timeout=120)
+    return requests.post(
+        f"{app.url}/v1/generators/{name}/samples",
+        files=files(items),
+        headers={"X-API-Key": key} if key else {},
+        timeout=120,
+    )
 
 
 def delete(app, name, key=KEY):
@@ -96,11 +107,21 @@ def test_health_ready_and_docs(app, index):
     assert requests.get(f"{app.url}/healthz", timeout=30).json() == {"status": "ok"}
     ready = requests.get(f"{app.url}/readyz", timeout=30).json()
     assert ready["status"] == "ready" and ready["model_version"] == index.model_version
-    assert (ready["references"], ready["store"], ready["calibrated"], ready["writes_enabled"]) == (index.references, "embedded",
-                                                                                                True, True)
+    assert (ready["references"], ready["store"], ready["calibrated"], ready["writes_enabled"]) == (
+        index.references,
+        "embedded",
+        True,
+        True,
+    )
     spec = requests.get(f"{app.url}/openapi.json", timeout=30).json()
-    assert {"/v1/attribute", "/v1/generators/{name}/samples", "/v1/generators", "/v1/generators/{name}",
-            "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {
+        "/v1/attribute",
+        "/v1/generators/{name}/samples",
+        "/v1/generators",
+        "/v1/generators/{name}",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/v1/attribute"]["post"]["requestBody"]["content"]
     assert requests.get(f"{app.url}/docs", timeout=30).status_code == 200
 
@@ -113,8 +134,13 @@ def test_known_generators_and_real_images_are_attributed(app, index, record_prop
     real = [r for (c, _), r in zip(sent, results) if c == "real"]
     fake = [r for (c, _), r in zip(sent, results) if c != "real"]
     auc = roc_auc_score([0] * len(real) + [1] * len(fake), [r["is_ai_score"] for r in real + fake])
-    measured = {"correct": correct, "of": len(sent), "auc": round(float(auc), 3),
-                "real_flagged": sum(r["is_ai"] for r in real), "fake_flagged": sum(r["is_ai"] for r in fake)}
+    measured = {
+        "correct": correct,
+        "of": len(sent),
+        "auc": round(float(auc), 3),
+        "real_flagged": sum(r["is_ai"] for r in real),
+        "fake_flagged": sum(r["is_ai"] for r in fake),
+    }
     record_property("known", measured)
     # Bars for any tiny encoder, not one lucky seed. Over five training seeds the 30-step model
     # named 19-23 of 25 right (chance 5), ranked real below AI at AUC 0.955-1, flagged no real
@@ -133,8 +159,11 @@ def test_known_generators_and_real_images_are_attributed(app, index, record_prop
 def test_json_base64_and_raw_bodies_answer_like_multipart(app, index):
     data = index.queries["stripes"][0]
     by_multipart = attribute(app, [("s.png", data)])[0]
-    by_json = requests.post(f"{app.url}/v1/attribute", timeout=60,
-                            json={"images": [{"name": "s.png", "data": base64.b64encode(data).decode()}]})
+    by_json = requests.post(
+        f"{app.url}/v1/attribute",
+        timeout=60,
+        json={"images": [{"name": "s.png", "data": base64.b64encode(data).decode()}]},
+    )
     by_raw = requests.post(f"{app.url}/v1/attribute", data=data, headers={"Content-Type": "image/png"}, timeout=60)
     for r in (by_json, by_raw):
         assert r.status_code == 200, r.text
@@ -142,10 +171,12 @@ def test_json_base64_and_raw_bodies_answer_like_multipart(app, index):
         assert (got["label"], got["is_ai_score"]) == (by_multipart["label"], by_multipart["is_ai_score"])
         # The same neighbours in the same order; a similarity may differ in the 16th digit
         # (measured 3e-16: the same image embedded and searched again is not bit-identical).
-        assert ([{k: v for k, v in n.items() if k != "similarity"} for n in got["neighbours"]]
-                == [{k: v for k, v in n.items() if k != "similarity"} for n in by_multipart["neighbours"]])
+        assert [{k: v for k, v in n.items() if k != "similarity"} for n in got["neighbours"]] == [
+            {k: v for k, v in n.items() if k != "similarity"} for n in by_multipart["neighbours"]
+        ]
         assert [n["similarity"] for n in got["neighbours"]] == pytest.approx(
-            [n["similarity"] for n in by_multipart["neighbours"]], abs=1e-9)
+            [n["similarity"] for n in by_multipart["neighbours"]], abs=1e-9
+        )
 
 
 def _png(b64: str):
@@ -185,10 +216,15 @@ def test_explain_adds_saliency_and_lime_maps_of_the_attributed_class(app, index,
     assert only["results"][0]["explanation"]["saliency"] and only["results"][0]["explanation"]["lime"] is None
 
 
-@pytest.mark.parametrize("query, n, code", [("explain=heatmap", 1, "invalid_explain"),
-                                            ("explain=lime&lime_samples=5", 1, "invalid_lime_samples"),
-                                            ("explain=lime&lime_samples=many", 1, "invalid_lime_samples"),
-                                            ("explain=all", 5, "too_many_to_explain")])
+@pytest.mark.parametrize(
+    "query, n, code",
+    [
+        ("explain=heatmap", 1, "invalid_explain"),
+        ("explain=lime&lime_samples=5", 1, "invalid_lime_samples"),
+        ("explain=lime&lime_samples=many", 1, "invalid_lime_samples"),
+        ("explain=all", 5, "too_many_to_explain"),
+    ],
+)
 def test_bad_explain_requests_are_422_before_any_work(app, index, query, n, code):
     imgs = [(f"{i}.png", index.queries["checks"][i]) for i in range(n)]
     r = requests.post(f"{app.url}/v1/attribute?{query}", files=files(imgs), timeout=60)
@@ -236,7 +272,10 @@ def test_partial_enrollment_enrolls_the_good_files_and_names_the_bad(app, index)
     body = r.json()
     assert (body["enrolled"], body["total"]) == (3, 3)
     assert {x["file"]: x["reason"] for x in body["rejected"]} == {
-        "cut.png": "truncated", "notes.png": "not_an_image", "bomb.png": "decompression_bomb"}
+        "cut.png": "truncated",
+        "notes.png": "not_an_image",
+        "bomb.png": "decompression_bomb",
+    }
     assert delete(app, "partial-gen").status_code == 200
 
 
@@ -257,16 +296,27 @@ BAD_REQUESTS = {
     "truncated": (dict(files=[("files", ("cut.jpg", truncated_bytes("JPEG"), "image/jpeg"))]), 422, "truncated"),
     "empty_body": (dict(data=b"", headers={"Content-Type": "image/png"}), 400, "empty_body"),
     "empty_file": (dict(files=[("files", ("e.png", b"", "image/png"))]), 422, "empty"),
-    "too_many_bytes": (dict(data=b"\x89PNG" + b"0" * (2 * 1024 * 1024), headers={"Content-Type": "image/png"}),
-                       413, "too_large"),
-    "too_many_pixels": (dict(files=[("files", ("bomb.png", bomb_png_bytes(), "image/png"))]), 413,
-                        "decompression_bomb"),
-    "too_many_files": (dict(files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(61)]), 422,
-                       "too_many_files"),
-    "unsupported_media_type": (dict(data=b"hello", headers={"Content-Type": "text/plain"}), 415,
-                               "unsupported_media_type"),
-    "unsupported_image_format": (dict(files=[("files", ("i.ico", _ico(), "image/x-icon"))]), 415,
-                                 "unsupported_format"),
+    "too_many_bytes": (
+        dict(data=b"\x89PNG" + b"0" * (2 * 1024 * 1024), headers={"Content-Type": "image/png"}),
+        413,
+        "too_large",
+    ),
+    "too_many_pixels": (
+        dict(files=[("files", ("bomb.png", bomb_png_bytes(), "image/png"))]),
+        413,
+        "decompression_bomb",
+    ),
+    "too_many_files": (
+        dict(files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(61)]),
+        422,
+        "too_many_files",
+    ),
+    "unsupported_media_type": (
+        dict(data=b"hello", headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    ),
+    "unsupported_image_format": (dict(files=[("files", ("i.ico", _ico(), "image/x-icon"))]), 415, "unsupported_format"),
     "bad_base64": (dict(json={"images": ["not base64 !"]}), 400, "bad_base64"),
     "bad_json": (dict(data=b"{oops", headers={"Content-Type": "application/json"}), 400, "bad_json"),
 }
@@ -281,9 +331,17 @@ def test_bad_input_is_a_clear_4xx_and_the_service_keeps_serving(app, index, case
     assert attribute(app, [("ok.png", index.queries["checks"][0])])[0]["label"]  # still serving
 
 
-@pytest.mark.parametrize("name, code", [("real", "reserved_generator_name"), ("Nature", "reserved_generator_name"),
-                                        ("unknown", "reserved_generator_name"), ("bad name!", "invalid_generator_name"),
-                                        ("g" * 65, "invalid_generator_name"), ("_lead", "invalid_generator_name")])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("real", "reserved_generator_name"),
+        ("Nature", "reserved_generator_name"),
+        ("unknown", "reserved_generator_name"),
+        ("bad name!", "invalid_generator_name"),
+        ("g" * 65, "invalid_generator_name"),
+        ("_lead", "invalid_generator_name"),
+    ],
+)
 def test_bad_generator_names_are_refused(app, index, name, code):
     before = counts(app)
     r = enroll(app, name, index.held_out[HELD_OUT][:2])
@@ -305,8 +363,12 @@ def test_nobody_without_the_key_changes_the_index(app, index):
     assert error_of(enroll(app, "sneaky", imgs, key="guess")) == (403, "invalid_api_key")
     assert error_of(delete(app, "stripes", key=None)) == (401, "missing_api_key")
     assert counts(app) == before
-    bearer = requests.post(f"{app.url}/v1/generators/keyed/samples", files=files(imgs), timeout=60,
-                           headers={"Authorization": f"Bearer {KEY}"})
+    bearer = requests.post(
+        f"{app.url}/v1/generators/keyed/samples",
+        files=files(imgs),
+        timeout=60,
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
     assert bearer.status_code == 200 and bearer.json()["enrolled"] == 2
     assert delete(app, "keyed").status_code == 200
 
@@ -316,9 +378,12 @@ def test_concurrent_enrollments_and_queries_never_corrupt_the_index(app, index):
     jobs = [("enroll", "conc-a", dots[:20]), ("enroll", "conc-a", dots[:20]), ("enroll", "conc-b", dots[20:40])]
     jobs += [("attribute", None, [("q.png", index.queries[c][1])]) for c in index.classes for _ in range(3)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        futures = [pool.submit(enroll, app, name, items) if kind == "enroll" else
-                   pool.submit(requests.post, f"{app.url}/v1/attribute", files=files(items), timeout=120)
-                   for kind, name, items in jobs]
+        futures = [
+            pool.submit(enroll, app, name, items)
+            if kind == "enroll"
+            else pool.submit(requests.post, f"{app.url}/v1/attribute", files=files(items), timeout=120)
+            for kind, name, items in jobs
+        ]
         answers = [f.result() for f in futures]
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers if a.status_code != 200]
     assert sorted(a.json()["enrolled"] for a in answers[:2]) == [0, 20]
@@ -335,7 +400,9 @@ def _sha(data: bytes) -> str:
 
 
 def _keyed(method: str, app, path: str, key: str | None = KEY, **kwargs):
-    return requests.request(method, f"{app.url}{path}", headers={"X-API-Key": key} if key else {}, timeout=120, **kwargs)
+    return requests.request(
+        method, f"{app.url}{path}", headers={"X-API-Key": key} if key else {}, timeout=120, **kwargs
+    )
 
 
 def test_images_answered_one_by_one_gather_into_a_discovery_enrolled_by_one_call(app, index, record_property):
@@ -368,15 +435,20 @@ def test_images_answered_one_by_one_gather_into_a_discovery_enrolled_by_one_call
     assert top["kept_images"] == size and top["thumbnails"] and top["nearest_class"] in index.classes
 
     assert error_of(_keyed("POST", app, f"/v1/discoveries/{did}/enroll", key=None, json={"name": HELD_OUT})) == (
-        401, "missing_api_key")
+        401,
+        "missing_api_key",
+    )
     assert error_of(_keyed("POST", app, f"/v1/discoveries/{did}/enroll", json={"name": "bad/name"}))[0] == 422
     assert error_of(_keyed("POST", app, "/v1/discoveries/d9999/enroll", json={"name": "x"})) == (
-        404, "unknown_discovery")
+        404,
+        "unknown_discovery",
+    )
     assert error_of(_keyed("GET", app, "/v1/discoveries/nope", key=None)) == (404, "unknown_discovery")
     queries = [("q.png", index.queries[c][2]) for c in index.classes]
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:  # bounded read traffic meanwhile
-        reads = [pool.submit(requests.post, f"{app.url}/v1/attribute", files=files(queries), timeout=120)
-                 for _ in range(12)]
+        reads = [
+            pool.submit(requests.post, f"{app.url}/v1/attribute", files=files(queries), timeout=120) for _ in range(12)
+        ]
         r = _keyed("POST", app, f"/v1/discoveries/{did}/enroll", json={"name": HELD_OUT})
         answered = [f.result() for f in reads]
     assert r.status_code == 200, r.text
@@ -391,7 +463,9 @@ def test_images_answered_one_by_one_gather_into_a_discovery_enrolled_by_one_call
     again = _keyed("POST", app, f"/v1/discoveries/{did}/enroll", json={"name": HELD_OUT}).json()
     assert again["already_enrolled"] is True and counts(app)[HELD_OUT]["count"] == out["enrolled"]
     assert error_of(_keyed("POST", app, f"/v1/discoveries/{did}/enroll", json={"name": "other"})) == (
-        409, "already_enrolled")
+        409,
+        "already_enrolled",
+    )
     assert _keyed("GET", app, f"/v1/discoveries/{did}", key=None).json()["status"] == "enrolled"
     assert delete(app, HELD_OUT).status_code == 200  # the later tests start from the built index
 
@@ -403,12 +477,18 @@ def test_feedback_round_trips_over_http(app, index):
     assert r.status_code == 200, r.text
     assert r.json()["stored"] == 1 and r.json()["images"][0]["answered"] in index.classes + ["unknown"]
     assert error_of(_keyed("POST", app, "/v1/feedback", key=None, json={"label": "real", "hashes": [_sha(seen)]})) == (
-        401, "missing_api_key")
+        401,
+        "missing_api_key",
+    )
     assert error_of(_keyed("POST", app, "/v1/feedback", json={"label": "real", "hashes": ["f" * 64]})) == (
-        404, "unseen_image")
+        404,
+        "unseen_image",
+    )
     assert error_of(_keyed("POST", app, "/v1/feedback", json={"label": "real", "hashes": ["xyz"]}))[0] == 422
     assert error_of(_keyed("POST", app, "/v1/feedback", json={"label": "unknown", "hashes": [_sha(seen)]})) == (
-        409, "reserved_generator_name")
+        409,
+        "reserved_generator_name",
+    )
     uploads = index.held_out[HELD_OUT][70:76]
     r = _keyed("POST", app, "/v1/feedback/images?label=fb-gan", files=files(uploads))
     assert r.status_code == 200 and r.json()["stored"] == 6, r.text
@@ -428,8 +508,11 @@ def test_feedback_round_trips_over_http(app, index):
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_metrics_expose_requests_errors_latency_batches_index_and_enrollments(app, index):
@@ -488,8 +571,21 @@ def test_client_and_cli_talk_to_the_service(app, index, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["results"][0]["file"] == index.held_out[HELD_OUT][80].name
     # --explain: five images go in two requests (4 explained per request at most); each gets a figure.
     shown = sorted(folder.glob("0*.png"))[:5]
-    assert main(["attribute", app.url, *map(str, shown), "--explain", "--lime-samples", "30",
-                 "--explain-dir", str(tmp_path / "why")]) == 0
+    assert (
+        main(
+            [
+                "attribute",
+                app.url,
+                *map(str, shown),
+                "--explain",
+                "--lime-samples",
+                "30",
+                "--explain-dir",
+                str(tmp_path / "why"),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)["results"]
     for p, r in zip(shown, printed):
         fig = tmp_path / "why" / f"{p.stem}.explain.png"
@@ -519,6 +615,7 @@ def test_client_and_cli_talk_to_the_service(app, index, tmp_path, capsys):
 
 # -- restarts (last: they redeploy the app) -----------------------------------------------------
 
+
 def _wait_ready(app, timeout_s: float = 180.0) -> None:
     from synthray.client import SynthrayClient
 
@@ -529,8 +626,11 @@ def test_index_owner_restart_loses_no_enrolled_sample(app, index):
     import ray
 
     assert enroll(app, "owner-gen", index.held_out[HELD_OUT][:10]).status_code == 200
-    owners = [a for a in ray.util.list_named_actors(all_namespaces=True)
-              if a["name"].startswith(f"SERVE_REPLICA::{APP}#IndexOwner#")]
+    owners = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#IndexOwner#")
+    ]
     assert len(owners) == 1
     ray.kill(ray.get_actor(owners[0]["name"], namespace=owners[0]["namespace"]), no_restart=True)
     deadline = time.monotonic() + 180
@@ -582,8 +682,11 @@ def test_two_ingress_replicas_write_through_one_owner_pinned_to_the_active_colle
     _wait_ready(app)
     ready = requests.get(f"{app.url}/readyz", timeout=30).json()
     assert ready["model_version"] == index.model_version
-    ingresses = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                 if a["name"].startswith(f"SERVE_REPLICA::{APP}#Ingress#")]
+    ingresses = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#Ingress#")
+    ]
     assert len(ingresses) == 2
     dots = index.held_out[HELD_OUT]
     sets = {"wgen-a": [dots[60:75], dots[65:80], dots[60:80]], "wgen-b": [dots[85:95], dots[85:95]]}

@@ -53,28 +53,35 @@ def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, t
     store = tmp_path / "qdrant"
     with pytest.raises(StoreError, match="no active collection"):
         build_app({"store_path": str(store)})
-    cfg = IndexConfig(checkpoint=str(tiny_model.checkpoint), shards=str(tiny_model.shards), per_class=5,
-                      calibration_per_class=3, device="cpu", store=StoreConfig(path=str(store)))
+    cfg = IndexConfig(
+        checkpoint=str(tiny_model.checkpoint),
+        shards=str(tiny_model.shards),
+        per_class=5,
+        calibration_per_class=3,
+        device="cpu",
+        store=StoreConfig(path=str(store)),
+    )
     summary = build_index(cfg, AttributionConfig(), use_ray=False)
     checkpoint, version, collection = AppArgs(store_path=str(store)).pinned()
-    assert (checkpoint, version, collection) == (summary["checkpoint"], summary["model_version"],
-                                                 summary["collection"])
+    assert (checkpoint, version, collection) == (summary["checkpoint"], summary["model_version"], summary["collection"])
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"checkpoint": "c", "index_replicas": 2}, "needs a Qdrant server"),
-    ({"checkpoint": "c", "max_batch_size": 32, "max_ongoing_requests": 8}, "batches could never fill"),
-    ({"checkpoint": "c", "max_file": 3}, "Extra inputs are not permitted"),
-    ({"checkpoint": "c", "max_bytes": 0}, "greater than 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"checkpoint": "c", "index_replicas": 2}, "needs a Qdrant server"),
+        ({"checkpoint": "c", "max_batch_size": 32, "max_ongoing_requests": 8}, "batches could never fill"),
+        ({"checkpoint": "c", "max_file": 3}, "Extra inputs are not permitted"),
+        ({"checkpoint": "c", "max_bytes": 0}, "greater than 0"),
+    ],
+)
 def test_bad_app_args_are_refused_before_anything_starts(args, message):
     with pytest.raises(pydantic.ValidationError, match=message):
         build_app(args)
 
 
 def test_a_qdrant_server_lets_the_readers_scale_out_behind_one_writer(tiny_model):
-    app = build_app({"checkpoint": str(tiny_model.checkpoint), "store_url": "http://qdrant:6333",
-                     "index_replicas": 3})
+    app = build_app({"checkpoint": str(tiny_model.checkpoint), "store_url": "http://qdrant:6333", "index_replicas": 3})
     reader, writer = app._bound_deployment.init_args[1], app._bound_deployment.init_args[7]
     assert (reader._bound_deployment.name, reader._bound_deployment.num_replicas) == ("IndexReader", 3)
     assert (writer._bound_deployment.name, writer._bound_deployment.num_replicas) == ("IndexWriter", 1)

@@ -39,10 +39,22 @@ def contract_app(ray_cluster, tiny_model, tmp_path_factory):
     serve.shutdown()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"checkpoint": str(tiny_model.checkpoint), "store_path": str(index.store_path),
-                         "api_key_file": str(folder / "key"), "device": "cpu", "max_files": 8,
-                         "write_rate_per_min": 0, "explain_lime_samples": 10,
-                         "discovery": {"recompute_s": 0}}), name=APP, route_prefix="/")
+    serve.run(
+        build_app(
+            {
+                "checkpoint": str(tiny_model.checkpoint),
+                "store_path": str(index.store_path),
+                "api_key_file": str(folder / "key"),
+                "device": "cpu",
+                "max_files": 8,
+                "write_rate_per_min": 0,
+                "explain_lime_samples": 10,
+                "discovery": {"recompute_s": 0},
+            }
+        ),
+        name=APP,
+        route_prefix="/",
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -54,15 +66,37 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_answer_matches_the_published_contract(contract_app, tmp_path, record_property):
     report = tmp_path / "schemathesis.json"
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.serve.contract_hooks",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.serve.contract_hooks",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     # --seed: the same requests every run (the service keeps state between them, so a failure
     # found at random might not replay; a fixed sequence does). One worker: 2 cores.
-    command = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{contract_app}/openapi.json",
-               "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES),
-               "--seed", "20261203", "--workers", "1", "--header", f"X-API-Key: {KEY}",
-               "--request-timeout", "120", "--suppress-health-check", "all", "--no-color",
-               "--report", "json", "--report-json-path", str(report)]
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        f"{contract_app}/openapi.json",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        "20261203",
+        "--workers",
+        "1",
+        "--header",
+        f"X-API-Key: {KEY}",
+        "--request-timeout",
+        "120",
+        "--suppress-health-check",
+        "all",
+        "--no-color",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+    ]
     # cwd: schemathesis keeps its example database under .schemathesis/ there.
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     output = f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"

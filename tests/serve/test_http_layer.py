@@ -27,7 +27,7 @@ def request(body: bytes, content_type: str | None, chunk: int = 1000, declare_le
     headers = [(b"content-type", content_type.encode())] if content_type else []
     if declare_length:
         headers.append((b"content-length", str(len(body)).encode()))
-    parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    parts = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
 
     async def receive() -> dict:
         data = parts.pop(0) if parts else b""
@@ -57,12 +57,18 @@ def test_multipart_json_and_raw_bodies_give_the_same_images():
     a, b = image_bytes(seed=1), image_bytes(seed=2)
     body, ctype = multipart([("a.png", a), ("b.png", b)])
     assert [(u.name, u.data) for u in parse(body, ctype)] == [("a.png", a), ("b.png", b)]
-    doc = {"images": [base64.b64encode(a).decode(),
-                      {"name": "b.png", "data": "data:image/png;base64," + base64.b64encode(b).decode()}]}
+    doc = {
+        "images": [
+            base64.b64encode(a).decode(),
+            {"name": "b.png", "data": "data:image/png;base64," + base64.b64encode(b).decode()},
+        ]
+    }
     import json
 
-    assert [(u.name, u.data) for u in parse(json.dumps(doc).encode(), "application/json")] == [("image-0", a),
-                                                                                             ("b.png", b)]
+    assert [(u.name, u.data) for u in parse(json.dumps(doc).encode(), "application/json")] == [
+        ("image-0", a),
+        ("b.png", b),
+    ]
     assert [u.data for u in parse(a, "image/png")] == [a]
 
 
@@ -79,17 +85,20 @@ def test_too_many_files_is_422_in_multipart_and_json():
     assert refused(doc.encode(), "application/json").code == "too_many_files"
 
 
-@pytest.mark.parametrize("body, ctype, status, code", [
-    (b"", "image/png", 400, "empty_body"),
-    (b"abc", "text/plain", 415, "unsupported_media_type"),
-    (b"abc", None, 415, "unsupported_media_type"),
-    (b"{not json", "application/json", 400, "bad_json"),
-    (b'{"pictures": []}', "application/json", 400, "bad_json"),
-    (b'{"images": [42]}', "application/json", 400, "bad_json"),
-    (b'{"images": ["***"]}', "application/json", 400, "bad_base64"),
-    (b'{"images": []}', "application/json", 400, "no_images"),
-    (b"--xyz--\r\n", "multipart/form-data", 400, "bad_multipart"),  # no boundary parameter
-])
+@pytest.mark.parametrize(
+    "body, ctype, status, code",
+    [
+        (b"", "image/png", 400, "empty_body"),
+        (b"abc", "text/plain", 415, "unsupported_media_type"),
+        (b"abc", None, 415, "unsupported_media_type"),
+        (b"{not json", "application/json", 400, "bad_json"),
+        (b'{"pictures": []}', "application/json", 400, "bad_json"),
+        (b'{"images": [42]}', "application/json", 400, "bad_json"),
+        (b'{"images": ["***"]}', "application/json", 400, "bad_base64"),
+        (b'{"images": []}', "application/json", 400, "no_images"),
+        (b"--xyz--\r\n", "multipart/form-data", 400, "bad_multipart"),  # no boundary parameter
+    ],
+)
 def test_malformed_requests_get_a_clear_4xx(body, ctype, status, code):
     err = refused(body, ctype)
     assert (err.status, err.code) == (status, code)
@@ -113,19 +122,30 @@ def flat_png(width: int, height: int) -> bytes:
 
 
 def test_validation_keeps_good_images_and_names_each_bad_one():
-    uploads = [Upload("ok.png", image_bytes(seed=3)), Upload("cut.jpg", truncated_bytes("JPEG")),
-               Upload("text.png", b"not an image at all"), Upload("bomb.png", bomb_png_bytes()),
-               Upload("big.png", flat_png(1200, 1000)), Upload("scrambled.png", corrupt_png_bytes()),
-               Upload("icon.ico", image_bytes(fmt="ICO")), Upload("empty.png", b"")]
+    uploads = [
+        Upload("ok.png", image_bytes(seed=3)),
+        Upload("cut.jpg", truncated_bytes("JPEG")),
+        Upload("text.png", b"not an image at all"),
+        Upload("bomb.png", bomb_png_bytes()),
+        Upload("big.png", flat_png(1200, 1000)),
+        Upload("scrambled.png", corrupt_png_bytes()),
+        Upload("icon.ico", image_bytes(fmt="ICO")),
+        Upload("empty.png", b""),
+    ]
     good, bad = validate_uploads(uploads, LIMITS)
     assert [g.name for g in good] == ["ok.png"]
     import hashlib
 
     assert good[0].content_hash == hashlib.sha256(uploads[0].data).hexdigest()
     assert {b["file"]: b["reason"] for b in bad} == {
-        "cut.jpg": "truncated", "text.png": "not_an_image", "bomb.png": "decompression_bomb",
-        "big.png": "decompression_bomb", "scrambled.png": "corrupt", "icon.ico": "unsupported_format",
-        "empty.png": "empty"}
+        "cut.jpg": "truncated",
+        "text.png": "not_an_image",
+        "bomb.png": "decompression_bomb",
+        "big.png": "decompression_bomb",
+        "scrambled.png": "corrupt",
+        "icon.ico": "unsupported_format",
+        "empty.png": "empty",
+    }
 
 
 def test_rejected_images_status_follows_the_reasons():
@@ -145,24 +165,39 @@ def test_rejected_images_status_follows_the_reasons():
 def test_api_error_survives_pickling_with_every_field():
     err = ApiError(409, "trained_generator", "no", counts={"trained": 3})
     back = pickle.loads(pickle.dumps(err))
-    assert (back.status, back.code, back.message, back.details) == (409, "trained_generator", "no",
-                                                                       {"counts": {"trained": 3}})
+    assert (back.status, back.code, back.message, back.details) == (
+        409,
+        "trained_generator",
+        "no",
+        {"counts": {"trained": 3}},
+    )
     assert back.body()["error"]["code"] == "trained_generator"
 
 
-@pytest.mark.parametrize("name, canonical", [
-    ("my-gan", "my-gan"), ("SD1.4", "SD1.4"), ("sdv4", "SD1.4"), ("DALL-E 3", "DALL-E 3"), ("dots", "dots")])
+@pytest.mark.parametrize(
+    "name, canonical",
+    [("my-gan", "my-gan"), ("SD1.4", "SD1.4"), ("sdv4", "SD1.4"), ("DALL-E 3", "DALL-E 3"), ("dots", "dots")],
+)
 def test_generator_names_are_checked_and_canonical(name, canonical):
     assert canonical_generator(name) == canonical
 
 
-@pytest.mark.parametrize("name, code", [
-    ("real", "reserved_generator_name"), ("REAL", "reserved_generator_name"), ("nature", "reserved_generator_name"),
-    ("0_real", "reserved_generator_name"), ("unknown", "reserved_generator_name"),
-    ("", "invalid_generator_name"), ("-gan", "invalid_generator_name"), ("a" * 65, "invalid_generator_name"),
-    ("bad/name", "invalid_generator_name"), ("x;rm -rf", "invalid_generator_name"),
-    ("tab\tname", "invalid_generator_name"),
-])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("real", "reserved_generator_name"),
+        ("REAL", "reserved_generator_name"),
+        ("nature", "reserved_generator_name"),
+        ("0_real", "reserved_generator_name"),
+        ("unknown", "reserved_generator_name"),
+        ("", "invalid_generator_name"),
+        ("-gan", "invalid_generator_name"),
+        ("a" * 65, "invalid_generator_name"),
+        ("bad/name", "invalid_generator_name"),
+        ("x;rm -rf", "invalid_generator_name"),
+        ("tab\tname", "invalid_generator_name"),
+    ],
+)
 def test_bad_names_are_422_and_reserved_ones_409(name, code):
     with pytest.raises(ApiError) as info:
         canonical_generator(name)
@@ -208,21 +243,32 @@ def test_key_check_guards_writes_always_and_reads_on_request():
         KeyCheck(None, read_requires_key=True, env_var="X")
 
 
-@pytest.mark.parametrize("query, kinds, samples", [
-    ({}, [], 150), ({"explain": "false"}, [], 150), ({"explain": "all"}, ["saliency", "lime"], 150),
-    ({"explain": "true", "lime_samples": "40"}, ["saliency", "lime"], 40),
-    ({"explain": " LIME, saliency,lime"}, ["lime", "saliency"], 150)])
+@pytest.mark.parametrize(
+    "query, kinds, samples",
+    [
+        ({}, [], 150),
+        ({"explain": "false"}, [], 150),
+        ({"explain": "all"}, ["saliency", "lime"], 150),
+        ({"explain": "true", "lime_samples": "40"}, ["saliency", "lime"], 40),
+        ({"explain": " LIME, saliency,lime"}, ["lime", "saliency"], 150),
+    ],
+)
 def test_explain_query_is_parsed_into_kinds_and_lime_views(query, kinds, samples):
     from serve.api import ExplainSettings, explain_request
 
     assert explain_request(query, ExplainSettings()) == (kinds, samples)
 
 
-@pytest.mark.parametrize("query, code", [({"explain": "gradcam"}, "invalid_explain"),
-                                         ({"explain": ","}, "invalid_explain"),
-                                         ({"explain": "lime", "lime_samples": "9"}, "invalid_lime_samples"),
-                                         ({"explain": "lime", "lime_samples": "1001"}, "invalid_lime_samples"),
-                                         ({"explain": "lime", "lime_samples": "1e3"}, "invalid_lime_samples")])
+@pytest.mark.parametrize(
+    "query, code",
+    [
+        ({"explain": "gradcam"}, "invalid_explain"),
+        ({"explain": ","}, "invalid_explain"),
+        ({"explain": "lime", "lime_samples": "9"}, "invalid_lime_samples"),
+        ({"explain": "lime", "lime_samples": "1001"}, "invalid_lime_samples"),
+        ({"explain": "lime", "lime_samples": "1e3"}, "invalid_lime_samples"),
+    ],
+)
 def test_bad_explain_queries_are_422(query, code):
     from serve.api import ExplainSettings, explain_request
 

@@ -66,11 +66,16 @@ def test_enrolled_generator_is_attributed_and_reenrolling_adds_nothing(service):
 def test_duplicates_and_images_of_other_generators_are_refused_not_relabelled(service):
     trained_hash = hashes("gan-a", 1)[0]
     vecs = cluster(11, 3)
-    out = run(service.enroll("gan-x", vecs, [hashes("x", 1)[0], hashes("x", 1)[0], trained_hash],
-                             ["x.png", "x-copy.png", "stolen.png"]))
+    out = run(
+        service.enroll(
+            "gan-x", vecs, [hashes("x", 1)[0], hashes("x", 1)[0], trained_hash], ["x.png", "x-copy.png", "stolen.png"]
+        )
+    )
     assert out["enrolled"] == 1
-    assert {r["file"]: r["reason"] for r in out["rejected"]} == {"x-copy.png": "duplicate",
-                                                                 "stolen.png": "indexed_elsewhere"}
+    assert {r["file"]: r["reason"] for r in out["rejected"]} == {
+        "x-copy.png": "duplicate",
+        "stolen.png": "indexed_elsewhere",
+    }
     assert "gan-a" in [r for r in out["rejected"] if r["file"] == "stolen.png"][0]["message"]
     assert run(service.generators())["gan-a"] == {"trained": 12, "enrolled": 0}  # still gan-a's
 
@@ -130,8 +135,11 @@ def test_delete_removes_only_enrolled_references(service):
     assert run(service.delete_generator("gan-a")) == {"deleted": 3, "counts": {"trained": 12, "enrolled": 0}}
     assert run(service.delete_generator("solo"))["deleted"] == 2
     assert "solo" not in run(service.generators())
-    for name, status, code in (("gan-b", 409, "trained_generator"), ("solo", 404, "unknown_generator"),
-                               ("never", 404, "unknown_generator")):
+    for name, status, code in (
+        ("gan-b", 409, "trained_generator"),
+        ("solo", 404, "unknown_generator"),
+        ("never", 404, "unknown_generator"),
+    ):
         with pytest.raises(ApiError) as info:
             run(service.delete_generator(name))
         assert (info.value.status, info.value.code) == (status, code)
@@ -185,8 +193,9 @@ def test_enrollment_is_calibrated_refuses_real_looking_sets_and_delete_undoes_it
         real_labels = [a["label"] for a in run(svc.attribute(cluster(0, 20, 0.3)))]
         assert real_labels.count("real") >= 15, real_labels  # the enrollment did not take real images
         # the calibration points are never neighbours, never counted as references
-        assert all(n["origin"] != "calibration" for a in run(svc.attribute(cluster(0, 5, 0.3)))
-                   for n in a["neighbours"])
+        assert all(
+            n["origin"] != "calibration" for a in run(svc.attribute(cluster(0, 5, 0.3))) for n in a["neighbours"]
+        )
         assert run(svc.generators())["real"] == {"trained": 20, "enrolled": 0}
         run(svc.delete_generator("gan-new"))
         assert "gan-new" not in svc.store.metadata()["thresholds"]["acceptance"]
@@ -229,8 +238,10 @@ def test_the_standby_takes_the_store_only_when_the_owner_let_go_and_gives_it_bac
         assert await standby.release() is True and not standby.holds_store()
         again = IndexService(open_store(tmp_path / "q"))  # the owner's replacement opens it
         try:
-            assert await again.generators() == {"gan-a": {"trained": 5, "enrolled": 0},
-                                                "gan-new": {"trained": 0, "enrolled": 4}}
+            assert await again.generators() == {
+                "gan-a": {"trained": 5, "enrolled": 0},
+                "gan-new": {"trained": 0, "enrolled": 4},
+            }
         finally:
             again.close()
         assert await standby.release() is False  # nothing held: nothing to give back

@@ -42,8 +42,9 @@ def _outcome(r: requests.Response) -> str:
 
 
 @pytest.mark.timeout(600)
-def test_a_flood_past_the_queues_is_answered_503_with_retry_after_not_left_waiting(ray_cluster, tiny_model, tmp_path,
-                                                                                   record_property):
+def test_a_flood_past_the_queues_is_answered_503_with_retry_after_not_left_waiting(
+    ray_cluster, tiny_model, tmp_path, record_property
+):
     """Short queues (2 in progress and 2 waiting per deployment) and 40 clients at once, none
     retrying: every request is answered, 200 or 503 ``overloaded`` with Retry-After, and none
     runs into the client's timeout; the service answers normally once the flood is over."""
@@ -56,10 +57,21 @@ def test_a_flood_past_the_queues_is_answered_503_with_retry_after_not_left_waiti
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(build_app({"checkpoint": str(tiny_model.checkpoint), "store_path": str(index.store_path),
-                             "device": "cpu", "max_batch_size": 1, "max_ongoing_requests": 2,
-                             "max_queued_requests": 2, "write_rate_per_min": 0}),
-                  name="synthray-flood", route_prefix="/")
+        serve.run(
+            build_app(
+                {
+                    "checkpoint": str(tiny_model.checkpoint),
+                    "store_path": str(index.store_path),
+                    "device": "cpu",
+                    "max_batch_size": 1,
+                    "max_ongoing_requests": 2,
+                    "max_queued_requests": 2,
+                    "write_rate_per_min": 0,
+                }
+            ),
+            name="synthray-flood",
+            route_prefix="/",
+        )
         url = f"http://127.0.0.1:{port}"
         queries = [q for c in index.classes for q in index.queries[c]]
         outcomes: list[tuple[str, float, str | None]] = []
@@ -126,12 +138,28 @@ def test_sigterm_drains_the_requests_in_flight_and_stops_everything(tiny_model, 
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "serve.log"
-    command = [str(Path(sys.executable).with_name("synthray")), "serve", "--checkpoint", str(tiny_model.checkpoint),
-               "--store-path", str(index.store_path), "--port", str(port), "--num-cpus", "2",
-               "--set", "device=cpu", "--set", "write_rate_per_min=0", "--set", "graceful_shutdown_timeout_s=30"]
+    command = [
+        str(Path(sys.executable).with_name("synthray")),
+        "serve",
+        "--checkpoint",
+        str(tiny_model.checkpoint),
+        "--store-path",
+        str(index.store_path),
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--set",
+        "device=cpu",
+        "--set",
+        "write_rate_per_min=0",
+        "--set",
+        "graceful_shutdown_timeout_s=30",
+    ]
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 240
         while True:

@@ -63,10 +63,12 @@ def ingress(deadline_s: float = 5.0) -> Ingress:
 
 def failing(errors: list[BaseException], value: str = "answer"):
     """A deployment call that raises ``errors`` one per attempt, then answers."""
+
     async def attempt():
         if errors:
             raise errors.pop(0)
         return value
+
     return attempt
 
 
@@ -83,8 +85,11 @@ def test_a_lasting_loss_is_503_with_retry_after():
 
     with pytest.raises(ApiError) as info:
         asyncio.run(ingress()._call(failing([ActorDiedError()]), "reading", repeat=False))
-    assert (info.value.status, info.value.code, info.value.headers) == (503, "replica_unavailable",
-                                                                        {"Retry-After": "2"})
+    assert (info.value.status, info.value.code, info.value.headers) == (
+        503,
+        "replica_unavailable",
+        {"Retry-After": "2"},
+    )
     with pytest.raises(ApiError) as info:
         asyncio.run(ingress(deadline_s=0.3)._call(failing([ActorDiedError()] * 1000), "attribution"))
     assert info.value.code == "replica_unavailable"
@@ -103,6 +108,7 @@ class Remote:
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
+
         return answer()
 
 
@@ -148,6 +154,7 @@ class Slow:
         async def answer():
             await asyncio.sleep(self.delay_s)
             return self.answer
+
         return answer()
 
 
@@ -190,9 +197,11 @@ def test_the_client_waits_as_long_as_retry_after_says(monkeypatch):
         def json(self):
             return self._body
 
-    replies = [Reply(503, {"Retry-After": "3"}, {"error": {"code": "overloaded", "message": "busy"}}),
-               Reply(429, {"Retry-After": "1"}, {"error": {"code": "rate_limited", "message": "slow down"}}),
-               Reply(200, body={"ok": True})]
+    replies = [
+        Reply(503, {"Retry-After": "3"}, {"error": {"code": "overloaded", "message": "busy"}}),
+        Reply(429, {"Retry-After": "1"}, {"error": {"code": "rate_limited", "message": "slow down"}}),
+        Reply(200, body={"ok": True}),
+    ]
     waits = []
     monkeypatch.setattr(client_module.time, "sleep", waits.append)
     c = client_module.SynthrayClient("http://127.0.0.1:9", retries=3, backoff_s=0.1)

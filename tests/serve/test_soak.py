@@ -20,8 +20,9 @@ APP = "synthray-soak"
 
 
 @pytest.mark.timeout(900)
-def test_replica_kills_under_mixed_load_lose_no_answer_and_no_enrollment(ray_cluster, tiny_model, tmp_path,
-                                                                         record_property):
+def test_replica_kills_under_mixed_load_lose_no_answer_and_no_enrollment(
+    ray_cluster, tiny_model, tmp_path, record_property
+):
     from ray import serve
 
     from serve.app import build_app
@@ -32,27 +33,48 @@ def test_replica_kills_under_mixed_load_lose_no_answer_and_no_enrollment(ray_clu
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        args = {"checkpoint": str(tiny_model.checkpoint), "store_path": str(index.store_path),
-                "api_key_file": str(tmp_path / "key"), "device": "cpu", "encoder_replicas": 2, "encoder_cpus": 0.4,
-                "write_rate_per_min": 0}
+        args = {
+            "checkpoint": str(tiny_model.checkpoint),
+            "store_path": str(index.store_path),
+            "api_key_file": str(tmp_path / "key"),
+            "device": "cpu",
+            "encoder_replicas": 2,
+            "encoder_cpus": 0.4,
+            "write_rate_per_min": 0,
+        }
         serve.run(build_app(args), name=APP, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         queries = [q for c in index.classes for q in index.queries[c]]
         dots = [p.read_bytes() for p in index.held_out["dots"]]
         # Each client enrolls 8 dots of its own, and enrolls and deletes 6 others.
-        load = soak.Load(url, queries, [dots[8 * i:8 * i + 8] for i in range(6)],
-                         [dots[48 + 6 * i:54 + 6 * i] for i in range(6)])
+        load = soak.Load(
+            url, queries, [dots[8 * i : 8 * i + 8] for i in range(6)], [dots[48 + 6 * i : 54 + 6 * i] for i in range(6)]
+        )
         # A rolling update too: the same app redeployed with other encoder settings (new
         # Encoder replicas replace the old ones, which finish their requests first).
         redeploy = {**args, "encoder_cpus": 0.35, "max_batch_size": 8}
-        observed = load.run(6, 60.0, APP, [soak.Kill(12.0, "Encoder"), soak.Kill(27.0, "IndexOwner"),
-                                          soak.Kill(42.0, "config redeployed under load",
-                                                    lambda: serve.run(build_app(redeploy), name=APP, route_prefix="/"))])
+        observed = load.run(
+            6,
+            60.0,
+            APP,
+            [
+                soak.Kill(12.0, "Encoder"),
+                soak.Kill(27.0, "IndexOwner"),
+                soak.Kill(
+                    42.0,
+                    "config redeployed under load",
+                    lambda: serve.run(build_app(redeploy), name=APP, route_prefix="/"),
+                ),
+            ],
+        )
         counts = {g["name"]: g for g in requests.get(f"{url}/v1/generators", timeout=60).json()["generators"]}
         result = soak.summarize(load, observed, counts, index.model_version)
         record_property("soak", soak.table(result))
-        assert [r["fault"] for r in result["faults"]] == ["Encoder replica killed", "IndexOwner replica killed",
-                                                          "config redeployed under load"]
+        assert [r["fault"] for r in result["faults"]] == [
+            "Encoder replica killed",
+            "IndexOwner replica killed",
+            "config redeployed under load",
+        ]
         assert result["by_op"]["attribute"] > 50 and result["by_op"].get("enroll", 0) > 5
         assert result["errors"] == 0, soak.table(result)
         assert result["client_errors"] == 0, soak.table(result)

@@ -20,8 +20,10 @@ def texture_shards(tmp_path_factory) -> Path:
     write_textures(root, CLASSES, per_class=60, seed=0)
     out = tmp_path_factory.mktemp("texture_shards")
     # A quarter to validation: the kNN accuracy needs a dozen queries per class.
-    cfg = from_dict(IngestConfig, {"use_ray": False, "max_rows_per_shard": 60,
-                                   "split": {"val_fraction": 0.25, "test_fraction": 0.1}})
+    cfg = from_dict(
+        IngestConfig,
+        {"use_ray": False, "max_rows_per_shard": 60, "split": {"val_fraction": 0.25, "test_fraction": 0.1}},
+    )
     ingest("folder", root, out, cfg)
     return out
 

@@ -17,8 +17,17 @@ def test_step_lines_carry_rate_and_eta_and_epochs_their_metrics(tmp_path, caplog
         for step in range(1, 6):
             time.sleep(0.01)
             progress.step(step, epoch=0, loss=3.0 - 0.1 * step, images=32)
-        progress.epoch({"epoch": 0, "step": 5, "train_loss": 2.7, "val_loss": 2.9, "val_knn_acc": 0.41,
-                        "train_images_per_s": 900.0, "model_version": "abc"})
+        progress.epoch(
+            {
+                "epoch": 0,
+                "step": 5,
+                "train_loss": 2.7,
+                "val_loss": 2.9,
+                "val_knn_acc": 0.41,
+                "train_images_per_s": 900.0,
+                "model_version": "abc",
+            }
+        )
     records = [json.loads(line) for line in file.read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [2, 3, 4, 5]  # the clock starts after the first (start-up) step
@@ -54,8 +63,16 @@ def test_a_resumed_run_counts_its_rate_from_where_it_started(tmp_path):
 
 def test_following_logs_what_a_worker_appends_and_what_is_left_at_the_end(tmp_path, caplog):
     file = tmp_path / "progress.jsonl"
-    rec = {"kind": "step", "step": 3, "total_steps": 9, "epoch": 0, "epochs": 3, "loss": 2.5,
-           "images_per_s": 40.0, "eta_s": 75.0}
+    rec = {
+        "kind": "step",
+        "step": 3,
+        "total_steps": 9,
+        "epoch": 0,
+        "epochs": 3,
+        "loss": 2.5,
+        "images_per_s": 40.0,
+        "eta_s": 75.0,
+    }
     with caplog.at_level(logging.INFO, logger="synthray.train.progress"):
         with following(file, interval_s=0.05):
             time.sleep(0.1)  # the file does not exist yet: nothing to show, no error

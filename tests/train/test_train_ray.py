@@ -50,9 +50,18 @@ def _in_session(proc, session_dir: str) -> bool:
 
 
 def test_two_cpu_workers_learn_survive_a_worker_kill_and_resume(ray_cluster, texture_shards, tmp_path):
-    cfg = tiny_train_config(texture_shards, tmp_path, epochs=3, num_workers=2, cpus_per_worker=0.5, data_cpus=1,
-                            batch_size=8, steps_per_epoch=8, max_failures=2,
-                            pipeline__samples_per_class=2)
+    cfg = tiny_train_config(
+        texture_shards,
+        tmp_path,
+        epochs=3,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        data_cpus=1,
+        batch_size=8,
+        steps_per_epoch=8,
+        max_failures=2,
+        pipeline__samples_per_class=2,
+    )
     run = tmp_path / "supcon"
     session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
     done, killed = threading.Event(), []
@@ -109,15 +118,18 @@ def _knn_accuracy(checkpoint: str, shards: Path) -> float:
     from synthray.models.knn import knn_classify
     from synthray.data.shards import shard_paths
 
-    rows = pa.concat_tables([pq.read_table(p, columns=["image", "generator", "split"])
-                             for p in shard_paths(shards)]).to_pylist()
+    rows = pa.concat_tables(
+        [pq.read_table(p, columns=["image", "generator", "split"]) for p in shard_paths(shards)]
+    ).to_pylist()
     embedder = Embedder(checkpoint, device="cpu")
     classes = sorted({r["generator"] for r in rows})
 
     def embedded(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         part = [r for r in rows if r["split"] == split]
-        return (torch.as_tensor(embedder.embed_bytes([r["image"] for r in part])),
-                torch.tensor([classes.index(r["generator"]) for r in part]))
+        return (
+            torch.as_tensor(embedder.embed_bytes([r["image"] for r in part])),
+            torch.tensor([classes.index(r["generator"]) for r in part]),
+        )
 
     refs, ref_labels = embedded("train")
     queries, truth = embedded("val")
