@@ -19,12 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/synthray demo --out $(DEMO_OUT)
 
-# pytest first, so its summary line is always printed; then the lint and the format check;
-# any failing fails.
+# pytest first, so its summary line is always printed; then the lint, the format check and
+# the type check ([tool.mypy] in pyproject.toml); any failing fails.
 test: $(STAMP)
 	status=0; $(PY) -m pytest || status=$$?; \
 	$(VENV)/bin/ruff check synthray serve jobs benchmarks cluster tests || status=1; \
 	$(VENV)/bin/ruff format --check synthray serve jobs benchmarks cluster tests || status=1; \
+	$(VENV)/bin/mypy || status=1; \
 	exit $$status
 
 bench: $(STAMP)

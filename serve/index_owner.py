@@ -237,7 +237,7 @@ class IndexOwner(IndexService):
             (reads; writes go to the writer), or ``writer`` (the one writer against a server).
     """
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc] # Serve awaits an async constructor
         self,
         encoder: Any,
         store: dict[str, Any],

@@ -61,7 +61,7 @@ class Ingress:
         standby: handle of the embedded store's warm standby (:mod:`serve.standby`), or None.
     """
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc] # Serve awaits an async constructor
         self,
         encoder: Any,
         index: Any,

@@ -56,7 +56,7 @@ class IndexStandby:
     collection: the owner did).
     """
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc] # Serve awaits an async constructor
         self,
         encoder: Any,
         store: dict[str, Any],

@@ -242,7 +242,9 @@ def explanation_figure(image: bytes, result: dict[str, Any], path: str | Path) -
         raise ValueError(f"{result.get('file')}: no explanation in the result (ask with explain=...)")
     res = int(exp["resolution"])
     # The maps are at the model's input resolution: show the image at that size, as the model saw it.
-    shown = np.asarray(Image.open(io.BytesIO(image)).convert("RGB").resize((res, res), Image.BILINEAR)) / 255.0
+    shown = (
+        np.asarray(Image.open(io.BytesIO(image)).convert("RGB").resize((res, res), Image.Resampling.BILINEAR)) / 255.0
+    )
 
     def decoded(b64: str) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))), dtype=np.float64) / 255.0

@@ -56,12 +56,13 @@ def link_ray_logs(link: Path) -> None:
     output), and says where it is; a stale link from an earlier run is replaced."""
     import ray
 
-    try:
-        # Ray has no public call for the log folder; the node object knows it.
-        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # noqa: SLF001
-    except AttributeError:  # another Ray version: say where to look instead of failing the demo
+    # Ray has no public call for the log folder; the node object knows it.
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    if node is None or not hasattr(node, "get_logs_dir_path"):  # another Ray version: say where to look instead
         log.info("Ray's worker logs: under Ray's temp folder (session_latest/logs)")
         return
+    logs = Path(node.get_logs_dir_path())
     if link.is_symlink():
         link.unlink()
     elif link.exists():

@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from synthray.data.schema import REAL
 
@@ -87,7 +87,7 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
 
 
 def discovery_story(
-    client: Any, shards: str | Path, family: str, count: int = 60, query_count: int = 20, seen: Sequence[str] = ()
+    client: Any, shards: str | Path, family: str, count: int = 60, query_count: int = 20, seen: Iterable[str] = ()
 ) -> dict[str, Any]:
     """The discovery act: ``count`` images of ``family`` sent one request each, as live traffic
     arrives; the discovery that gathers them, its enrollment by one call, and the family's test
@@ -171,7 +171,7 @@ def service_story(
     shards: str | Path,
     checkpoint: str,
     store_path: str,
-    seen: Sequence[str],
+    seen: Iterable[str],
     family: str,
     enroll_count: int = 50,
     query_count: int = 20,

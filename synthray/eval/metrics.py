@@ -89,7 +89,8 @@ def oscr(known_correct: np.ndarray, known_scores: np.ndarray, unknown_scores: np
     thresholds = np.unique(np.concatenate([ks, us, [np.inf]]))[::-1]
     ccr = np.array([np.mean(kc & (ks >= t)) for t in thresholds])
     fpr = np.array([np.mean(us >= t) for t in thresholds])
-    return float(np.trapezoid(ccr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(ccr, fpr))
+    integrate = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # numpy 2 renamed it; 2.4 dropped trapz
+    return float(integrate(ccr, fpr))
 
 
 def detection_metrics(

@@ -149,20 +149,43 @@ class BaseStore:
         self._size: tuple[int, int] | None = None  # (revision, references)
 
     # -- engine primitives ------------------------------------------------------------------
-    def where(self) -> str: ...
-    def metadata(self) -> dict[str, Any]: ...
-    def _write_metadata(self, values: Mapping[str, Any]) -> None: ...
-    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None: ...
-    def _delete_ids(self, ids: Sequence[str]) -> None: ...
-    def _delete_where(self, where: Where) -> None: ...
-    def _count(self, where: Where | None) -> int: ...
-    def _generator_counts(self, where: Where) -> dict[str, int]: ...
-    def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]: ...
-    def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]: ...
+    def where(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def metadata(self) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _write_metadata(self, values: Mapping[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _delete_ids(self, ids: Sequence[str]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _delete_where(self, where: Where) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _count(self, where: Where | None) -> int:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _generator_counts(self, where: Where) -> dict[str, int]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _scroll_page(self, where: Where, offset: Any, limit: int) -> tuple[list[tuple[str, Any, dict]], Any]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def _retrieve_page(self, ids: list[str], with_vectors: bool = False) -> list[tuple[str, Any, dict]]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
     def _native_search(
         self, vectors: np.ndarray, k: int, where: Where
-    ) -> list[list[tuple[str, float, dict[str, Any]]]]: ...
-    def close(self) -> None: ...
+    ) -> list[list[tuple[str, float, dict[str, Any]]]]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
+
+    def close(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement this store primitive")
 
     # -- paging over the primitives ---------------------------------------------------------
     def _scroll(self, where: Where) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:

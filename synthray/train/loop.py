@@ -122,7 +122,7 @@ def validate(
             if keep:
                 embs.append(z[keep].cpu())
                 labels.append(y[keep].cpu())
-    correct = total = 0
+    correct, total = 0.0, 0.0  # summed over ranks as floats
     if embs:
         e, y = torch.cat(embs), torch.cat(labels)
         if len(y) > 1:

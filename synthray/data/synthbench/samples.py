@@ -25,7 +25,7 @@ def _strip(files: Sequence[Path], side: int) -> np.ndarray:
     parts: list[np.ndarray] = []
     for f in files:
         with Image.open(f) as im:
-            parts += [np.asarray(im.convert("RGB").resize((side, side), Image.NEAREST)) / 255.0, gap]
+            parts += [np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.NEAREST)) / 255.0, gap]
     return np.concatenate(parts[:-1], axis=1) if parts else np.ones((side, side, 3))
 
 
