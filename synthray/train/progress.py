@@ -53,12 +53,21 @@ class StepProgress:
             and would make the ETA of the first lines hours long.
         file: where records are appended (rank 0); None: log only.
         every_s: the least time between two step lines.
+        max_lines: about how many step lines a whole run gets: a long run spaces them
+            out (its expected length / ``max_lines``) so the terminal keeps a screenful.
     """
 
     def __init__(
-        self, total_steps: int, epochs: int, first_step: int = 0, file: Path | None = None, every_s: float = 10.0
+        self,
+        total_steps: int,
+        epochs: int,
+        first_step: int = 0,
+        file: Path | None = None,
+        every_s: float = 10.0,
+        max_lines: int = 25,
     ) -> None:
         self.total_steps, self.epochs, self.file, self.every_s = total_steps, epochs, file, every_s
+        self._min_every_s, self.max_lines = every_s, max_lines
         self._first_step = first_step
         self._start: float | None = None  # set at the end of this attempt's first step
         self._last = 0.0
@@ -81,6 +90,8 @@ class StepProgress:
         elapsed = now - self._start
         done = step - self._first_step
         eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
+        if eta == eta:  # not NaN: space the lines over the expected length of the run
+            self.every_s = max(self._min_every_s, (elapsed + eta) / self.max_lines)
         self._emit(
             {
                 "kind": "step",

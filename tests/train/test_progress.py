@@ -47,6 +47,14 @@ def test_steps_are_reported_at_most_every_interval(tmp_path):
     assert file.read_text() == ""  # nothing due yet: no line per step
 
 
+def test_a_long_run_spaces_its_lines_to_keep_a_screenful(tmp_path):
+    progress = StepProgress(total_steps=10_000, epochs=1, file=tmp_path / "p.jsonl", every_s=0.0, max_lines=20)
+    progress.step(1, epoch=0, loss=1.0, images=8)
+    time.sleep(0.05)
+    progress.step(2, epoch=0, loss=1.0, images=8)  # 0.05 s a step, 9,998 to go: about 500 s in all
+    assert 20 <= progress.every_s <= 60  # a line every ~25 s (500 s / 20), not at every step
+
+
 def test_a_resumed_run_counts_its_rate_from_where_it_started(tmp_path):
     file = tmp_path / "progress.jsonl"
     file.write_text('{"kind": "step", "step": 1}\n')  # an earlier attempt's record

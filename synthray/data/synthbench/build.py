@@ -59,6 +59,8 @@ SYNTHBENCH_VERSION = 2
 #: decoder, one latent (VQ) decoder and the diffusion-style denoiser.
 DEFAULT_HELD_OUT = ("pixel_shuffle", "vq_vae", "sdedit_unet")
 SUMMARY_NAME = "synthbench.json"
+#: Up to this many classes, the build logs a line for every finished class.
+SMALL_BUILD = 20
 SOURCES_NAME = "sources.csv"  # the plain-folder layout reads it: relpath,source of every paired fake
 STATE_NAME = ".synthbench_state.json"  # hidden: layout readers skip it
 MAX_PER_CLASS = 100_000  # file names carry 5 digits
@@ -372,14 +374,26 @@ def build_synthbench(
         "(%d worker%s)",
         len(todo), cfg.per_class, cfg.resolution, len(found), len(skipped), out, workers, "" if workers == 1 else "s",
     )
+    last_line = total_start
     for done, (job, info) in enumerate(_run_jobs(todo, workers), 1):
         state["classes"][job.label] = info
         store.write_json(out / STATE_NAME, state)  # the class is now safe from interruption
         fit = info.get("fit") or {}
-        logger.info(
-            "synthbench [%d/%d] %s: %d images in %.1fs%s",
-            done, len(todo), job.label, cfg.per_class, info["seconds"],
+        now = time.perf_counter()
+        # A line per class for a small build; a large one (50 classes) one every 10 s with
+        # an ETA and the rest at debug level, so the terminal keeps a screenful.
+        due = len(todo) <= SMALL_BUILD or done == len(todo) or now - last_line >= 10.0
+        last_line = now if due else last_line
+        logger.log(
+            logging.INFO if due else logging.DEBUG,
+            "synthbench [%d/%d] %s: %d images in %.1fs%s; ETA %.0fs",
+            done,
+            len(todo),
+            job.label,
+            cfg.per_class,
+            info["seconds"],
             f" (fitted: loss {fit['loss_first']} -> {fit['loss_last']})" if fit.get("loss_first") is not None else "",
+            (now - total_start) / done * (len(todo) - done),
         )
     generation_seconds = time.perf_counter() - total_start
     _write_sources(out, cfg)
