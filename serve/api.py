@@ -191,20 +191,7 @@ def create_api(backend: Backend, settings: ApiSettings, metrics: ServiceMetrics,
     kit = RouteKit(backend, settings, metrics, may_read, may_write, uploads_body)
     add_attribution_routes(app, kit)
     add_generator_routes(app, kit)
-    add_discovery_routes(
-        app,
-        kit.backend,
-        settings.model_version,
-        metrics,
-        may_read,
-        may_write,
-        canonical_generator,
-        uploads_body,
-        kit.images_of,
-        kit.embed_all,
-        kit.decode_failures,
-        kit.embedding_version,
-    )
+    add_discovery_routes(app, kit)
     add_health_routes(app, kit, gate)
     return app
 

@@ -7,12 +7,14 @@ the writer, against a server) through the backend (:mod:`serve.inbox_owner`).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request, Security
 
+from serve.api_settings import canonical_generator
 from serve.errors import ApiError, rejected_images
+from serve.route_kit import RouteKit
 from serve.schemas import (
     DiscoveryEnrollRequest,
     DiscoveryEnrollResponse,
@@ -33,7 +35,7 @@ ID_PATTERN = re.compile(r"^d[0-9]{4,9}$")
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
 
 
-def feedback_label(label: str, canonical_generator: Callable[[str], str]) -> str:
+def feedback_label(label: str) -> str:
     """``real``, or the canonical generator name (``unknown`` is no label one can give)."""
     from synthray.data.generators import normalize_generator
     from synthray.data.schema import REAL
@@ -41,22 +43,13 @@ def feedback_label(label: str, canonical_generator: Callable[[str], str]) -> str
     return REAL if normalize_generator(label).lower() == REAL else canonical_generator(label)
 
 
-def add_discovery_routes(
-    app: FastAPI,
-    backend: Any,
-    model_version: str,
-    metrics: Any,
-    may_read: Callable,
-    may_write: Callable,
-    canonical_generator: Callable[[str], str],
-    upload_body: dict[str, Any],
-    images_of: Callable,
-    embed_all: Callable,
-    decode_failures: Callable,
-    embedding_version: Callable,
-) -> None:
+def add_discovery_routes(app: FastAPI, kit: RouteKit) -> None:
     """Adds /v1/discoveries and /v1/feedback to ``app`` (the upload parsing, embedding and
-    auth helpers are the other routes' own)."""
+    auth helpers are the other routes' own, from ``kit``)."""
+    backend, metrics, model_version = kit.backend, kit.metrics, kit.settings.model_version
+    may_read, may_write, upload_body = kit.may_read, kit.may_write, kit.uploads_body
+    images_of, embed_all = kit.images_of, kit.embed_all
+    decode_failures, embedding_version = kit.decode_failures, kit.embedding_version
 
     def checked_id(discovery_id: str) -> str:
         if not ID_PATTERN.match(discovery_id):
@@ -118,7 +111,7 @@ def add_discovery_routes(
         """ "This image is real" / "this is generator X" for images answered recently or kept in
         the inbox, named by their sha256. Stored as labelled samples (GET /v1/feedback); they
         change no reference until enrolled (POST /v1/feedback/enroll)."""
-        label = feedback_label(body.label, canonical_generator)
+        label = feedback_label(body.label)
         out = await backend.add_feedback(label, list(dict.fromkeys(body.hashes)), note=body.note)
         metrics.feedback.labels("hash").inc(out["stored"])
         return FeedbackResponse(model_version=model_version, **out)
@@ -137,7 +130,7 @@ def add_discovery_routes(
         note: str = Query("", max_length=500),
     ) -> FeedbackResponse:
         """Like POST /v1/feedback, for images sent in the body (any upload format /v1/attribute takes)."""
-        label = feedback_label(label, canonical_generator)
+        label = feedback_label(label)
         images, bad = await images_of(request, "feedback")
         embedded = await embed_all(images) if images else []
         bad = bad + decode_failures(images, embedded)
@@ -175,7 +168,7 @@ def add_discovery_routes(
     async def enroll_feedback(body: FeedbackEnrollRequest) -> FeedbackEnrollResponse:
         """Adds the feedback images labelled ``label`` as references (``real``: real references);
         they leave the feedback list. The trained references are never changed."""
-        label = feedback_label(body.label, canonical_generator)
+        label = feedback_label(body.label)
         out = await backend.enroll_feedback(label)
         metrics.enrolled.labels(label).inc(out["enrolled"])
         return FeedbackEnrollResponse(model_version=model_version, **out)

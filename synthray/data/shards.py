@@ -80,6 +80,26 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_jsonl(path: Path, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file ([] when there is none); blank lines skipped.
+
+    ``skip_bad``: also skip lines that are not JSON (a line cut by a crash), for readers that
+    only show the file; records that must be exact (a training history) leave it False.
+    """
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if not skip_bad:
+                raise
+    return out
+
+
 def write_json_atomic(path: Path, data: Any, indent: int | None = 1, default: Any = None) -> None:
     """Writes JSON atomically (see :func:`write_text_atomic`).
 

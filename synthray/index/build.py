@@ -244,7 +244,7 @@ def calibrate_store(
     true_labels: Sequence[str],
     attribution: AttributionConfig,
     figure: Path | None = None,
-) -> Any:
+) -> tuple[Any, str | None]:
     """The rule's thresholds from queries of known classes, scored against ``store``.
 
     Args:
@@ -254,7 +254,8 @@ def calibrate_store(
         attribution: k, unknown rate and target FPR.
         figure: where to draw the scores and the chosen thresholds (PNG); None: no figure.
     Returns:
-        :class:`~synthray.attribution.rule.Thresholds`.
+        (:class:`~synthray.attribution.rule.Thresholds`, the figure's path or None when none
+        was drawn).
     """
     from synthray.attribution.rule import calibrate, class_scores
 
@@ -262,16 +263,13 @@ def calibrate_store(
     classes = sorted(store.counts())
     cs = class_scores(hits, classes)
     thresholds = calibrate(cs, true_labels, attribution.target_fpr, attribution.unknown_rate, attribution.k)
+    drawn = None
     if figure is not None:
         from synthray.attribution.figure import calibration_figure
+        from synthray.plots import draw_safely
 
-        try:
-            calibration_figure(cs, true_labels, thresholds, figure)
-        except Exception as e:  # noqa: BLE001 - a picture must never cost the index
-            log.warning("calibration figure not drawn (%s: %s)", type(e).__name__, e)
-        else:
-            log.info("calibration figure: %s", figure)
-    return thresholds
+        drawn = draw_safely("calibration figure", calibration_figure, cs, true_labels, thresholds, figure)
+    return thresholds, str(drawn) if drawn else None
 
 
 def _warn_short(choice: Choice, cap: int | None) -> None:
@@ -436,8 +434,7 @@ def build_index(
         if sink.cal_labels:
             cal_vectors = np.stack(sink.cal_vectors)
             figure = cfg.figures_root() / f"calibration-{embedder.model_version}.png"
-            thresholds = calibrate_store(store, cal_vectors, sink.cal_labels, attribution, figure)
-            calibration_png = str(figure) if figure.exists() else None
+            thresholds, calibration_png = calibrate_store(store, cal_vectors, sink.cal_labels, attribution, figure)
             calibration = {**thresholds.calibration, **calibration}
             _keep_real_calibration(store, cal_vectors, sink)
         store.set_metadata(

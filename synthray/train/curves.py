@@ -3,39 +3,23 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
-from synthray.plots import pyplot, save_figure
+from synthray.data.shards import read_jsonl
+from synthray.plots import draw_safely, pyplot, save_figure
 from synthray.train.progress import PROGRESS_FILE
 
-log = logging.getLogger(__name__)
-
 CURVES_FILE = "training_curves.png"
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:  # a line cut by a crash: the rest still draws
-            continue
-    return out
 
 
 def training_curves(run: str | Path) -> Path | None:
     """Draws ``<run>/training_curves.png``: the losses by step, the validation kNN accuracy by
     epoch. Returns its path, or None when the run has no epoch yet."""
     run = Path(run)
-    epochs = _records(run / "metrics.jsonl")
+    epochs = read_jsonl(run / "metrics.jsonl", skip_bad=True)
     if not epochs:
         return None
-    steps = [r for r in _records(run / PROGRESS_FILE) if r.get("kind") == "step"]
+    steps = [r for r in read_jsonl(run / PROGRESS_FILE, skip_bad=True) if r.get("kind") == "step"]
     plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
     if steps:
@@ -77,11 +61,5 @@ def training_curves(run: str | Path) -> Path | None:
 
 def draw_curves(run: str | Path) -> str | None:
     """:func:`training_curves`, logged; a failure to draw is a warning, never a failed run."""
-    try:
-        path = training_curves(run)
-    except Exception as e:  # noqa: BLE001 - a picture must never cost a finished training run
-        log.warning("training curves not drawn (%s: %s)", type(e).__name__, e)
-        return None
-    if path is not None:
-        log.info("training curves: %s", path)
+    path = draw_safely("training curves", training_curves, run)
     return str(path) if path else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ class StepProgress:
         elapsed = now - self._start
         done = step - self._first_step
         eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
-        if eta == eta:  # not NaN: space the lines over the expected length of the run
+        if not math.isnan(eta):  # space the lines over the expected length of the run
             self.every_s = max(self._min_every_s, (elapsed + eta) / self.max_lines)
         self._emit(
             {

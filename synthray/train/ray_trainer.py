@@ -23,7 +23,7 @@ import torch
 
 from synthray.config import PipelineConfig, TrainConfig, from_dict, to_dict
 from synthray.data.preprocess import eval_preprocess
-from synthray.data.shards import write_text_atomic
+from synthray.data.shards import read_jsonl, write_text_atomic
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
 from synthray.train.curves import draw_curves
 from synthray.train.loop import Runtime, train_loop
@@ -54,12 +54,6 @@ def _restore_from(ckpt: Any) -> tuple[Path, dict[str, Any]] | None:
     return found
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
@@ -68,8 +62,8 @@ def _history_of(folder: Path, epoch: int, current: Path) -> list[dict[str, Any]]
     """The epoch records a restored checkpoint stands for (checkpoints older than
     ``HISTORY_FILE``: the current history up to the checkpoint's epoch)."""
     if (folder / HISTORY_FILE).exists():
-        return _read_jsonl(folder / HISTORY_FILE)
-    return [r for r in _read_jsonl(current) if r["epoch"] <= epoch]
+        return read_jsonl(folder / HISTORY_FILE)
+    return [r for r in read_jsonl(current) if r["epoch"] <= epoch]
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -128,7 +122,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         # Every rank reports (Ray Train waits for all); only rank 0 carries the checkpoint.
         checkpoint = None
         if folder is not None:
-            _write_jsonl(folder / HISTORY_FILE, [*_read_jsonl(history), metrics])
+            _write_jsonl(folder / HISTORY_FILE, [*read_jsonl(history), metrics])
             checkpoint = ray.train.Checkpoint.from_directory(str(folder))
         ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
@@ -261,8 +255,7 @@ def fit_ray(cfg: TrainConfig, follow_progress: bool = False) -> dict[str, Any]:
         result = trainer.fit()
     if result.error is not None:
         raise result.error
-    history_file = run / "metrics.jsonl"
-    history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
+    history = read_jsonl(run / "metrics.jsonl")
     return {
         "metrics": result.metrics,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,

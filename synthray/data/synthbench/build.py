@@ -240,12 +240,10 @@ def _run_jobs(jobs: list[ClassJob], num_workers: int) -> Iterator[tuple[ClassJob
 def _draw_samples(out: Path, labels: list[str]) -> str | None:
     """``samples.png`` (a few test images of each class); a failure to draw is a warning only."""
     from synthray.data.synthbench.samples import sample_grid
+    from synthray.plots import draw_safely
 
-    try:
-        return str(sample_grid(out, labels))
-    except Exception as e:  # noqa: BLE001 - a picture must never cost the benchmark
-        logger.warning("synthbench: sample images not drawn (%s: %s)", type(e).__name__, e)
-        return None
+    path = draw_safely("synthbench sample images", sample_grid, out, labels)
+    return str(path) if path else None
 
 
 def _summary(
