@@ -1,7 +1,7 @@
 """Detector methods from the seed papers, side by side: one registry, one harness.
 
 Every method (``list_methods()``) trains from a :class:`FitContext` and predicts an is-AI
-score and a label, so ``compare.py`` trains and scores them all the same way:
+score and a label, so ``compare`` (:func:`run_compare`) trains and scores them all the same way:
 
 - image classifiers (binary or multiclass head): the small CIFAKE CNN (002/003) and 003's
   perturbation / autoencoder conditions (``cnn.py``); ResNet-50 with a sigmoid head (002),

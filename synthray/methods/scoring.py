@@ -38,7 +38,7 @@ def detection(truth_ai: np.ndarray, scores: np.ndarray, flagged: np.ndarray) -> 
 
 
 def score_predictions(
-    y_true: Sequence[str], pred: Prediction, seen: Sequence[str], held_out: Sequence[str], attributes: bool
+    y_true: Sequence[str] | np.ndarray, pred: Prediction, seen: Sequence[str], held_out: Sequence[str], attributes: bool
 ) -> dict[str, Any]:
     """Every number of a comparison row.
 
