@@ -176,7 +176,7 @@ def main() -> None:
         port = free_port()
         app_args = {
             "checkpoint": str(checkpoint),
-            "store_path": str(store),
+            "store": {"path": str(store)},
             "api_key_file": str(work / "key"),
             "device": "cpu",
             "max_batch_size": args.max_batch_size,

@@ -313,7 +313,7 @@ def main() -> None:
     from bench_serve import build_index, free_port
     from serve.app import build_app
     from synthray.train.checkpoint import checkpoint_version
-    from synthray.train.overrides import apply_overrides
+    from synthray.config import apply_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -334,7 +334,7 @@ def main() -> None:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             app_args = {
                 "checkpoint": str(checkpoint),
-                "store_path": str(work / "qdrant"),
+                "store": {"path": str(work / "qdrant")},
                 "api_key_file": str(work / "key"),
                 "device": "cpu",
                 "create_index": True,

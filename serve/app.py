@@ -13,6 +13,7 @@ and one IndexWriter takes every write. The checkpoint is pinned when the app is 
 # No ``from __future__ import annotations`` here: Serve reads the builder's parameter
 # annotation as a class to validate the arguments into AppArgs, and a string would not do.
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,10 @@ from serve.encoder import Encoder
 from serve.index_owner import IndexOwner
 from serve.ingress import Ingress
 from serve.standby import IndexStandby
+from synthray.attribution.config import AttributionConfig
+from synthray.discovery.config import DiscoveryConfig
+from synthray.index.config import StoreConfig
+from synthray.typed_config import from_dict, nest_dotted, to_dict
 
 
 class AppArgs(BaseModel):
@@ -38,19 +43,12 @@ class AppArgs(BaseModel):
         "good checkpoint, resolved once when the app is built, so every replica loads "
         "the same weights); None = the checkpoint the active collection was built with",
     )
-    store_path: str = Field("runs/index/qdrant", description="embedded store folder (when store_url is not set)")
-    store_url: Optional[str] = Field(None, description="Qdrant server URL; set it to scale the index readers out")
-    store_api_key_env: str = Field("SYNTHRAY_QDRANT_API_KEY", description="env var with the Qdrant server's key")
-    store_engine: str = Field("edge", description="embedded engine: edge (Qdrant Edge) | client-local")
-    collection: Optional[str] = Field(
-        None,
-        description="collection or alias (default synthray-<model version>; "
-        "with no checkpoint, the active alias synthray-active)",
-    )
-    enrolled_dir: Optional[str] = Field(
-        None,
-        description="archive of enrolled images (default beside the store; "
-        "a shared volume in a cluster): a new model version re-embeds them",
+    store: StoreConfig = Field(
+        default_factory=StoreConfig,
+        description="the vector store: path (embedded Qdrant Edge folder) or url (a Qdrant server, then "
+        "index_replicas may be > 1), collection (or alias; default synthray-<model version>, with no checkpoint "
+        "the active alias), enrolled_dir (archive of enrolled images a new model re-embeds; a shared volume in a "
+        "cluster), api_key_env, engine; on `serve run`'s command line as store.path=... (dotted keys)",
     )
     create_index: bool = Field(False, description="create an empty collection when none exists (pure few-shot use)")
     device: str = Field("auto", description="encoder device: auto | cpu | cuda")
@@ -114,25 +112,26 @@ class AppArgs(BaseModel):
         120.0, ge=0, description="writes per minute per API key (0: unlimited); more are 429 with Retry-After"
     )
     write_burst: int = Field(30, ge=1, description="writes a key may make at once")
-    attribution: Optional[dict[str, Any]] = Field(None, description="AttributionConfig fields overriding the index's")
-    discovery: Optional[dict[str, Any]] = Field(
-        None,
-        description="DiscoveryConfig fields: the inbox of unknown "
-        "answers (capacity, keep_images, retention_s, recompute_s, ...)",
+    attribution: Optional[AttributionConfig] = Field(None, description="an attribution rule replacing the index's")
+    discovery: DiscoveryConfig = Field(
+        default_factory=DiscoveryConfig,
+        description="the inbox of unknown answers (capacity, keep_images, retention_s, recompute_s, ...)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_keys(cls, data: Any) -> Any:
+        # ``serve run serve.app:build_app store.path=...`` passes flat keys only: a dotted key
+        # reaches a nested section, as ``--set`` does for the other configs.
+        return nest_dotted(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _one_owner_when_embedded(self) -> "AppArgs":
-        if self.store_url is None and self.index_replicas != 1:
+        if self.store.url is None and self.index_replicas != 1:
             raise ValueError(
-                f"index_replicas={self.index_replicas} needs a Qdrant server (store_url): an embedded "
+                f"index_replicas={self.index_replicas} needs a Qdrant server (store.url): an embedded "
                 "store can be opened by one process only"
             )
-        if self.discovery is not None:
-            from synthray.config import from_dict
-            from synthray.discovery.config import DiscoveryConfig
-
-            from_dict(DiscoveryConfig, self.discovery)  # a mistake fails the deploy, not a replica later
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(
                 f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size "
@@ -151,14 +150,13 @@ class AppArgs(BaseModel):
 
     def store_config(self) -> dict[str, Any]:
         """``StoreConfig`` fields; a relative path is taken from where the app is built (the repo root)."""
-        return {
-            "url": self.store_url,
-            "path": os.path.abspath(self.store_path),
-            "collection": self.collection,
-            "api_key_env": self.store_api_key_env,
-            "engine": self.store_engine,
-            "enrolled_dir": os.path.abspath(self.enrolled_dir) if self.enrolled_dir else None,
-        }
+        enrolled = os.path.abspath(self.store.enrolled_dir) if self.store.enrolled_dir else None
+        return to_dict(dataclasses.replace(self.store, path=os.path.abspath(self.store.path), enrolled_dir=enrolled))
+
+    def section(self, name: str) -> Optional[dict[str, Any]]:
+        """A nested config as plain data for the replicas (``attribution`` or ``discovery``; None when unset)."""
+        value = getattr(self, name)
+        return None if value is None else to_dict(value)
 
     def pinned(self) -> tuple[str, str, Optional[str]]:
         """``(checkpoint folder, model version, collection)`` the app serves, resolved once here.
@@ -172,14 +170,12 @@ class AppArgs(BaseModel):
             CheckpointError / StoreError: nothing to pin.
         """
         from synthray.attribution.embedder import resolve_checkpoint
-        from synthray.config import from_dict
-        from synthray.index.config import StoreConfig
         from synthray.index.store import StoreError, active_collection
         from synthray.train.checkpoint import checkpoint_version
 
         if self.checkpoint is not None:
             folder = resolve_checkpoint(self.checkpoint).resolve()
-            return str(folder), checkpoint_version(folder), self.collection
+            return str(folder), checkpoint_version(folder), self.store.collection
         cfg = from_dict(StoreConfig, self.store_config())
         collection, meta = active_collection(cfg)
         if not meta.get("checkpoint"):
@@ -218,7 +214,7 @@ def build_app(args: AppArgs) -> Application:
     )
     owner = serve.deployment(IndexOwner)
     standby = None
-    if args.store_url is None:
+    if args.store.url is None:
         # Embedded: one process may open the store, so one owner reads and writes; the
         # standby (no CPUs reserved: it idles while the owner lives) stands in when it is lost.
         if args.index_standby:
@@ -229,13 +225,22 @@ def build_app(args: AppArgs) -> Application:
                     **args.serving_options(),
                     ray_actor_options={"num_cpus": 0},
                 )
-                .bind(encoder, store, args.attribution, version, args.discovery)
+                .bind(encoder, store, args.section("attribution"), version, args.section("discovery"))
             )
         index = owner.options(
             num_replicas=1,
             **args.serving_options(),
             ray_actor_options={"num_cpus": args.index_cpus},
-        ).bind(encoder, store, args.create_index, args.attribution, version, "owner", args.discovery, standby)
+        ).bind(
+            encoder,
+            store,
+            args.create_index,
+            args.section("attribution"),
+            version,
+            "owner",
+            args.section("discovery"),
+            standby,
+        )
         writer = index
     else:
         # A server: readers scale out, every write goes through one writer (one lock, one archive).
@@ -244,13 +249,15 @@ def build_app(args: AppArgs) -> Application:
             num_replicas=args.index_replicas,
             **args.serving_options(),
             ray_actor_options={"num_cpus": args.index_cpus},
-        ).bind(encoder, store, False, args.attribution, version, "reader", args.discovery)
+        ).bind(encoder, store, False, args.section("attribution"), version, "reader", args.section("discovery"))
         writer = owner.options(
             name="IndexWriter",
             num_replicas=1,
             **args.serving_options(),
             ray_actor_options={"num_cpus": args.index_cpus},
-        ).bind(encoder, store, args.create_index, args.attribution, version, "writer", args.discovery)
+        ).bind(
+            encoder, store, args.create_index, args.section("attribution"), version, "writer", args.section("discovery")
+        )
     limits = {"max_bytes": args.max_bytes, "max_pixels": args.max_pixels, "max_files": args.max_files}
     admitted = 0 if args.max_queued_requests < 0 else args.max_ongoing_requests + args.max_queued_requests
     resilience = {
@@ -287,7 +294,7 @@ def build_app(args: AppArgs) -> Application:
             args.read_requires_key,
             {"max_images": args.max_explain, "lime_samples": args.explain_lime_samples},
             writer,
-            args.discovery,
+            args.section("discovery"),
             resilience,
             standby,
         )

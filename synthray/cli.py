@@ -13,6 +13,7 @@
     synthray enroll <url> <name> <folder>          enroll a generator's images (few-shot)
     synthray generators <url> [--delete NAME]      list generators, delete an enrolled one
     synthray compare --config configs/compare_cpu.yaml  detector methods side by side (table + figures)
+    synthray config schema|show <section>          a config's JSON schema, or a file's resolved config
 
 Argument parsing only: the work lives in the library.
 """
@@ -31,11 +32,13 @@ from typing import Any, Callable
 from synthray import __version__
 from synthray.errors import ConfigError
 from synthray.config import (
+    SECTIONS,
     EvalConfig,
     IngestConfig,
     PipelineConfig,
     PreprocessConfig,
     SynthbenchConfig,
+    apply_overrides,
     from_dict,
     load_yaml,
 )
@@ -132,7 +135,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from synthray.config import TrainConfig
-    from synthray.train.overrides import apply_overrides
 
     cfg = from_dict(TrainConfig, apply_overrides(_yaml_section(args.config, "train"), args.set))
     if args.no_ray:
@@ -209,7 +211,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from synthray.eval.run import EvalError, evaluate, summarize
     from synthray.index.store import StoreError
     from synthray.train.checkpoint import CheckpointError
-    from synthray.train.overrides import apply_overrides
 
     cfg = from_dict(EvalConfig, apply_overrides(_yaml_section(args.config, "eval"), args.set))
     try:
@@ -222,7 +223,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from synthray.train.overrides import apply_overrides
 
     root = Path(__file__).resolve().parents[1]
     if not (root / "serve" / "app.py").is_file():
@@ -232,9 +232,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serve.local import app_args_from_yaml, serve_forever
 
     app_args = apply_overrides(app_args_from_yaml(load_yaml(args.config)) if args.config else {}, args.set)
-    for key in ("checkpoint", "store_path", "store_url"):
+    for key, field in (("checkpoint", "checkpoint"), ("store_path", "store.path"), ("store_url", "store.url")):
         if getattr(args, key) is not None:
-            app_args[key] = getattr(args, key)
+            app_args[field] = getattr(args, key)
     if "checkpoint" not in app_args:
         log.error("serve: give --checkpoint (or a --config with one)")
         return 2
@@ -317,7 +317,6 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from synthray.methods.compare import load_compare_config, run_compare
-    from synthray.train.overrides import apply_overrides
 
     data = apply_overrides(_yaml_section(args.config, "compare"), args.set)
     if args.methods:
@@ -342,9 +341,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from synthray.config import SECTIONS, json_schema, to_dict
+
+    cls = SECTIONS[args.section]
+    if args.action == "schema":
+        _emit(json_schema(cls))
+        return 0
+    # show: what a run would use, with defaults filled in (a mistake is a one-line error, exit 2)
+    _emit(to_dict(from_dict(cls, apply_overrides(_yaml_section(args.config, args.section), args.set))))
+    return 0
+
+
 def cmd_family_curve(args: argparse.Namespace) -> int:
     from synthray.eval.family_curve import FamilyCurveConfig, family_curve
-    from synthray.train.overrides import apply_overrides
 
     data = apply_overrides(_yaml_section(args.config, "curve"), args.set)
     curve = family_curve(from_dict(FamilyCurveConfig, data))
@@ -523,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (compare.md, compare.json, figures)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("config", help="a config's JSON schema (keys, types, defaults, descriptions) or resolved values")
+    p.add_argument("action", choices=("schema", "show"), help="schema: the JSON schema; show: the resolved config")
+    p.add_argument("section", choices=sorted(SECTIONS), help="which config (the section name in YAML files)")
+    p.add_argument("--config", help="show: a YAML file with the section (or with only its fields)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (dotted keys)")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("family-curve", help="zero-shot detection vs the number of generator families trained on")
     p.add_argument(

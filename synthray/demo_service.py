@@ -65,6 +65,8 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
     from ray import serve
 
     from serve.app import AppArgs, build_app
+    from synthray.discovery.config import DiscoveryConfig
+    from synthray.index.config import StoreConfig
 
     key = secrets.token_urlsafe(24)
     key_file = out / "api_key"
@@ -76,10 +78,10 @@ def start_app(out: Path, checkpoint: str, store_path: str, port: int = 0) -> tup
     # real photographs 0.058): such uncertain answers go to the discovery inbox too.
     args = AppArgs(
         checkpoint=checkpoint,
-        store_path=store_path,
+        store=StoreConfig(path=store_path),
         api_key_file=str(key_file.resolve()),
         device="cpu",
-        discovery={"low_confidence": 0.02},
+        discovery=DiscoveryConfig(low_confidence=0.02),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name="synthray", route_prefix="/")

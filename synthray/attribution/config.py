@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
+
+from synthray.typed_config import config_dataclass
 
 
-@dataclasses.dataclass
+@config_dataclass
 class AttributionConfig:
     """kNN vote over the reference index, and how its open-set thresholds are calibrated."""
 
-    k: int = 11  # neighbours per class scored (the thesis's k)
-    # The closed-set kNN vote of the thesis's evaluation (the service scores every class alone):
-    # "majority" (one vote each, as the thesis) | "weighted" (by cosine similarity)
+    k: int = 11
+    """neighbours per class scored (the thesis's k)"""
     vote: str = "weighted"
-    open_set: bool = True  # answer "unknown" below the calibrated thresholds; False always names a class
-    # Calibration on seen-class validation images: the share of them allowed to come out
-    # "unknown" (split evenly between the too-far and the too-split criterion).
+    """The closed-set kNN vote of the thesis's evaluation (the service scores every class alone): "majority" (one vote
+    each, as the thesis) | "weighted" (by cosine similarity)
+    """
+    open_set: bool = True
+    """answer "unknown" below the calibrated thresholds; False always names a class"""
     unknown_rate: float = 0.05
-    # The is-AI decision threshold is set so that this share of real validation images is flagged.
+    """Calibration on seen-class validation images: the share of them allowed to come out "unknown" (split evenly
+    between the too-far and the too-split criterion).
+    """
     target_fpr: float = 0.05
-    # Enrollment: how much more often the real calibration photographs may be flagged once the new
-    # generator is in (its own is-AI threshold is raised until they are not), and the share of
-    # samples answered "real" above which an enrollment is refused.
+    """The is-AI decision threshold is set so that this share of real validation images is flagged."""
     max_fpr_increase: float = 0.005
+    """Enrollment: how much more often the real calibration photographs may be flagged once the new generator is in (its
+    own is-AI threshold is raised until they are not), and the share of samples answered "real" above which an
+    enrollment is refused.
+    """
     max_looks_real: float = 0.5
 
     def __post_init__(self) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
+from synthray.typed_config import config_dataclass
 
-@dataclasses.dataclass
+
+@config_dataclass
 class DiscoveryConfig:
     """What the service keeps of the images it could not name, and how it groups them.
 
@@ -16,28 +17,42 @@ class DiscoveryConfig:
     """
 
     enabled: bool = True
-    # Also keep named answers whose confidence (winner's score minus runner-up's) is below this;
-    # None = only "unknown" answers.
     low_confidence: float | None = None
-    capacity: int = 10_000  # inbox entries; the oldest are dropped beyond it
-    # Keep the image bytes too (off: content hashes and embeddings only). Kept images let an
-    # enrolled discovery be archived, so it survives a new model version, and give thumbnails.
+    """Also keep named answers whose confidence (winner's score minus runner-up's) is below this; None = only "unknown"
+    answers.
+    """
+    capacity: int = 10_000
+    """inbox entries; the oldest are dropped beyond it"""
     keep_images: bool = False
-    retention_s: float = 7 * 24 * 3600.0  # kept images older than this are deleted
-    images_dir: str | None = None  # kept images; None = <enrolled archive>/../inbox-images
-    min_cluster_size: int = 8  # the fewest images HDBSCAN calls a group
-    min_samples: int | None = None  # HDBSCAN's density smoothing; None = min_cluster_size
-    # Cluster on this many principal components (0 = the raw embedding): HDBSCAN's trees work in
-    # low dimension: 10k inbox entries took 31 s on 128-d on 2 cores, 5 s on 32 components.
+    """Keep the image bytes too (off: content hashes and embeddings only). Kept images let an enrolled discovery be
+    archived, so it survives a new model version, and give thumbnails.
+    """
+    retention_s: float = 7 * 24 * 3600.0
+    """kept images older than this are deleted"""
+    images_dir: str | None = None
+    """kept images; None = <enrolled archive>/../inbox-images"""
+    min_cluster_size: int = 8
+    """the fewest images HDBSCAN calls a group"""
+    min_samples: int | None = None
+    """HDBSCAN's density smoothing; None = min_cluster_size"""
     reduce_dims: int = 32
-    recompute_s: float = 60.0  # how often the owner re-clusters the inbox (also on demand); 0 = on demand only
-    # A new grouping keeps an earlier discovery's id when it holds at least this share of that
-    # discovery's remembered members (ids stay while a cluster persists).
+    """Cluster on this many principal components (0 = the raw embedding): HDBSCAN's trees work in low dimension: 10k
+    inbox entries took 31 s on 128-d on 2 cores, 5 s on 32 components.
+    """
+    recompute_s: float = 60.0
+    """how often the owner re-clusters the inbox (also on demand); 0 = on demand only"""
     match_overlap: float = 0.5
-    examples: int = 5  # example hashes (and thumbnails) listed per discovery
-    max_pending: int = 256  # answers waiting to be recorded; beyond it new ones are dropped (and counted)
-    recent: int = 10_000  # recent answers remembered in memory, so feedback can name an image by its hash
-    window_s: float = 300.0  # the sliding window of the unknown-rate gauge
+    """A new grouping keeps an earlier discovery's id when it holds at least this share of that discovery's remembered
+    members (ids stay while a cluster persists).
+    """
+    examples: int = 5
+    """example hashes (and thumbnails) listed per discovery"""
+    max_pending: int = 256
+    """answers waiting to be recorded; beyond it new ones are dropped (and counted)"""
+    recent: int = 10_000
+    """recent answers remembered in memory, so feedback can name an image by its hash"""
+    window_s: float = 300.0
+    """the sliding window of the unknown-rate gauge"""
 
     def __post_init__(self) -> None:
         if self.capacity < 1 or self.min_cluster_size < 2 or self.examples < 1:

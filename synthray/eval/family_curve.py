@@ -24,23 +24,32 @@ import numpy as np
 
 from synthray.config import ExperimentConfig, TrainConfig
 from synthray.data.schema import REAL
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
+@config_dataclass
 class FamilyCurveConfig:
     """One curve: training-family counts, the held-out families, and the training recipe."""
 
-    shards: str = "runs/demo/shards"  # a synthbench (with procedural families) ingested
-    out: str = "runs/family_curve"  # curve.json, curve.md, curve.png, one run folder per count
-    counts: tuple[int, ...] = (1, 3, 10, 20, 45)  # generator families trained on, per point
+    shards: str = "runs/demo/shards"
+    """a synthbench (with procedural families) ingested"""
+    out: str = "runs/family_curve"
+    """curve.json, curve.md, curve.png, one run folder per count"""
+    counts: tuple[int, ...] = (1, 3, 10, 20, 45)
+    """generator families trained on, per point"""
     held_out: tuple[str, ...] = ("pixel_shuffle", "vq_vae", "sdedit_unet", "proc_0032", "proc_0034")
-    steps: int = 300  # optimizer steps of every run, whatever its data size (epochs follow)
-    per_class: int = 50  # index references per generator (real: 4x)
-    max_test_per_class: int = 100  # test images per held-out family and of real
-    seed: int = 0  # which families a count draws, and training
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # the recipe; shards/run/classes are set here
+    steps: int = 300
+    """optimizer steps of every run, whatever its data size (epochs follow)"""
+    per_class: int = 50
+    """index references per generator (real: 4x)"""
+    max_test_per_class: int = 100
+    """test images per held-out family and of real"""
+    seed: int = 0
+    """which families a count draws, and training"""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """the recipe; shards/run/classes are set here"""
 
 
 def choose_families(available: list[str], held_out: tuple[str, ...], count: int, seed: int) -> list[str]:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
+
+from synthray.typed_config import config_dataclass
 
 
-@dataclasses.dataclass
+@config_dataclass
 class LossConfig:
     """Which contrastive loss to train with; ``name`` picks it from the loss registry."""
 
-    name: str = "supcon"  # registered loss (see synthray.losses.list_losses()): "supcon" | "euclidean"
-    # SupCon softmax temperature: 0.1 in the thesis (001); 000 used 0.05. Lower = sharper.
+    name: str = "supcon"
+    """registered loss (see synthray.losses.list_losses()): "supcon" | "euclidean" """
     temperature: float = 0.1
-    # SupCon scales the loss by temperature / base_temperature (Khosla et al. 2020 keep the
-    # gradient scale comparable across temperatures); None = temperature, i.e. no scaling.
+    """SupCon softmax temperature: 0.1 in the thesis (001); 000 used 0.05. Lower = sharper."""
     base_temperature: float | None = None
-    # Euclidean contrastive loss: negatives closer than this are pushed apart. On unit vectors
-    # distances lie in [0, 2]; the thesis saw no difference between 1 and 100 and kept 1.
+    """SupCon scales the loss by temperature / base_temperature (Khosla et al. 2020 keep the gradient scale comparable
+    across temperatures); None = temperature, i.e. no scaling.
+    """
     margin: float = 1.0
-    # L2-normalise the features inside the loss. The encoder already emits unit vectors (then
-    # this is a no-op, gradients included); it keeps the temperature/margin meaningful for
-    # any other input.
+    """Euclidean contrastive loss: negatives closer than this are pushed apart. On unit vectors distances lie in [0, 2];
+    the thesis saw no difference between 1 and 100 and kept 1.
+    """
     normalize: bool = True
+    """L2-normalise the features inside the loss. The encoder already emits unit vectors (then this is a no-op,
+    gradients included); it keeps the temperature/margin meaningful for any other input.
+    """

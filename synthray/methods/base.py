@@ -21,6 +21,7 @@ from torch import nn
 
 from synthray.config import ExperimentConfig, PipelineConfig, PreprocessConfig
 from synthray.data.schema import REAL
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,16 @@ HEADS = ("binary", "multiclass")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclasses.dataclass
+@config_dataclass
 class MethodConfig:
     """Settings every trained method has (subclasses add their own)."""
 
-    steps: int = 200  # optimizer steps of the main training phase
-    batch_size: int = 64  # images per class-balanced batch
-    lr: float = 1e-4  # Adam learning rate (000 and 004 use 1e-4)
+    steps: int = 200
+    """optimizer steps of the main training phase"""
+    batch_size: int = 64
+    """images per class-balanced batch"""
+    lr: float = 1e-4
+    """Adam learning rate (000 and 004 use 1e-4)"""
 
 
 @dataclasses.dataclass

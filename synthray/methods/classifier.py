@@ -9,7 +9,6 @@ rotation pre-training, the combined loss).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any, Iterable
@@ -31,18 +30,21 @@ from synthray.methods.base import (
     check_head,
     is_ai_from_probs,
 )
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
+@config_dataclass
 class ClassifierConfig(MethodConfig):
     """An image classifier's settings."""
 
-    # "binary": one sigmoid output, real vs AI (002/003/004 on CIFAKE); "multiclass": one
-    # softmax output per seen class (attribution among the generators trained on).
     head: str = "binary"
-    log_every: int = 50  # steps between training-loss log lines
+    """"binary": one sigmoid output, real vs AI (002/003/004 on CIFAKE); "multiclass": one softmax output per seen class
+    (attribution among the generators trained on).
+    """
+    log_every: int = 50
+    """steps between training-loss log lines"""
 
 
 class ClassifierNet(nn.Module):

@@ -20,6 +20,7 @@ from synthray.methods.base import FitContext
 from synthray.methods.classifier import ClassifierConfig, ImageClassifier
 from synthray.methods.perturb import Perturb, PerturbConfig
 from synthray.methods.registry import register_method
+from synthray.typed_config import config_dataclass
 
 
 class SmallCNN(nn.Module):
@@ -75,21 +76,31 @@ class SmallCNN(nn.Module):
         return self.layers(x)
 
 
-@dataclasses.dataclass
+@config_dataclass
 class CNNConfig(ClassifierConfig):
     """The small CNN and 003's preprocessing conditions."""
 
-    lr: float = 1e-3  # Adam's default; 002 and 003 do not give theirs
-    filters: int = 32  # conv filters per block
-    blocks: int = 2  # conv-ReLU-maxpool blocks
-    pool_kernel: int = 2  # 002: 2; 003: 3
-    pool_stride: int = 2  # 002: 2; 003: 1
-    dense: tuple[int, ...] = (64,)  # hidden dense widths (002: 64; 003: 64, 64)
-    perturb: bool = False  # 003: blur + resized crop + colour jitter on training images
+    lr: float = 1e-3
+    """Adam's default; 002 and 003 do not give theirs"""
+    filters: int = 32
+    """conv filters per block"""
+    blocks: int = 2
+    """conv-ReLU-maxpool blocks"""
+    pool_kernel: int = 2
+    """002: 2; 003: 3"""
+    pool_stride: int = 2
+    """002: 2; 003: 1"""
+    dense: tuple[int, ...] = (64,)
+    """hidden dense widths (002: 64; 003: 64, 64)"""
+    perturb: bool = False
+    """003: blur + resized crop + colour jitter on training images"""
     perturbation: PerturbConfig = dataclasses.field(default_factory=PerturbConfig)
-    autoencoder: bool = False  # 003: classify autoencoder reconstructions (train and test)
-    ae_latent_dim: int = 2048  # 003's bottleneck
-    ae_steps: int = 300  # autoencoder training steps (on the seen classes' training images)
+    autoencoder: bool = False
+    """003: classify autoencoder reconstructions (train and test)"""
+    ae_latent_dim: int = 2048
+    """003's bottleneck"""
+    ae_steps: int = 300
+    """autoencoder training steps (on the seen classes' training images)"""
     ae_lr: float = 1e-3
 
 

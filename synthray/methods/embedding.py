@@ -37,26 +37,37 @@ from synthray.methods.base import FitContext, Method, MethodConfig, Prediction, 
 from synthray.methods.embedding_heads import CLASSIFIERS, EmbeddingHead, HeadConfig, build_head
 from synthray.methods.registry import register_method
 from synthray.models.config import EncoderConfig
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
 FIT_RECORD = "fit.json"  # beside an encoder run: its checkpoint and training seconds
 
 
-@dataclasses.dataclass
+@config_dataclass
 class EmbeddingConfig(MethodConfig):
     """A contrastive encoder and the classifier on its embeddings."""
 
-    lr: float = 1e-3  # peak AdamW learning rate of the encoder (the project's training default)
-    backbone: str = "efficientnet_b0"  # timm name (001: EfficientNet-B0; 000: ResNet-50)
-    weights_path: str | None = None  # local pretrained backbone weights; None = random init
-    embedding_dim: int = 128  # 001 and 000: 128
-    head_layers: int = 2  # projection-head depth; 0 = none (000's ablation)
-    loss: str = "supcon"  # registered loss: "supcon" | "euclidean"
-    temperature: float = 0.1  # SupCon temperature (001: 0.1; 000: 0.05)
-    margin: float = 1.0  # Euclidean loss margin (001 kept 1)
-    steps_per_epoch: int = 50  # encoder steps between validations/checkpoints
-    classifier: str = "knn"  # knn | centroid | comparator | mlp
+    lr: float = 1e-3
+    """peak AdamW learning rate of the encoder (the project's training default)"""
+    backbone: str = "efficientnet_b0"
+    """timm name (001: EfficientNet-B0; 000: ResNet-50)"""
+    weights_path: str | None = None
+    """local pretrained backbone weights; None = random init"""
+    embedding_dim: int = 128
+    """001 and 000: 128"""
+    head_layers: int = 2
+    """projection-head depth; 0 = none (000's ablation)"""
+    loss: str = "supcon"
+    """registered loss: "supcon" | "euclidean" """
+    temperature: float = 0.1
+    """SupCon temperature (001: 0.1; 000: 0.05)"""
+    margin: float = 1.0
+    """Euclidean loss margin (001 kept 1)"""
+    steps_per_epoch: int = 50
+    """encoder steps between validations/checkpoints"""
+    classifier: str = "knn"
+    """knn | centroid | comparator | mlp"""
     classifier_config: HeadConfig = dataclasses.field(default_factory=HeadConfig)
 
 

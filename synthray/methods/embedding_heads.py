@@ -18,7 +18,6 @@ embeddings (``predict``). The thesis's classifiers on embeddings (001 ยง3.2.2, ย
 from __future__ import annotations
 
 import abc
-import dataclasses
 import logging
 from typing import Any
 
@@ -27,29 +26,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthray.models.knn import knn_search
 from synthray.attribution.openset import vote
 from synthray.data.schema import REAL
 from synthray.methods.base import AI, Prediction, adam_steps, check_head
 from synthray.methods.classifier import balanced_bce
+from synthray.models.knn import knn_search
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
 CLASSIFIERS = ("knn", "centroid", "comparator", "mlp")
 
 
-@dataclasses.dataclass
+@config_dataclass
 class HeadConfig:
     """Settings of the classifiers on embeddings (each reads the ones it needs)."""
 
-    k: int = 11  # kNN neighbours (the thesis's k)
-    vote: str = "majority"  # kNN: "majority" (the thesis) | "weighted" (by cosine similarity)
-    head: str = "binary"  # MLP output: "binary" (000, real vs AI) | "multiclass" (one per seen class)
-    hidden: int = 128  # MLP / comparator hidden width (000's embedding size)
-    dropout: float = 0.5  # MLP dropout (000)
-    epochs: int = 20  # MLP / comparator passes over the seen classes' embeddings (000: 20)
-    batch_size: int = 128  # MLP / comparator batch (000: 128)
-    lr: float = 1e-4  # MLP / comparator Adam learning rate (000: 1e-4)
+    k: int = 11
+    """kNN neighbours (the thesis's k)"""
+    vote: str = "majority"
+    """kNN: "majority" (the thesis) | "weighted" (by cosine similarity)"""
+    head: str = "binary"
+    """MLP output: "binary" (000, real vs AI) | "multiclass" (one per seen class)"""
+    hidden: int = 128
+    """MLP / comparator hidden width (000's embedding size)"""
+    dropout: float = 0.5
+    """MLP dropout (000)"""
+    epochs: int = 20
+    """MLP / comparator passes over the seen classes' embeddings (000: 20)"""
+    batch_size: int = 128
+    """MLP / comparator batch (000: 128)"""
+    lr: float = 1e-4
+    """MLP / comparator Adam learning rate (000: 1e-4)"""
 
 
 def _class_means(emb: torch.Tensor, labels: np.ndarray, classes: list[str]) -> torch.Tensor:

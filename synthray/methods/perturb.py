@@ -7,21 +7,27 @@ in the paper; these are torchvision's usual ones.
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 from torchvision.transforms import v2
 
+from synthray.typed_config import config_dataclass
 
-@dataclasses.dataclass
+
+@config_dataclass
 class PerturbConfig:
     """003's perturbations (all applied together, with probability ``p``)."""
 
-    p: float = 0.8  # probability an image is perturbed (003: 80%)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)  # Gaussian blur sigma range
-    blur_kernel: int = 5  # blur kernel side (odd)
-    crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: area share kept
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    p: float = 0.8
+    """probability an image is perturbed (003: 80%)"""
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    """Gaussian blur sigma range"""
+    blur_kernel: int = 5
+    """blur kernel side (odd)"""
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    """random resized crop: area share kept"""
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    """brightness, contrast, saturation, hue"""
 
 
 class Perturb:

@@ -21,7 +21,6 @@ tests and CPU runs set a small one (``backbone: resnet10t``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Iterable
 
@@ -37,6 +36,7 @@ from synthray.methods.registry import register_method
 from synthray.methods.rotation import rotation_pretrain
 from synthray.models.encoder import check_backbone_name
 from synthray.models.weights import check_weights_path, load_backbone_weights
+from synthray.typed_config import config_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +81,28 @@ class TimmBody(nn.Module):
         return torch.cat([pooled, self.fractal(maps[0]).to(pooled.dtype)], dim=1)
 
 
-@dataclasses.dataclass
+@config_dataclass
 class ResNetConfig(ClassifierConfig):
     """ResNet-family classifier settings."""
 
-    backbone: str = "resnet50"  # timm name; resnet10t for tests and CPU runs
-    weights_path: str | None = None  # local pretrained backbone weights (004's ImageNet start); None = random init
-    freeze_backbone: bool = False  # 004 (b)-(d): train only the output layer
-    fractal: bool = False  # 004 (c): append fractal dimensions of a feature map
-    fractal_stage: int = 1  # which feature stage (timm feature_info index) the dimensions are taken of
-    combined_loss: bool = False  # 004 (d): CE + feature similarity + confidence penalty, learned weights
-    rotation: bool = False  # 004 (e): rotation-prediction pre-training before fine-tuning
-    rotation_steps: int = 200  # pretext steps (when rotation is on)
-    rotation_lr: float | None = None  # pretext learning rate; None = lr
+    backbone: str = "resnet50"
+    """timm name; resnet10t for tests and CPU runs"""
+    weights_path: str | None = None
+    """local pretrained backbone weights (004's ImageNet start); None = random init"""
+    freeze_backbone: bool = False
+    """004 (b)-(d): train only the output layer"""
+    fractal: bool = False
+    """004 (c): append fractal dimensions of a feature map"""
+    fractal_stage: int = 1
+    """which feature stage (timm feature_info index) the dimensions are taken of"""
+    combined_loss: bool = False
+    """004 (d): CE + feature similarity + confidence penalty, learned weights"""
+    rotation: bool = False
+    """004 (e): rotation-prediction pre-training before fine-tuning"""
+    rotation_steps: int = 200
+    """pretext steps (when rotation is on)"""
+    rotation_lr: float | None = None
+    """pretext learning rate; None = lr"""
 
 
 _TRANSFER = {"freeze_backbone": True}

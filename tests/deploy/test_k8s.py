@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from serve.app import AppArgs
 from synthray.config import TrainConfig, from_dict, load_yaml
 from tests.deploy import manifests as m
 
@@ -186,15 +187,15 @@ def test_qdrant_url_and_api_key_agree_with_the_qdrant_objects(rendered):
     from synthray.index.config import StoreConfig
 
     overlay, objs = rendered
-    serve_args = _serve_config(objs)["applications"][0]["args"]
+    serve_args = AppArgs.model_validate(_serve_config(objs)["applications"][0]["args"])
     index_cfg, _ = index_configs(load_yaml(_entrypoint(m.one(objs, "RayJob", "synthray-index"))[1]))
-    assert serve_args["store_url"] == index_cfg.store.url
+    assert serve_args.store.url == index_cfg.store.url
     qdrant = _qdrant_url_target(objs, index_cfg.store.url)
     assert qdrant["image"].startswith("qdrant/qdrant:")
     secret = m.env_secret_refs(qdrant)[QDRANT_KEY_ENV]
 
     # Every Ray pod that can reach the store has the key under the name the app reads.
-    key_envs = {index_cfg.store.api_key_env, serve_args["store_api_key_env"], StoreConfig().api_key_env}
+    key_envs = {index_cfg.store.api_key_env, serve_args.store.api_key_env, StoreConfig().api_key_env}
     assert len(key_envs) == 1
     [key_env] = key_envs
     for obj in m.by_kind(objs, "RayJob") + m.by_kind(objs, "RayService"):
@@ -202,7 +203,7 @@ def test_qdrant_url_and_api_key_agree_with_the_qdrant_objects(rendered):
             refs = m.env_secret_refs(pod["containers"][0])
             assert refs.get(key_env) == secret, f"{obj['metadata']['name']}/{group}"
             if obj["kind"] == "RayService":  # writes need the app's own key, from a Secret
-                assert refs.get(serve_args["api_key_env"], (None, None))[0] == secret[0]
+                assert refs.get(serve_args.api_key_env, (None, None))[0] == secret[0]
 
     secrets = {s["metadata"]["name"]: s for s in m.by_kind(objs, "Secret")}
     if overlay == "cpu-dev":  # a development Secret is generated; it holds both keys
@@ -221,9 +222,9 @@ def test_shared_storage_holds_every_path_the_jobs_and_app_use(rendered):
     claims = {c["metadata"]["name"]: c for c in m.by_kind(objs, "PersistentVolumeClaim")}
     train_cfg = from_dict(TrainConfig, load_yaml(_entrypoint(m.one(objs, "RayJob", "synthray-train"))[1]))
     index_cfg, _ = index_configs(load_yaml(_entrypoint(m.one(objs, "RayJob", "synthray-index"))[1]))
-    serve_args = _serve_config(objs)["applications"][0]["args"]
+    serve_args = AppArgs.model_validate(_serve_config(objs)["applications"][0]["args"])
     # The enrollment archive: written by the app's IndexWriter, read by every index build.
-    assert serve_args["enrolled_dir"] == index_cfg.store.enrolled_dir
+    assert serve_args.store.enrolled_dir == index_cfg.store.enrolled_dir
     paths = [
         train_cfg.shards,
         train_cfg.run_dir,

@@ -43,7 +43,7 @@ def app(ray_cluster, tiny_model, index, tmp_path_factory):
     # test could set $SYNTHRAY_API_KEY for them (the env-var path is tested in test_http_layer).
     args = {
         "checkpoint": str(tiny_model.checkpoint),
-        "store_path": str(index.store_path),
+        "store": {"path": str(index.store_path)},
         "api_key_file": str(key_file),
         "max_bytes": 2 * 1024 * 1024,
         "max_pixels": 4_000_000,

@@ -24,7 +24,7 @@ def test_config_file_is_a_valid_serve_config_whose_args_are_app_args():
     module, _, attr = app.import_path.partition(":")
     assert getattr(importlib.import_module(module), attr) is build_app  # importable from the repo root
     args = AppArgs.model_validate(app.args)
-    assert args.store_url is None and args.index_replicas == 1 and args.api_key_env == "SYNTHRAY_API_KEY"
+    assert args.store.url is None and args.index_replicas == 1 and args.api_key_env == "SYNTHRAY_API_KEY"
 
 
 def test_builder_wires_three_deployments_and_pins_the_checkpoint(tiny_model):
@@ -52,7 +52,7 @@ def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, t
 
     store = tmp_path / "qdrant"
     with pytest.raises(StoreError, match="no active collection"):
-        build_app({"store_path": str(store)})
+        build_app({"store.path": str(store)})  # serve run's key=value form
     cfg = IndexConfig(
         checkpoint=str(tiny_model.checkpoint),
         shards=str(tiny_model.shards),
@@ -62,7 +62,7 @@ def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, t
         store=StoreConfig(path=str(store)),
     )
     summary = build_index(cfg, AttributionConfig(), use_ray=False)
-    checkpoint, version, collection = AppArgs(store_path=str(store)).pinned()
+    checkpoint, version, collection = AppArgs(store=StoreConfig(path=str(store))).pinned()
     assert (checkpoint, version, collection) == (summary["checkpoint"], summary["model_version"], summary["collection"])
 
 
@@ -73,6 +73,8 @@ def test_without_a_checkpoint_the_app_serves_the_active_collection(tiny_model, t
         ({"checkpoint": "c", "max_batch_size": 32, "max_ongoing_requests": 8}, "batches could never fill"),
         ({"checkpoint": "c", "max_file": 3}, "Extra inputs are not permitted"),
         ({"checkpoint": "c", "max_bytes": 0}, "greater than 0"),
+        ({"checkpoint": "c", "store": {"pth": "x"}}, "Unexpected keyword argument"),
+        ({"checkpoint": "c", "store.url": "http://q:6333", "discovery.capacity": "many"}, "valid integer"),
     ],
 )
 def test_bad_app_args_are_refused_before_anything_starts(args, message):
@@ -81,7 +83,10 @@ def test_bad_app_args_are_refused_before_anything_starts(args, message):
 
 
 def test_a_qdrant_server_lets_the_readers_scale_out_behind_one_writer(tiny_model):
-    app = build_app({"checkpoint": str(tiny_model.checkpoint), "store_url": "http://qdrant:6333", "index_replicas": 3})
+    # as ``serve run serve.app:build_app checkpoint=... store.url=... index_replicas=3`` passes them
+    app = build_app(
+        {"checkpoint": str(tiny_model.checkpoint), "store.url": "http://qdrant:6333", "index_replicas": "3"}
+    )
     reader, writer = app._bound_deployment.init_args[1], app._bound_deployment.init_args[7]
     assert (reader._bound_deployment.name, reader._bound_deployment.num_replicas) == ("IndexReader", 3)
     assert (writer._bound_deployment.name, writer._bound_deployment.num_replicas) == ("IndexWriter", 1)

@@ -43,7 +43,7 @@ def contract_app(ray_cluster, tiny_model, tmp_path_factory):
         build_app(
             {
                 "checkpoint": str(tiny_model.checkpoint),
-                "store_path": str(index.store_path),
+                "store": {"path": str(index.store_path)},
                 "api_key_file": str(folder / "key"),
                 "device": "cpu",
                 "max_files": 8,

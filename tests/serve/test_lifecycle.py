@@ -61,7 +61,7 @@ def test_a_flood_past_the_queues_is_answered_503_with_retry_after_not_left_waiti
             build_app(
                 {
                     "checkpoint": str(tiny_model.checkpoint),
-                    "store_path": str(index.store_path),
+                    "store": {"path": str(index.store_path)},
                     "device": "cpu",
                     "max_batch_size": 1,
                     "max_ongoing_requests": 2,

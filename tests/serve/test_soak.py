@@ -35,7 +35,7 @@ def test_replica_kills_under_mixed_load_lose_no_answer_and_no_enrollment(
     try:
         args = {
             "checkpoint": str(tiny_model.checkpoint),
-            "store_path": str(index.store_path),
+            "store": {"path": str(index.store_path)},
             "api_key_file": str(tmp_path / "key"),
             "device": "cpu",
             "encoder_replicas": 2,

@@ -13,12 +13,13 @@ colour histogram sees the photographs' variety, not one class's tint.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from synthray.typed_config import config_dataclass
 
 #: PIL filters a crop is resampled with, drawn uniformly (as photos on the web are).
 RESAMPLE_FILTERS = (
@@ -29,16 +30,22 @@ RESAMPLE_FILTERS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class CropConfig:
     """How crops are drawn; the same for reals and generator inputs."""
 
-    min_scale: float = 0.2  # output side / source side at the most zoomed-out crop (downsampling)
-    max_scale: float = 2.5  # ... at the most zoomed-in crop (upsampled, soft, as web images often are)
-    hflip: float = 0.5  # probability of a left-right flip
-    vflip: float = 0.5  # probability of an upside-down flip
-    min_std: float = 0.03  # crops flatter than this (luma std in [0, 1]) are redrawn
-    max_tries: int = 20  # redraws before a flat crop is accepted anyway
+    min_scale: float = 0.2
+    """output side / source side at the most zoomed-out crop (downsampling)"""
+    max_scale: float = 2.5
+    """... at the most zoomed-in crop (upsampled, soft, as web images often are)"""
+    hflip: float = 0.5
+    """probability of a left-right flip"""
+    vflip: float = 0.5
+    """probability of an upside-down flip"""
+    min_std: float = 0.03
+    """crops flatter than this (luma std in [0, 1]) are redrawn"""
+    max_tries: int = 20
+    """redraws before a flat crop is accepted anyway"""
 
 
 class CropSampler:
@@ -50,9 +57,7 @@ class CropSampler:
         config: crop distribution.
     """
 
-    def __init__(
-        self, photos: Sequence[Image.Image], resolution: int, config: CropConfig | None = None
-    ) -> None:
+    def __init__(self, photos: Sequence[Image.Image], resolution: int, config: CropConfig | None = None) -> None:
         if not photos:
             raise ValueError("CropSampler needs at least one photograph")
         self.photos = list(photos)
@@ -108,15 +113,20 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class JitterConfig:
     """Photometric jitter applied identically to every class before quantisation."""
 
-    brightness: float = 0.08  # additive offset drawn from [-b, b]
-    contrast: float = 1.3  # multiplicative contrast around the mean, log-uniform in [1/c, c]
-    saturation: float = 1.4  # colourfulness factor, log-uniform in [1/s, s]
-    gamma: float = 1.3  # exponent, log-uniform in [1/g, g]
-    white_balance: float = 1.08  # per-channel gain, log-uniform in [1/w, w]
+    brightness: float = 0.08
+    """additive offset drawn from [-b, b]"""
+    contrast: float = 1.3
+    """multiplicative contrast around the mean, log-uniform in [1/c, c]"""
+    saturation: float = 1.4
+    """colourfulness factor, log-uniform in [1/s, s]"""
+    gamma: float = 1.3
+    """exponent, log-uniform in [1/g, g]"""
+    white_balance: float = 1.08
+    """per-channel gain, log-uniform in [1/w, w]"""
 
 
 def _log_uniform(rng: np.random.Generator, factor: float, size: int | None = None) -> np.ndarray:
