@@ -10,6 +10,7 @@ from synthray.config import ExperimentConfig, PipelineConfig, PreprocessConfig, 
 from synthray.errors import ConfigError
 from synthray.methods.explain_config import ExplainConfig
 from synthray.methods.registry import list_methods
+from synthray.typed_config import config_dataclass
 
 #: What `synthray compare` runs when no method list is given: one of each family.
 DEFAULT_METHODS = (
@@ -26,13 +27,16 @@ DEFAULT_METHODS = (
 )
 
 
-@dataclasses.dataclass
+@config_dataclass
 class MethodSpec:
     """One method of a comparison."""
 
-    name: str  # registered method (see synthray.methods.list_methods())
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # its own config fields
-    label: str | None = None  # row name; None = name (set it to run one method twice with other params)
+    name: str
+    """registered method (see synthray.methods.list_methods())"""
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """its own config fields"""
+    label: str | None = None
+    """row name; None = name (set it to run one method twice with other params)"""
 
     @property
     def row(self) -> str:
@@ -45,40 +49,51 @@ def _default_experiment() -> ExperimentConfig:
     return ExperimentConfig(setting="ES4", held_out=DEFAULT_HELD_OUT)
 
 
-@dataclasses.dataclass
+@config_dataclass
 class ExplainFigureConfig:
     """The explanation figure of a comparison."""
 
-    images: int = 2  # test images explained per method (0 = no figure); a seen and a zero-shot one first
+    images: int = 2
+    """test images explained per method (0 = no figure); a seen and a zero-shot one first"""
     kinds: tuple[str, ...] = ("saliency", "lime")
     lime: ExplainConfig = dataclasses.field(default_factory=lambda: ExplainConfig(n_samples=150, n_segments=30))
 
 
-@dataclasses.dataclass
+@config_dataclass
 class CompareConfig:
     """A side-by-side comparison of detector methods."""
 
-    shards: str = "runs/demo/shards"  # ingest output folder
-    out: str = "runs/compare"  # where the table, JSON and figures go (and the methods' scratch)
-    methods: list[Any] = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))  # names or MethodSpec dicts
-    # Settings given to every method whose config has the field (e.g. backbone, steps,
-    # batch_size, lr); a method's own params win.
+    shards: str = "runs/demo/shards"
+    """ingest output folder"""
+    out: str = "runs/compare"
+    """where the table, JSON and figures go (and the methods' scratch)"""
+    methods: list[Any] = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
+    """names or MethodSpec dicts"""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # Which classes train; the rest of the data's classes are zero-shot. Default: ES4 with the
-    # built-in benchmark's held-out families.
+    """Settings given to every method whose config has the field (e.g. backbone, steps, batch_size, lr); a method's own
+    params win.
+    """
     experiment: ExperimentConfig = dataclasses.field(default_factory=_default_experiment)
+    """Which classes train; the rest of the data's classes are zero-shot. Default: ES4 with the built-in benchmark's
+    held-out families.
+    """
     preprocess: PreprocessConfig = dataclasses.field(default_factory=lambda: PreprocessConfig(resolution=64))
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
-    references_per_class: int | None = None  # train images per class enrolled as references; None = all
-    test_per_class: int | None = None  # test images per class scored; None = all
-    predict_batch_size: int = 128  # test images per predict() call
+    references_per_class: int | None = None
+    """train images per class enrolled as references; None = all"""
+    test_per_class: int | None = None
+    """test images per class scored; None = all"""
+    predict_batch_size: int = 128
+    """test images per predict() call"""
     explain: ExplainFigureConfig = dataclasses.field(default_factory=ExplainFigureConfig)
     seed: int = 0
-    keep_going: bool = True  # False: the first failing method stops the comparison
-    # Reuse a method's row from an earlier compare.json in ``out`` when the method, its
-    # resolved config, the data and the test set are the same (a stopped comparison goes on
-    # where it stopped; a changed method is re-run). False: run everything again.
+    keep_going: bool = True
+    """False: the first failing method stops the comparison"""
     resume: bool = True
+    """Reuse a method's row from an earlier compare.json in ``out`` when the method, its resolved config, the data and
+    the test set are the same (a stopped comparison goes on where it stopped; a changed method is re-run). False: run
+    everything again.
+    """
 
     def __post_init__(self) -> None:
         specs = []
