@@ -35,10 +35,12 @@ def check_weights_path(path: str | Path) -> Path:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reads a state_dict from a local file onto the CPU.
+    """Reads a state_dict from a local file onto the CPU, with timm's own reader.
 
-    Accepts a bare state_dict or a checkpoint that wraps one under ``"state_dict"`` or
-    ``"model"``; a ``module.`` prefix (a model saved inside DDP) is removed.
+    timm accepts a bare state_dict or a checkpoint that wraps one (``state_dict``, ``model``,
+    or its EMA weights, preferred), removes a ``module.`` prefix (a model saved inside DDP),
+    reads .safetensors, and unpickles with ``weights_only`` (a weights file must not be able
+    to run code when it is read). What is ours: the checks and the messages.
 
     Args:
         path: a .pt/.pth/.bin (``torch.save``) or .safetensors file.
@@ -48,27 +50,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         FileNotFoundError / ValueError: see :func:`check_weights_path`; ValueError if the
             file does not hold a mapping of names to tensors.
     """
-    p = check_weights_path(path)
-    if p.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+    from timm.models import load_state_dict
 
-        obj: Any = load_file(str(p), device="cpu")
-    else:
-        # weights_only: a weights file must not be able to run code when it is read.
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
+    p = check_weights_path(path)
+    try:
+        obj: Any = load_state_dict(str(p), device="cpu")
+    except (AttributeError, TypeError):  # timm walks .items() of whatever the file holds
+        obj = None
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
         raise ValueError(f"{p}: expected a state_dict (a mapping of names to tensors)")
-    state = dict(obj)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return dict(obj)
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -147,6 +147,16 @@ def test_full_timm_checkpoint_with_classifier_loads(tmp_path):
     torch.testing.assert_close(enc.features(x), want)
 
 
+def test_a_checkpoint_saved_inside_ddp_loads(tmp_path):
+    """A ``module.`` prefix (the model saved wrapped in DDP) under a ``model`` key: timm's reader unwraps both."""
+    src = _tiny().eval()
+    path = tmp_path / "ddp.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in src.backbone.state_dict().items()}, "epoch": 3}, path)
+    dst = ContrastiveEncoder(TINY, weights_path=str(path)).eval()
+    x = _images()
+    torch.testing.assert_close(dst.features(x), src.features(x), rtol=0, atol=0)
+
+
 def test_mismatching_weights_file_is_a_clear_error(tmp_path):
     other = tmp_path / "resnet18.pt"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), other)
