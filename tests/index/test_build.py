@@ -215,7 +215,7 @@ def test_without_calibration_images_no_thresholds_are_stored(built, tiny_model, 
     cfg = _cfg(tiny_model, tmp_path / "q", per_class=5, calibration_per_class=5)
     build_index(cfg, use_ray=False)
     assert "thresholds" in _stored(cfg, emb.model_version, emb.dim)[1]
-    caplog.set_level(logging.WARNING, logger="synthray.index.build")
+    caplog.set_level(logging.WARNING, logger="synthray.index.calibration")
     summary = build_index(_cfg(tiny_model, tmp_path / "q", per_class=5, calibration_split="holdout"), use_ray=False)
     assert summary["calibration"] == {"skipped": "no images of the indexed classes in split 'holdout'"}
     assert summary["calibration_figure"] is None
@@ -322,7 +322,7 @@ def test_ray_is_chosen_where_it_pays_off_and_the_reason_is_given():
 def test_the_default_embeds_in_process_on_the_two_cpu_cluster_and_says_why(ray_cluster, caplog):
     from synthray.index.build import choose_ray
 
-    with caplog.at_level(logging.INFO, logger="synthray.index.build"):
+    with caplog.at_level(logging.INFO, logger="synthray.index.embed_plan"):
         assert choose_ray(None) is False
     assert "one CPU-only node with 2 CPUs" in caplog.text
     assert choose_ray(True) is True and choose_ray(False) is False
