@@ -14,7 +14,6 @@ import math
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from synthray.config import AugmentConfig

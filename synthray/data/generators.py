@@ -37,10 +37,24 @@ from synthray.data.schema import REAL
 #: The canonical spelling itself always matches, so it need not be repeated.
 _ALIASES: dict[str, tuple[str, ...]] = {
     REAL: ("nature", "0_real", "authentic", "genuine", "natural", "pristine"),
-    "SD1.4": ("sdv4", "sd14", "sdv14", "stable_diffusion_v_1_4", "stable_diffusion_1_4",
-              "stablediffusion14", "stable_diffusion_v1_4"),
-    "SD1.5": ("sdv5", "sd15", "sdv15", "stable_diffusion_v_1_5", "stable_diffusion_1_5",
-              "stablediffusion15", "stable_diffusion_v1_5"),
+    "SD1.4": (
+        "sdv4",
+        "sd14",
+        "sdv14",
+        "stable_diffusion_v_1_4",
+        "stable_diffusion_1_4",
+        "stablediffusion14",
+        "stable_diffusion_v1_4",
+    ),
+    "SD1.5": (
+        "sdv5",
+        "sd15",
+        "sdv15",
+        "stable_diffusion_v_1_5",
+        "stable_diffusion_1_5",
+        "stablediffusion15",
+        "stable_diffusion_v1_5",
+    ),
     "SD2.1": ("sd21", "sdv21", "stable_diffusion_v_2_1", "stable_diffusion_2_1"),
     "SDXL": ("sd_xl", "stable_diffusion_xl", "sdxl_base"),
     "ADM": ("guided", "guided_diffusion", "adm_guided"),

@@ -59,8 +59,10 @@ class PairBatcher:
         if num_classes < 2 or not 0 <= real_label < num_classes:
             raise ValueError(f"need >= 2 classes and a real label among them, got {num_classes}, {real_label}")
         if samples_per_class < 2 or batch_size < 2 * samples_per_class:
-            raise ValueError(f"need samples_per_class >= 2 and batch_size >= 2 * samples_per_class, got "
-                             f"{samples_per_class}, {batch_size}")
+            raise ValueError(
+                f"need samples_per_class >= 2 and batch_size >= 2 * samples_per_class, got "
+                f"{samples_per_class}, {batch_size}"
+            )
         fit = min(num_classes, batch_size // samples_per_class)
         self.classes_per_batch = fit if classes_per_batch is None else min(classes_per_batch, fit)
         if self.classes_per_batch < 2:
@@ -117,8 +119,11 @@ class PairBatcher:
             dropped += n
         if dropped:
             self.evicted_rows += dropped
-            log.warning("pair batching dropped %d rows that found no partner within %d buffered rows "
-                        "(is the stream grouped?)", dropped, self.max_buffer)
+            log.warning(
+                "pair batching dropped %d rows that found no partner within %d buffered rows (is the stream grouped?)",
+                dropped,
+                self.max_buffer,
+            )
         return held
 
     def _complete(self, group: Mapping[int, collections.deque[Row]]) -> bool:
@@ -158,7 +163,8 @@ class PairBatcher:
         for k in list(groups):
             group = groups[k]
             if not any(q for lab, q in group.items() if lab != self.real_label) and (
-                    k in chosen or not any(group.values())):
+                k in chosen or not any(group.values())
+            ):
                 del groups[k]  # no fakes left: its source has served them all
         # A forced pick at the end of the stream may find nothing usable left.
         if not picked:
@@ -195,9 +201,22 @@ def make_batcher(
     from synthray.data.balanced import BalancedBatcher
 
     if pipeline.pairs and real_label is not None:
-        return PairBatcher(batch_size, num_classes, real_label, samples_per_class=pipeline.samples_per_class,
-                           classes_per_batch=pipeline.classes_per_batch, drop_last=drop_last, seed=seed)
+        return PairBatcher(
+            batch_size,
+            num_classes,
+            real_label,
+            samples_per_class=pipeline.samples_per_class,
+            classes_per_batch=pipeline.classes_per_batch,
+            drop_last=drop_last,
+            seed=seed,
+        )
     if pipeline.pairs:
         log.warning("pipeline.pairs is on but the real class is not trained: class-balanced batches instead")
-    return BalancedBatcher(batch_size=batch_size, num_classes=num_classes, samples_per_class=pipeline.samples_per_class,
-                           classes_per_batch=pipeline.classes_per_batch, drop_last=drop_last, seed=seed)
+    return BalancedBatcher(
+        batch_size=batch_size,
+        num_classes=num_classes,
+        samples_per_class=pipeline.samples_per_class,
+        classes_per_batch=pipeline.classes_per_batch,
+        drop_last=drop_last,
+        seed=seed,
+    )

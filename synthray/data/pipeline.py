@@ -87,9 +87,7 @@ def _ray_filter(split: str | None, classes: Sequence[str]) -> "Any":
     return expr
 
 
-def class_counts(
-    shards: str | Path | Sequence[str | Path], split: str | None = None
-) -> dict[str, int]:
+def class_counts(shards: str | Path | Sequence[str | Path], split: str | None = None) -> dict[str, int]:
     """Rows per generator, read from the label columns only (no image bytes)."""
     dataset = pads.dataset(find_shards(shards), format="parquet")
     table = dataset.to_table(columns=["generator"], filter=row_filter(split))
@@ -203,8 +201,9 @@ class PreprocessPlan:
         return self.gpus_per_worker > 0
 
 
-def preprocess_plan(preprocess: PreprocessConfig, pipeline: PipelineConfig,
-                    resources: Mapping[str, float]) -> PreprocessPlan:
+def preprocess_plan(
+    preprocess: PreprocessConfig, pipeline: PipelineConfig, resources: Mapping[str, float]
+) -> PreprocessPlan:
     """The preprocessing resources for a cluster with ``resources`` (``ray.cluster_resources()``).
 
     GPU actors only within ``pipeline.gpu_budget``: a GPU every Train worker also asks for
@@ -216,8 +215,10 @@ def preprocess_plan(preprocess: PreprocessConfig, pipeline: PipelineConfig,
     gpus = float(resources.get("GPU", 0))
     budget = gpus if pipeline.gpu_budget is None else min(float(pipeline.gpu_budget), gpus)
     if preprocess.device.startswith("cuda") and budget <= 0:
-        raise ValueError("preprocess.device='cuda' but Ray Data has no GPU: the cluster has none, or "
-                         "pipeline.gpu_budget is 0 (Train workers hold them)")
+        raise ValueError(
+            "preprocess.device='cuda' but Ray Data has no GPU: the cluster has none, or "
+            "pipeline.gpu_budget is 0 (Train workers hold them)"
+        )
     if preprocess.device != "cpu" and budget > 0:
         workers = pipeline.concurrency or max(1, int(budget))
         return PreprocessPlan(workers, min(1.0, budget / workers))
@@ -277,8 +278,9 @@ def build_dataset(
     kwargs: dict[str, Any] = {
         "preprocess": preprocess,
         "class_names": list(class_names),
-        **downsampling(pipeline, files, split, class_names,
-                       (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed),
+        **downsampling(
+            pipeline, files, split, class_names, (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed
+        ),
     }
     if plan.on_gpu:
         # GPU decode/resize on a fixed actor pool within the GPU budget; the read tasks keep the CPUs.
@@ -399,8 +401,16 @@ def stream_summary(
     max_share = 0.0
     shape: tuple[int, ...] = ()
     dtype = ""
-    for batch in iter_balanced_batches(ds, len(names), batch_size, pipeline, seed=seed, drop_last=False,
-                                       preprocess=preprocess, real_label=real_label_of(names)):
+    for batch in iter_balanced_batches(
+        ds,
+        len(names),
+        batch_size,
+        pipeline,
+        seed=seed,
+        drop_last=False,
+        preprocess=preprocess,
+        real_label=real_label_of(names),
+    ):
         img = batch["image"]
         shape, dtype = tuple(img.shape[1:]), str(img.dtype).replace("torch.", "")
         lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))

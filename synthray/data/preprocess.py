@@ -104,7 +104,10 @@ def view_offsets(height: int, width: int, resolution: int, views: int) -> list[t
 
 
 def resize_square(
-    img: torch.Tensor, resolution: int, mode: str = "resize", generator: torch.Generator | None = None,
+    img: torch.Tensor,
+    resolution: int,
+    mode: str = "resize",
+    generator: torch.Generator | None = None,
     offset: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Brings one image to ``resolution`` x ``resolution``.

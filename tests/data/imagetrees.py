@@ -26,8 +26,17 @@ from PIL import Image
 
 # PIL format name per file suffix the builders write.
 _SUFFIX_FORMAT = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
-    ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF", ".ico": "ICO", ".tga": "TGA", ".pcx": "PCX",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",
+    ".ico": "ICO",
+    ".tga": "TGA",
+    ".pcx": "PCX",
 }
 
 
@@ -60,9 +69,7 @@ def image_bytes(size: tuple[int, int] = (32, 32), fmt: str = "PNG", seed: int = 
     return buffer.getvalue()
 
 
-def write_image(
-    path: str | Path, size: tuple[int, int] = (32, 32), fmt: str | None = None, seed: int = 0
-) -> Path:
+def write_image(path: str | Path, size: tuple[int, int] = (32, 32), fmt: str | None = None, seed: int = 0) -> Path:
     """Writes a random-noise image, the format taken from the suffix unless given.
 
     Args:

@@ -12,8 +12,11 @@ from synthray.data.balanced import BalancedBatcher
 def _stream(labels, chunk=16):
     ids = np.arange(len(labels))
     for i in range(0, len(labels), chunk):
-        yield {"label": np.asarray(labels[i : i + chunk]), "id": ids[i : i + chunk],
-               "x": np.ones((len(ids[i : i + chunk]), 2, 2), np.float32)}
+        yield {
+            "label": np.asarray(labels[i : i + chunk]),
+            "id": ids[i : i + chunk],
+            "x": np.ones((len(ids[i : i + chunk]), 2, 2), np.float32),
+        }
 
 
 def test_balanced_batches_cover_every_row_once():
@@ -61,8 +64,10 @@ def test_class_sorted_stream_is_forced_out_not_stalled(caplog):
 
 def test_drop_last_and_torch_columns():
     labels = np.tile(np.arange(3), 11)  # 33 rows
-    stream = ({"label": torch.as_tensor(labels[i : i + 8]), "v": torch.ones(len(labels[i : i + 8]), 3)}
-              for i in range(0, 33, 8))
+    stream = (
+        {"label": torch.as_tensor(labels[i : i + 8]), "v": torch.ones(len(labels[i : i + 8]), 3)}
+        for i in range(0, 33, 8)
+    )
     batches = list(BalancedBatcher(batch_size=12, num_classes=3, samples_per_class=4, drop_last=True)(stream))
     assert [len(x["label"]) for x in batches] == [12, 12]
     assert isinstance(batches[0]["v"], torch.Tensor) and batches[0]["v"].shape == (12, 3)

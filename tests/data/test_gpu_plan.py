@@ -65,9 +65,13 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.timeout(300)
 def test_a_stream_finishes_while_train_workers_hold_every_gpu(tiny_model):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model.shards), ",".join(tiny_model.classes)],
-                          capture_output=True, text=True, timeout=240,
-                          env={**__import__("os").environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_model.shards), ",".join(tiny_model.classes)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**__import__("os").environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = int(proc.stdout.split("ROWS")[1].split()[0])
     assert rows > 0

@@ -87,8 +87,11 @@ def test_pair_batches_hold_each_fake_beside_its_source(tmp_path):
     ingest("folder", root, shards, from_dict(IngestConfig, {"use_ray": False, "max_rows_per_shard": 60}))
     names = ["real", *FAKES]
     pipe = PipelineConfig(batch_size=16, samples_per_class=4, pairs=True, shuffle_buffer=0)
-    batches = list(iter_balanced_local(shards, names, 16, PreprocessConfig(resolution=16, device="cpu"), pipe,
-                                       split="train", seed=0))
+    batches = list(
+        iter_balanced_local(
+            shards, names, 16, PreprocessConfig(resolution=16, device="cpu"), pipe, split="train", seed=0
+        )
+    )
     assert batches
     paired = total = 0
     seen_fakes: list[str] = []
@@ -110,8 +113,14 @@ def test_pair_batches_hold_each_fake_beside_its_source(tmp_path):
 def test_pair_batcher_bounds_its_buffer_on_an_ungrouped_stream(caplog):
     rng = np.random.default_rng(0)
     n = 400
-    stream = [{"label": rng.integers(1, 4, 50), "group": np.array([f"g{rng.integers(10_000)}" for _ in range(50)]),
-               "x": np.zeros(50)} for _ in range(n // 50)]  # fakes whose sources never come
+    stream = [
+        {
+            "label": rng.integers(1, 4, 50),
+            "group": np.array([f"g{rng.integers(10_000)}" for _ in range(50)]),
+            "x": np.zeros(50),
+        }
+        for _ in range(n // 50)
+    ]  # fakes whose sources never come
     pb = PairBatcher(batch_size=8, num_classes=4, real_label=0, samples_per_class=2, max_buffer=40)
     assert list(pb(stream)) == []
     assert pb.evicted_rows > 0 and "no partner" in caplog.text
@@ -123,5 +132,8 @@ def test_pair_batcher_rejects_bad_settings():
     with pytest.raises(ValueError):
         PairBatcher(batch_size=3, num_classes=4, real_label=0, samples_per_class=2)
     with pytest.raises(ValueError, match="outside"):
-        list(PairBatcher(batch_size=8, num_classes=2, real_label=0, samples_per_class=2)(
-            [{"label": np.array([5]), "group": np.array(["a"])}]))
+        list(
+            PairBatcher(batch_size=8, num_classes=2, real_label=0, samples_per_class=2)(
+                [{"label": np.array([5]), "group": np.array(["a"])}]
+            )
+        )

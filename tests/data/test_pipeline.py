@@ -32,7 +32,9 @@ def shards(tmp_path_factory) -> Path:
     for label, n in sizes.items():
         for i in range(n):
             # Varied sizes and both codecs: the pipeline must bring all to one shape.
-            write_image(root / label / f"{i:03d}{'.png' if i % 2 else '.jpg'}", size=(24 + i % 17, 30 + i % 11), seed=seed)
+            write_image(
+                root / label / f"{i:03d}{'.png' if i % 2 else '.jpg'}", size=(24 + i % 17, 30 + i % 11), seed=seed
+            )
             seed += 1
     out = tmp_path_factory.mktemp("shards")
     cfg = IngestConfig(use_ray=False, max_rows_per_shard=45)
@@ -45,8 +47,12 @@ def test_class_counts_and_shard_discovery(shards):
     assert len(find_shards(shards)) == 3
     counts = class_counts(shards)
     assert counts == {"real": 60, "gan-a": 20, "gan-b": 20, "diff-c": 20}
-    assert sum(class_counts(shards, "train").values()) + sum(class_counts(shards, "val").values()) + sum(
-        class_counts(shards, "test").values()) == 120
+    assert (
+        sum(class_counts(shards, "train").values())
+        + sum(class_counts(shards, "val").values())
+        + sum(class_counts(shards, "test").values())
+        == 120
+    )
     with pytest.raises(FileNotFoundError):
         find_shards(shards / "nope")
 
@@ -71,15 +77,17 @@ def test_balance_rates():
 
 def test_ray_pipeline_batches(ray_cluster, shards):
     names = ["real", "gan-a", "gan-b", "diff-c"]
-    pre = PreprocessConfig(resolution=20, device="cpu", augment=[AugmentConfig("hflip", p=0.5),
-                                                                  AugmentConfig("jpeg", p=0.5)])
+    pre = PreprocessConfig(
+        resolution=20, device="cpu", augment=[AugmentConfig("hflip", p=0.5), AugmentConfig("jpeg", p=0.5)]
+    )
     pipe = PipelineConfig(batch_size=16, cpu_budget=1, balance="none")
     ds = build_dataset(shards, names, pre, pipe, split=None, shuffle_seed=0)
     rows = ds.take_all()
     assert len(rows) == 120
     assert {r["image"].shape for r in rows} == {(3, 20, 20)} and {r["image"].dtype for r in rows} == {np.dtype("uint8")}
     assert sorted(r["source_path"] for r in rows) == sorted(
-        pq.read_table(find_shards(shards), columns=["source_path"]).column(0).to_pylist())
+        pq.read_table(find_shards(shards), columns=["source_path"]).column(0).to_pylist()
+    )
 
     # A class subset and one split: rows of other classes never come out.
     only = build_dataset(shards, ["gan-a", "gan-b"], pre, pipe, split="train").take_all()
@@ -123,8 +131,11 @@ def test_local_loader_matches_ray_pixels(ray_cluster, shards):
     names = ["real", "gan-a", "gan-b", "diff-c"]
     pre = PreprocessConfig(resolution=16, device="cpu")
     pipe = PipelineConfig(batch_size=16, cpu_budget=1, balance="none")
-    local = {h: img for b in iter_preprocessed(shards, names, pre, pipe, split="val", seed=3)
-             for h, img in zip(b["content_hash"], b["image"])}
+    local = {
+        h: img
+        for b in iter_preprocessed(shards, names, pre, pipe, split="val", seed=3)
+        for h, img in zip(b["content_hash"], b["image"])
+    }
     assert all(img.dtype == np.uint8 for img in local.values())
     remote = {r["content_hash"]: r["image"] for r in build_dataset(shards, names, pre, pipe, split="val").take_all()}
     assert local.keys() == remote.keys() and len(local) == sum(class_counts(shards, "val").values())

@@ -140,7 +140,9 @@ def test_augmentations_do_what_they_say():
 
 def test_seeded_preprocessor_is_reproducible():
     cfg = PreprocessConfig(
-        resolution=32, device="cpu", seed=5,
+        resolution=32,
+        device="cpu",
+        seed=5,
         augment=[AugmentConfig("random_resized_crop"), AugmentConfig("hflip", p=0.5), AugmentConfig("jpeg", p=0.5)],
     )
     data = [image_bytes((50, 40), "PNG", seed=i) for i in range(4)]

@@ -262,9 +262,7 @@ def test_summary_describes_the_build(built: tuple[Path, dict]) -> None:
     assert Path(summary["samples_figure"]).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_same_seed_gives_identical_bytes_different_seed_does_not(
-    built: tuple[Path, dict], tmp_path: Path
-) -> None:
+def test_same_seed_gives_identical_bytes_different_seed_does_not(built: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = built
     labels = [REAL, *SUBSET]
     # A subset, one worker instead of two: every class comes out byte-identical, since a class
@@ -416,13 +414,22 @@ def test_procedural_family_builds_fits_and_generates(index: int) -> None:
     assert out.shape == x.shape and torch.isfinite(out).all()
     again = new_family(name, seed=0).generate(x, torch.Generator().manual_seed(3))
     assert torch.equal(out, again)  # seeded: the same network, the same fakes
-    assert not torch.equal(create_procedural(name).state_dict()[next(iter(model.state_dict()))],
-                           new_family(name, seed=1).state_dict()[next(iter(model.state_dict()))])
+    assert not torch.equal(
+        create_procedural(name).state_dict()[next(iter(model.state_dict()))],
+        new_family(name, seed=1).state_dict()[next(iter(model.state_dict()))],
+    )
 
 
 def test_a_build_with_procedural_families_and_more_real_images(tmp_path: Path) -> None:
-    cfg = SynthbenchConfig(per_class=10, real_per_class=25, resolution=RES, train_steps=2, families=None,
-                           procedural=2, held_out=("tconv", procedural_name(1)))
+    cfg = SynthbenchConfig(
+        per_class=10,
+        real_per_class=25,
+        resolution=RES,
+        train_steps=2,
+        families=None,
+        procedural=2,
+        held_out=("tconv", procedural_name(1)),
+    )
     summary = build_synthbench(tmp_path / "b", cfg, num_workers=2)
     assert {procedural_name(0), procedural_name(1)} <= set(summary["labels"])
     assert summary["counts"][REAL] == 25 and summary["counts"][procedural_name(0)] == 10

@@ -50,7 +50,18 @@ def test_accepted_formats(fmt: str) -> None:
         (corrupt_png_bytes(), "corrupt"),
     ],
     ids=[
-        "empty", "text", "svg", "ico", "tga", "pcx", "bomb", "small", "cut_jpeg", "cut_png", "cut_header", "scrambled",
+        "empty",
+        "text",
+        "svg",
+        "ico",
+        "tga",
+        "pcx",
+        "bomb",
+        "small",
+        "cut_jpeg",
+        "cut_png",
+        "cut_header",
+        "scrambled",
     ],
 )
 def test_reason_codes(data: bytes, reason: str) -> None:

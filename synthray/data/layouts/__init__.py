@@ -38,5 +38,13 @@ from synthray.data.layouts.base import (
 # Each module registers its reader on import.
 from synthray.data.layouts import cifake, folder, forensynths, genimage  # noqa: E402,F401
 
-__all__ = ["STRAY_REASONS", "LayoutReader", "StrayHandler", "carve_split", "get_layout", "hash_unit",
-           "list_layouts", "register_layout"]
+__all__ = [
+    "STRAY_REASONS",
+    "LayoutReader",
+    "StrayHandler",
+    "carve_split",
+    "get_layout",
+    "hash_unit",
+    "list_layouts",
+    "register_layout",
+]

@@ -27,9 +27,7 @@ _CIFAKE_EXPECTED = "{train,test}/{REAL,FAKE}/<files>"
 
 
 @register_layout("cifake")
-def scan_cifake(
-    root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None
-) -> Iterator[SourceRecord]:
+def scan_cifake(root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None) -> Iterator[SourceRecord]:
     """CIFAKE (Bird & Lotfi 2023): ``{train,test}/{REAL,FAKE}/*``; fakes are SD1.4.
 
     ``train`` is split train/val by hash, ``test`` is test. Folder names match in any case.
@@ -74,6 +72,10 @@ def _iter_cifake(
                 _stray_tree(class_dir, root, "wrong_label_folder", f"{class_dir.name}/ is not REAL/ or FAKE/", report)
                 continue
             yield from _records(
-                class_dir, root, generator=REAL if label == "real" else "SD1.4",
-                dataset="cifake", category="", split=split,
+                class_dir,
+                root,
+                generator=REAL if label == "real" else "SD1.4",
+                dataset="cifake",
+                category="",
+                split=split,
             )

@@ -24,9 +24,7 @@ from synthray.data.schema import SourceRecord
 
 
 @register_layout("folder")
-def scan_folder(
-    root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None
-) -> Iterator[SourceRecord]:
+def scan_folder(root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None) -> Iterator[SourceRecord]:
     """A plain ``<label>/*`` tree: each top folder is a generator (or real) label.
 
     Labels pass through :func:`~synthray.data.generators.normalize_generator`, so ``real``,
@@ -71,8 +69,14 @@ def _iter_folder(
 
     found: set[str] = set()
     for label_dir in dirs:
-        for record in _records(label_dir, root, generator=normalize_generator(label_dir.name), dataset="folder",
-                               category="", split=split_of):
+        for record in _records(
+            label_dir,
+            root,
+            generator=normalize_generator(label_dir.name),
+            dataset="folder",
+            category="",
+            split=split_of,
+        ):
             found.add(record.relpath)
             group = sources.get(record.relpath, record.relpath if record.relpath in sources.values() else "")
             yield dataclasses.replace(record, group=group) if group else record

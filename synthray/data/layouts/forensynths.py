@@ -59,15 +59,13 @@ def scan_forensynths(
     # train/<class>/<label>, val/<class>/<label>, test/<generator>/[<class>/]<label>; a label
     # folder one level higher is accepted too (a single class without its folder).
     matches = any(
-        _child_dirs(level1, labels)
-        or any(_child_dirs(level2, labels) for level2 in _child_dirs(level1))
-        for key in ("train", "val", "test") if key in parts
+        _child_dirs(level1, labels) or any(_child_dirs(level2, labels) for level2 in _child_dirs(level1))
+        for key in ("train", "val", "test")
+        if key in parts
         for level1 in [parts[key], *_child_dirs(parts[key])]
     )
     if not matches:
-        raise ValueError(
-            f"{root}: not a ForenSynths tree: expected {_FS_EXPECTED}; found {_describe(root)}"
-        )
+        raise ValueError(f"{root}: not a ForenSynths tree: expected {_FS_EXPECTED}; found {_describe(root)}")
     return _iter_forensynths(root, split_cfg, report, dirs, files)
 
 
@@ -83,7 +81,12 @@ def _iter_forensynths(
             _stray_tree(folder, root, "misplaced", f"expected {_FS_EXPECTED}", report)
     if "train" in parts:
         yield from _fs_labelled(
-            parts["train"], root, report, fake="ProGAN", category="", allow_class=True,
+            parts["train"],
+            root,
+            report,
+            fake="ProGAN",
+            category="",
+            allow_class=True,
             split=lambda rel: carve_split(rel, split_cfg, with_test=False),
         )
     if "val" in parts:
@@ -94,8 +97,13 @@ def _iter_forensynths(
             report(_rel(file, root), "misplaced", "loose file; expected test/<generator>/...")
         for gen_dir in gen_dirs:
             yield from _fs_labelled(
-                gen_dir, root, report, fake=normalize_generator(gen_dir.name), category="",
-                allow_class=True, split="test",
+                gen_dir,
+                root,
+                report,
+                fake=normalize_generator(gen_dir.name),
+                category="",
+                allow_class=True,
+                split="test",
             )
 
 
@@ -117,8 +125,12 @@ def _fs_labelled(
         key = sub.name.lower()
         if key in _FS_LABELS:
             yield from _records(
-                sub, root, generator=fake if _FS_LABELS[key] else REAL,
-                dataset="forensynths", category=category, split=split,
+                sub,
+                root,
+                generator=fake if _FS_LABELS[key] else REAL,
+                dataset="forensynths",
+                category=category,
+                split=split,
             )
         elif allow_class:
             yield from _fs_labelled(sub, root, report, fake=fake, category=sub.name, allow_class=False, split=split)

@@ -32,16 +32,11 @@ _GENIMAGE_EXPECTED = (
 
 def _has_split_dirs(directory: Path) -> bool:
     """Whether ``directory`` holds ``train/`` or ``val/`` with an ``ai/`` or ``nature/`` inside."""
-    return any(
-        _child_dirs(split_dir, {"ai", "nature"})
-        for split_dir in _child_dirs(directory, set(_GENIMAGE_SPLITS))
-    )
+    return any(_child_dirs(split_dir, {"ai", "nature"}) for split_dir in _child_dirs(directory, set(_GENIMAGE_SPLITS)))
 
 
 @register_layout("genimage")
-def scan_genimage(
-    root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None
-) -> Iterator[SourceRecord]:
+def scan_genimage(root: Path, split_cfg: SplitConfig, on_stray: StrayHandler | None = None) -> Iterator[SourceRecord]:
     """GenImage: ``<generator>/{train,val}/{ai,nature}/*``.
 
     The release's extra level ``<generator>/<subdir>/{train,val}/...`` is accepted too; the
@@ -65,9 +60,7 @@ def scan_genimage(
     report = on_stray or _log_stray
     parents, strays = _genimage_parents(root)
     if not parents:
-        raise ValueError(
-            f"{root}: not a GenImage tree: expected {_GENIMAGE_EXPECTED}; found {_describe(root)}"
-        )
+        raise ValueError(f"{root}: not a GenImage tree: expected {_GENIMAGE_EXPECTED}; found {_describe(root)}")
     return _iter_genimage(root, split_cfg, report, parents, strays)
 
 
@@ -123,9 +116,7 @@ def _genimage_splits(
             _stray_tree(split_dir, root, "misplaced", "GenImage has only train/ and val/ here", report)
             continue
         fixed = _GENIMAGE_SPLITS[key]
-        split: str | Callable[[str], str] = fixed or (
-            lambda rel: carve_split(rel, split_cfg, with_test=False)
-        )
+        split: str | Callable[[str], str] = fixed or (lambda rel: carve_split(rel, split_cfg, with_test=False))
         class_dirs, loose = _children(split_dir)
         for file in loose:
             report(_rel(file, root), "misplaced", "loose file beside ai/ and nature/")

@@ -48,9 +48,7 @@ class GeneratorFamily(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected (N, 3, H, W), got {tuple(x.shape)}")
         if x.shape[2] % self.stride or x.shape[3] % self.stride:
-            raise ValueError(
-                f"{self.name}: image side must be a multiple of {self.stride}, got {tuple(x.shape[2:])}"
-            )
+            raise ValueError(f"{self.name}: image side must be a multiple of {self.stride}, got {tuple(x.shape[2:])}")
 
     def forward(self, x: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
         """Generates from real crops.

@@ -56,8 +56,10 @@ def scan_labelled_tree(root: str | Path, max_per_class: int | None = None) -> tu
     labels: list[str] = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
-            path for path in label_dir.rglob("*")
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            path
+            for path in label_dir.rglob("*")
+            if path.is_file()
+            and path.suffix.lower() in IMAGE_SUFFIXES
             and not any(part.startswith(".") for part in path.relative_to(label_dir).parts)
         )
         if max_per_class is not None and len(files) > max_per_class:
@@ -65,9 +67,7 @@ def scan_labelled_tree(root: str | Path, max_per_class: int | None = None) -> tu
         paths += files
         labels += [label_dir.name] * len(files)
     if len(set(labels)) < 2:
-        raise ValueError(
-            f"{root}: need images under at least two <label>/ folders, found {sorted(set(labels))}"
-        )
+        raise ValueError(f"{root}: need images under at least two <label>/ folders, found {sorted(set(labels))}")
     return paths, labels
 
 
@@ -94,9 +94,7 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def linear_probe(
-    features: np.ndarray, labels: list[str], seed: int = 0, c: float = 1.0
-) -> dict[str, object]:
+def linear_probe(features: np.ndarray, labels: list[str], seed: int = 0, c: float = 1.0) -> dict[str, object]:
     """Logistic regression on a deterministic stratified split, both tasks.
 
     Args:
@@ -117,12 +115,8 @@ def linear_probe(
         return _fit_and_score(features, y, labels, seed, c)
 
 
-def _fit_and_score(
-    features: np.ndarray, y: np.ndarray, labels: list[str], seed: int, c: float
-) -> dict[str, object]:
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=TEST_FRACTION, random_state=seed, stratify=y
-    )
+def _fit_and_score(features: np.ndarray, y: np.ndarray, labels: list[str], seed: int, c: float) -> dict[str, object]:
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION, random_state=seed, stratify=y)
     x_train, x_test = features[idx_train], features[idx_test]
 
     def fit(targets: np.ndarray, **kwargs: object) -> object:
@@ -156,8 +150,10 @@ def _fit_and_score(
     }
     return {
         "split": {
-            "test_fraction": TEST_FRACTION, "seed": seed,
-            "n_train": len(idx_train), "n_test": len(idx_test),
+            "test_fraction": TEST_FRACTION,
+            "seed": seed,
+            "n_train": len(idx_train),
+            "n_test": len(idx_test),
         },
         "real_vs_fake": binary,
         "attribution": attribution,
@@ -228,8 +224,11 @@ def log_result(name: str, root: str | Path, result: dict[str, object]) -> None:
     attribution = result["attribution"]
     logger.info(
         "%s on %s: real-vs-fake balanced acc %s (chance 0.5), attribution acc %s (chance %s)",
-        name, root, (result["real_vs_fake"] or {}).get("balanced_accuracy"),
-        attribution["accuracy"], attribution["chance_balanced_accuracy"],
+        name,
+        root,
+        (result["real_vs_fake"] or {}).get("balanced_accuracy"),
+        attribution["accuracy"],
+        attribution["chance_balanced_accuracy"],
     )
 
 

@@ -40,8 +40,12 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(min(8, cin), cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
-            nn.GroupNorm(min(8, cout), cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1),
+            nn.GroupNorm(min(8, cin), cin),
+            nn.SiLU(),
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.GroupNorm(min(8, cout), cout),
+            nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
         )
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 

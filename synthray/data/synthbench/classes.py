@@ -213,8 +213,13 @@ def _build_family(job: ClassJob) -> dict[str, Any]:
     window = min(job.fit_window, job.resolution)
     window = window if window % model.stride == 0 else job.resolution
     fit = fit_family(
-        model, pool, job.train_steps, stream(seed, name, "fit-order"),
-        torch_generator(seed, name, "fit-noise"), batch_size=FIT_BATCH, window=window,
+        model,
+        pool,
+        job.train_steps,
+        stream(seed, name, "fit-order"),
+        torch_generator(seed, name, "fit-noise"),
+        batch_size=FIT_BATCH,
+        window=window,
     )
     writer = _ClassWriter(Path(job.out), name)
     layout = job_layout(job)

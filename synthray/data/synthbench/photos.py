@@ -183,8 +183,16 @@ def find_photos(min_side: int = MIN_SIDE) -> tuple[list[Photo], list[dict[str, s
             meta = provenance.get(path.name, {})
             origin = f"{meta['debian_package']} {meta['source_path']}" if meta else ""
             used.append(
-                Photo(dist, relpath, str(path), width, height, hashlib.sha256(data).hexdigest(),
-                      licence=str(meta.get("license", "")), origin=origin)
+                Photo(
+                    dist,
+                    relpath,
+                    str(path),
+                    width,
+                    height,
+                    hashlib.sha256(data).hexdigest(),
+                    licence=str(meta.get("license", "")),
+                    origin=origin,
+                )
             )
     if not used:
         raise RuntimeError(
@@ -201,8 +209,7 @@ def _bundled_sources(folder: Path) -> dict[str, dict[str, object]]:
     path = folder / SOURCES_NAME
     entries = json.loads(path.read_text(encoding="utf-8"))["photos"]
     by_name = {str(e["file"]): e for e in entries}
-    unlisted = sorted(p.name for p in folder.iterdir()
-                      if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in by_name)
+    unlisted = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in by_name)
     if unlisted:
         # A photograph without a recorded source and licence must not be shipped or used.
         raise RuntimeError(f"{path} does not record the source of {unlisted}")
@@ -246,13 +253,15 @@ def split_photos(
     for photo in photos:
         by_package.setdefault(photo.package, []).append(photo)
     for group in by_package.values():
-        scenes = sorted({SCENES.get(p.relpath, p.relpath) for p in group},
-                        key=lambda key: hashlib.blake2b(f"{salt}/{key}".encode(), digest_size=8).digest())
+        scenes = sorted(
+            {SCENES.get(p.relpath, p.relpath) for p in group},
+            key=lambda key: hashlib.blake2b(f"{salt}/{key}".encode(), digest_size=8).digest(),
+        )
         scene_split: dict[str, str] = {}
         start = 0
         for name in PHOTO_SPLITS[:2]:
             count = int(round(len(scenes) * fractions[name]))
-            scene_split.update((key, name) for key in scenes[start:start + count])
+            scene_split.update((key, name) for key in scenes[start : start + count])
             start += count
         scene_split.update((key, "train") for key in scenes[start:])
         for p in group:

@@ -57,8 +57,9 @@ def get_family(name: str) -> type[GeneratorFamily]:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise KeyError(f"unknown synthbench family {name!r}; known: {list_families()} "
-                       "and procedural ones, proc_0000 ... proc_9999") from None
+        raise KeyError(
+            f"unknown synthbench family {name!r}; known: {list_families()} and procedural ones, proc_0000 ... proc_9999"
+        ) from None
 
 
 def check_family(name: str) -> None:

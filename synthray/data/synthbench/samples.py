@@ -29,8 +29,9 @@ def _strip(files: Sequence[Path], side: int) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1) if parts else np.ones((side, side, 3))
 
 
-def sample_grid(root: str | Path, classes: Sequence[str], per_class: int = 3, columns: int = 4,
-                split: str = "test", side: int = 96) -> Path:
+def sample_grid(
+    root: str | Path, classes: Sequence[str], per_class: int = 3, columns: int = 4, split: str = "test", side: int = 96
+) -> Path:
     """Draws ``per_class`` images of each class's ``split`` (the first by file name) into
     ``<root>/samples.png``, ``columns`` classes a row; returns the path."""
     root = Path(root)

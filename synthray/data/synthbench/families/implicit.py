@@ -33,8 +33,12 @@ def _relative_coords(height: int, width: int, dtype: torch.dtype) -> torch.Tenso
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     feats = [gy, gx]
     for f in _FREQS:
-        feats += [torch.sin(math.pi * f * gy), torch.cos(math.pi * f * gy),
-                  torch.sin(math.pi * f * gx), torch.cos(math.pi * f * gx)]
+        feats += [
+            torch.sin(math.pi * f * gy),
+            torch.cos(math.pi * f * gy),
+            torch.sin(math.pi * f * gx),
+            torch.cos(math.pi * f * gx),
+        ]
     return torch.stack(feats).unsqueeze(0)
 
 
@@ -57,8 +61,12 @@ class ImplicitDecoder(GeneratorFamily):
         self.latent_in = nn.Conv2d(_LATENT * 9, _HIDDEN, 1)
         self.coord_in = nn.Conv2d(coord_ch, _HIDDEN, 1, bias=False)
         self.mlp = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(_HIDDEN, _HIDDEN, 1), nn.ReLU(), nn.Conv2d(_HIDDEN, _HIDDEN, 1),
-            nn.ReLU(), nn.Conv2d(_HIDDEN, 3, 1),
+            nn.ReLU(),
+            nn.Conv2d(_HIDDEN, _HIDDEN, 1),
+            nn.ReLU(),
+            nn.Conv2d(_HIDDEN, _HIDDEN, 1),
+            nn.ReLU(),
+            nn.Conv2d(_HIDDEN, 3, 1),
         )
 
     def forward(self, x: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:

@@ -33,19 +33,30 @@ class KLAutoencoder(GeneratorFamily):
         super().__init__()
         zc = self.latent_channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), ResBlock(32, 32),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), ResBlock(64, 64),
-            nn.GroupNorm(8, 64), nn.SiLU(), nn.Conv2d(64, 2 * zc, 3, padding=1),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            ResBlock(32, 32),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            ResBlock(64, 64),
+            nn.GroupNorm(8, 64),
+            nn.SiLU(),
+            nn.Conv2d(64, 2 * zc, 3, padding=1),
         )
         # Deep decoder, upsampling as the LDM decoder does (nearest + conv), ResBlocks at
         # every scale but the last (where they would cost most of the budget).
         self.decoder = nn.Sequential(
-            nn.Conv2d(zc, 64, 3, padding=1), ResBlock(64, 64), ResBlock(64, 64),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(64, 32, 3, padding=1),
+            nn.Conv2d(zc, 64, 3, padding=1),
+            ResBlock(64, 64),
+            ResBlock(64, 64),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(64, 32, 3, padding=1),
             ResBlock(32, 32),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(32, 16, 3, padding=1),
-            nn.GroupNorm(8, 16), nn.SiLU(), nn.Conv2d(16, 3, 3, padding=1),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(32, 16, 3, padding=1),
+            nn.GroupNorm(8, 16),
+            nn.SiLU(),
+            nn.Conv2d(16, 3, 3, padding=1),
         )
 
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,9 +64,7 @@ class KLAutoencoder(GeneratorFamily):
         mean, logvar = self.encoder(self.to_net(x)).chunk(2, dim=1)
         return mean, logvar.clamp(-20.0, 10.0)
 
-    def _sample(
-        self, mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Generator | None
-    ) -> torch.Tensor:
+    def _sample(self, mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Generator | None) -> torch.Tensor:
         eps = torch.randn(mean.shape, generator=noise, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * eps
 
@@ -90,12 +99,13 @@ class VQAutoencoder(GeneratorFamily):
         self.codebook = nn.Parameter(torch.randn(self.codebook_size, self.code_dim) * 0.1)
         self.pre = nn.Conv2d(self.code_dim, 64, 3, padding=1)
         self.res = nn.ModuleList(
-            nn.Sequential(nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 1))
-            for _ in range(2)
+            nn.Sequential(nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 1)) for _ in range(2)
         )
         self.up = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
-            nn.ReLU(), nn.ConvTranspose2d(32, 3, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 3, 4, stride=2, padding=1),
         )
         self._fit_steps = 0  # fit_loss calls so far (selects warm-up or VQ training)
         self._warmup_steps = 0  # the first third of the fit: no quantisation (set by prepare)

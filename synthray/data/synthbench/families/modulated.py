@@ -95,9 +95,7 @@ class ModulatedNoiseGenerator(GeneratorFamily):
         super().__init__()
         widths = (64, 48, 32, 16)  # at 1/8, 1/4, 1/2 and full resolution
         self.encoder = conv_encoder((16, 32, 48, 64), widths[0])
-        self.mapping = nn.Sequential(
-            nn.Linear(widths[0], _STYLE_DIM), act(), nn.Linear(_STYLE_DIM, _STYLE_DIM), act()
-        )
+        self.mapping = nn.Sequential(nn.Linear(widths[0], _STYLE_DIM), act(), nn.Linear(_STYLE_DIM, _STYLE_DIM), act())
         self.base = _StyledLayer(widths[0], widths[0])
         self.to_rgb = nn.ModuleList([ModulatedConv2d(widths[0], 3, 1, demodulate=False)])
         self.blocks = nn.ModuleList()

@@ -117,7 +117,8 @@ def sample_spec(index: int) -> ArchSpec:
         noise=bool(rng.random() < 0.35),
         mode=mode,
         latent_noise=round(float(rng.uniform(0.2, 0.6) if mode == "latent_noise" else rng.uniform(0.1, 0.4)), 3)
-        if mode != "reconstruct" else 0.0,
+        if mode != "reconstruct"
+        else 0.0,
         output=pick(OUTPUTS),
         skip_rgb=bool(rng.random() < 0.3),
     )
@@ -165,7 +166,9 @@ def _upsample(kind: str, cin: int, cout: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(cin, cout * 4, 3, padding=1), nn.PixelShuffle(2))
     mode = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}[kind]
     align = None if mode == "nearest" else False
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.Conv2d(cin, cout, 3, padding=1))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode=mode, align_corners=align), nn.Conv2d(cin, cout, 3, padding=1)
+    )
 
 
 class _Stage(nn.Module):
@@ -176,8 +179,11 @@ class _Stage(nn.Module):
         self.up = _upsample(spec.upsample, cin, cout)
         layers: list[nn.Module] = [_norm(spec.norm, cout), _activation(spec.act)]
         for _ in range(spec.convs_per_stage):
-            layers += [nn.Conv2d(cout, cout, spec.kernel, padding=spec.kernel // 2), _norm(spec.norm, cout),
-                       _activation(spec.act)]
+            layers += [
+                nn.Conv2d(cout, cout, spec.kernel, padding=spec.kernel // 2),
+                _norm(spec.norm, cout),
+                _activation(spec.act),
+            ]
         self.body = nn.Sequential(*layers)
         self.noise_strength = nn.Parameter(torch.full((1, cout, 1, 1), 0.1)) if spec.noise else None
 
@@ -213,8 +219,9 @@ class ProceduralFamily(GeneratorFamily):
         rev = widths[::-1]
         self.stages = nn.ModuleList(_Stage(spec, cin, cout) for cin, cout in zip(rev[:-1], rev[1:]))
         rgb_from = rev[1:] if spec.skip_rgb else rev[-1:]
-        self.to_rgb = nn.ModuleList(nn.Conv2d(c, 3, 1 if spec.skip_rgb else 3, padding=0 if spec.skip_rgb else 1)
-                                    for c in rgb_from)
+        self.to_rgb = nn.ModuleList(
+            nn.Conv2d(c, 3, 1 if spec.skip_rgb else 3, padding=0 if spec.skip_rgb else 1) for c in rgb_from
+        )
 
     def _code(self, x: torch.Tensor, noise: torch.Generator | None) -> torch.Tensor:
         z = self.encoder(self.to_net(x))
@@ -232,8 +239,11 @@ class ProceduralFamily(GeneratorFamily):
             h = stage(h, noise)
             if self.spec.skip_rgb:
                 out = self.to_rgb[i](h)
-                rgb = out if rgb is None else F.interpolate(rgb, scale_factor=2, mode="bilinear",
-                                                            align_corners=False) + out
+                rgb = (
+                    out
+                    if rgb is None
+                    else F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False) + out
+                )
         if not self.spec.skip_rgb:
             rgb = self.to_rgb[0](h)
         assert rgb is not None

@@ -45,8 +45,13 @@ class PatchTransformer(GeneratorFamily):
         pixels = 3 * _PATCH * _PATCH
         self.embed = nn.Linear(pixels, _DIM)
         layer = nn.TransformerEncoderLayer(
-            _DIM, _HEADS, dim_feedforward=2 * _DIM, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
+            _DIM,
+            _HEADS,
+            dim_feedforward=2 * _DIM,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.body = nn.TransformerEncoder(layer, _DEPTH, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(_DIM)
@@ -57,8 +62,10 @@ class PatchTransformer(GeneratorFamily):
         n, c, height, width = x.shape
         gh, gw = height // _PATCH, width // _PATCH
         patches = (
-            self.to_net(x).reshape(n, c, gh, _PATCH, gw, _PATCH)
-            .permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c * _PATCH * _PATCH)
+            self.to_net(x)
+            .reshape(n, c, gh, _PATCH, gw, _PATCH)
+            .permute(0, 2, 4, 1, 3, 5)
+            .reshape(n, gh * gw, c * _PATCH * _PATCH)
         )
         tokens = self.embed(patches) + _sincos_2d(gh, gw, _DIM, x.dtype)[None]
         out = self.unpatchify(self.norm(self.body(tokens)))

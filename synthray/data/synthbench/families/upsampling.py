@@ -30,7 +30,8 @@ class _UpsamplingAutoencoder(GeneratorFamily):
         full, half, quarter = _WIDTHS
         self.encoder = conv_encoder(_WIDTHS, _LATENT)
         self.decoder = nn.Sequential(
-            nn.Conv2d(_LATENT, quarter, 3, padding=1), act(),
+            nn.Conv2d(_LATENT, quarter, 3, padding=1),
+            act(),
             self.upsample(quarter, half),
             self.upsample(half, full),
             nn.Conv2d(full, 3, 3, padding=1),
@@ -50,8 +51,7 @@ class TransposedConvAutoencoder(_UpsamplingAutoencoder):
     """DCGAN-style decoder: 4x4 stride-2 transposed convolutions."""
 
     architecture = (
-        "conv encoder (/4) -> decoder upsampling by ConvTranspose2d(k=4, s=2) (DCGAN-style, "
-        "checkerboard artefacts)"
+        "conv encoder (/4) -> decoder upsampling by ConvTranspose2d(k=4, s=2) (DCGAN-style, checkerboard artefacts)"
     )
 
     def upsample(self, cin: int, cout: int) -> nn.Module:
@@ -65,9 +65,7 @@ class NearestConvAutoencoder(_UpsamplingAutoencoder):
     architecture = "conv encoder (/4) -> decoder of nearest-neighbour 2x upsample + 3x3 conv"
 
     def upsample(self, cin: int, cout: int) -> nn.Module:
-        return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1), act()
-        )
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1), act())
 
 
 @register_family("bilinear_conv")
@@ -79,7 +77,8 @@ class BilinearConvAutoencoder(_UpsamplingAutoencoder):
     def upsample(self, cin: int, cout: int) -> nn.Module:
         return nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(cin, cout, 3, padding=1), act(),
+            nn.Conv2d(cin, cout, 3, padding=1),
+            act(),
         )
 
 
