@@ -32,8 +32,8 @@ def free_port() -> int:
 
 def class_images(shards: str | Path, split: str, generator: str, count: int) -> list[tuple[str, bytes]]:
     """``count`` images of one class and split (the same ones every run): (file name, bytes)."""
+    from synthray.data.manifest import read_labels
     from synthray.data.pipeline import find_shards
-    from synthray.data.shards import read_labels
     from synthray.eval.data import iter_images, select_rows
 
     rows = select_rows(read_labels(find_shards(shards)), split, [generator], cap=count)

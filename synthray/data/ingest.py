@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from synthray.config import IngestConfig, ValidationConfig, to_dict
+from synthray.data import manifest as manifest_file
 from synthray.data import shards
 from synthray.data.layouts import get_layout
 from synthray.data.schema import SourceRecord
@@ -219,8 +220,14 @@ class _Progress:
         rate = self.done_files / max(time.perf_counter() - self.start, 1e-9)
         logger.info(
             "shard %s: %d rows, %d bad (%d/%d shards, %d/%d files, %.0f files/s)",
-            summary["file"] or f"#{summary['index']} (no valid image)", summary["rows"], summary["num_bad"],
-            self.done_shards, self.total_shards, self.done_files, self.total_files, rate,
+            summary["file"] or f"#{summary['index']} (no valid image)",
+            summary["rows"],
+            summary["num_bad"],
+            self.done_shards,
+            self.total_shards,
+            self.done_files,
+            self.total_files,
+            rate,
         )
 
 
@@ -273,9 +280,7 @@ def _run_ray(
                     summary = ray.get(ready[0])
                 except Exception as exc:  # noqa: BLE001 - RayTaskError, WorkerCrashedError ...
                     logger.error("shard %s failed: %s", shards.shard_name(task.index), exc)
-                    failures.append(
-                        {"shard": shards.shard_name(task.index), "error": f"{type(exc).__name__}: {exc}"}
-                    )
+                    failures.append({"shard": shards.shard_name(task.index), "error": f"{type(exc).__name__}: {exc}"})
                 else:
                     progress.update(summary, len(task.records))
                 submit()
@@ -323,7 +328,7 @@ def ingest(
             must pickle.
     Returns:
         the manifest (also written to ``out/manifest.json``); see
-        :func:`synthray.data.shards.build_manifest`.
+        :func:`synthray.data.manifest.build_manifest`.
     Raises:
         ValueError: unknown layout, a root that does not match it, ``out`` inside ``root``,
             or an ``out`` written with another layout / split / validation config.
@@ -359,20 +364,28 @@ def ingest(
     }
     _check_compatible(receipts, meta)
     covered = {p for r in receipts.values() for p in [*r["good"], *(b["relpath"] for b in r["bad"])]}
-    todo = shuffle_groups(sorted((r for r in records if r.relpath not in covered), key=lambda r: r.relpath),
-                          cfg.shuffle_seed)
+    todo = shuffle_groups(
+        sorted((r for r in records if r.relpath not in covered), key=lambda r: r.relpath), cfg.shuffle_seed
+    )
     ranges = plan_chunks([_file_size(r.path) for r in todo], cfg.shard_bytes, cfg.max_rows_per_shard)
     first = shards.next_index(out_path)
     tasks = [
         ChunkTask(
-            out=str(out_path), index=first + i, records=todo[a:b], validation=cfg.validation,
-            compression=cfg.compression, meta=meta,
+            out=str(out_path),
+            index=first + i,
+            records=todo[a:b],
+            validation=cfg.validation,
+            compression=cfg.compression,
+            meta=meta,
         )
         for i, (a, b) in enumerate(ranges)
     ]
     logger.info(
         "%d files already covered by %d shard receipt(s); %d new file(s) -> %d shard(s)",
-        len(records) - len(todo), len(receipts), len(todo), len(tasks),
+        len(records) - len(todo),
+        len(receipts),
+        len(todo),
+        len(tasks),
     )
     t_plan = time.perf_counter()
 
@@ -401,9 +414,14 @@ def ingest(
         "used_ray": bool(cfg.use_ray and tasks),
         "num_workers": workers,
     }
-    manifest = shards.build_manifest(
-        out_path, layout=layout, root=str(root_path), config=to_dict(cfg), strays=strays,
-        scanned={r.relpath for r in records}, run=run,
+    manifest = manifest_file.build_manifest(
+        out_path,
+        layout=layout,
+        root=str(root_path),
+        config=to_dict(cfg),
+        strays=strays,
+        scanned={r.relpath for r in records},
+        run=run,
     )
     t_manifest = time.perf_counter()
     manifest["timings"] = {
@@ -414,11 +432,16 @@ def ingest(
         "total_s": round(t_manifest - t0, 3),
         "files_per_s": round(files_done / (t_write - t_plan), 1) if files_done else 0.0,
     }
-    shards.write_manifest(out_path, manifest)
+    manifest_file.write_manifest(out_path, manifest)
     logger.info(
         "%s: %d rows in %d shards, %d bad, %d duplicate group(s) (%d across classes); %.1fs",
-        out_path, manifest["total_rows"], len(manifest["shards"]), manifest["num_bad"],
-        manifest["num_duplicate_groups"], manifest["num_cross_class_duplicate_groups"], t_manifest - t0,
+        out_path,
+        manifest["total_rows"],
+        len(manifest["shards"]),
+        manifest["num_bad"],
+        manifest["num_duplicate_groups"],
+        manifest["num_cross_class_duplicate_groups"],
+        t_manifest - t0,
     )
     if failures:
         raise IngestError(failures, manifest)
@@ -426,5 +449,5 @@ def ingest(
 
 
 # Re-exported so readers need one import.
-read_manifest = shards.read_manifest
+read_manifest = manifest_file.read_manifest
 shard_paths = shards.shard_paths

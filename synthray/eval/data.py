@@ -68,7 +68,7 @@ def select_rows(
     first, images filed under two classes left out).
 
     Args:
-        labels: shard label columns (:func:`synthray.data.shards.read_labels`).
+        labels: shard label columns (:func:`synthray.data.manifest.read_labels`).
         split: the split.
         classes: the classes wanted.
         cap: images per class (int), or None / "all".

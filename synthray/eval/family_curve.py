@@ -67,8 +67,8 @@ def _score(checkpoint: str, cfg: FamilyCurveConfig, store_dir: Path) -> dict[str
     from sklearn.metrics import roc_auc_score
 
     from synthray.attribution import Attributor, Embedder
+    from synthray.data.manifest import read_labels
     from synthray.data.pipeline import find_shards
-    from synthray.data.shards import read_labels
     from synthray.eval.data import embed_rows, select_rows
     from synthray.eval.metrics import tpr_at_fpr
     from synthray.index import IndexConfig, StoreConfig, open_store

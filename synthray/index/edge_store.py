@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from synthray.data.shards import write_json_atomic
+from synthray.data.files import write_json_atomic
 from synthray.index.config import StoreConfig
 from synthray.index.store import BaseStore, StoreError, Where
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from synthray.data.shards import write_text_atomic
+from synthray.data.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

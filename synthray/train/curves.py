@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthray.data.shards import read_jsonl
+from synthray.data.files import read_jsonl
 from synthray.plots import draw_safely, pyplot, save_figure
 from synthray.train.progress import PROGRESS_FILE
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from synthray.config import PipelineConfig, TrainConfig, from_dict, to_dict
+from synthray.data.files import read_jsonl, write_text_atomic
 from synthray.data.preprocess import eval_preprocess
-from synthray.data.shards import read_jsonl, write_text_atomic
 from synthray.train.checkpoint import CheckpointError, latest_good, load_checkpoint
 from synthray.train.curves import draw_curves
 from synthray.train.loop import Runtime, train_loop

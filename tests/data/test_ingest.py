@@ -19,6 +19,7 @@ from synthray.config import IngestConfig, SplitConfig
 from synthray.data import shards
 from synthray.data.ingest import ChunkTask, IngestError, ingest, plan_chunks, read_manifest, shard_paths, write_chunk
 from synthray.data.layouts import list_layouts
+from synthray.data.manifest import MANIFEST_NAME
 from synthray.data.schema import REAL, SHARD_SCHEMA
 from tests.data.imagetrees import Expected, bad_dir, make_bad_files, make_stray_files, make_tree, write_image
 
@@ -135,7 +136,7 @@ def test_shuffle_is_deterministic(tmp_path: Path) -> None:
 
 
 def _snapshot(out: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != shards.MANIFEST_NAME}
+    return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MANIFEST_NAME}
 
 
 def test_rerun_writes_nothing_new(tmp_path: Path) -> None:
@@ -269,8 +270,13 @@ def test_job_entrypoint(tmp_path: Path) -> None:
     config = tmp_path / "ingest.yaml"
     config.write_text("max_rows_per_shard: 4\nsplit:\n  salt: job\n", encoding="utf-8")
     # As a job runs it: the script from the repository root (it is `synthray ingest`).
-    done = subprocess.run([sys.executable, "jobs/ingest.py", "folder", str(root), str(out), "--config", str(config),
-                           "--no-ray"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "jobs/ingest.py", "folder", str(root), str(out), "--config", str(config), "--no-ray"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_manifest(out)
     assert manifest["config"]["max_rows_per_shard"] == 4 and manifest["config"]["split"]["salt"] == "job"

@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import torch
 
 from synthray.config import SynthbenchConfig, to_dict
+from synthray.data.files import write_text_atomic
 from synthray.data.schema import REAL
-from synthray.data.shards import write_text_atomic
 from synthray.data.synthbench import store
 from synthray.data.synthbench.classes import (
     FIT_BATCH,
@@ -39,13 +39,13 @@ from synthray.data.synthbench.classes import (
     SPLITS,
     ClassJob,
     build_class,
+    class_layout,
     image_relpath,
     single_thread_torch,
-    class_layout,
     split_counts,
 )
-from synthray.data.synthbench.families.procedural import procedural_name
 from synthray.data.synthbench.crops import CropConfig, JitterConfig
+from synthray.data.synthbench.families.procedural import procedural_name
 from synthray.data.synthbench.photos import Photo, find_photos, split_photos
 from synthray.data.synthbench.probe import baseline_and_probe
 from synthray.data.synthbench.registry import check_family, list_families
@@ -90,12 +90,14 @@ def resolve_config(cfg: SynthbenchConfig) -> SynthbenchConfig:
     if cfg.procedural < 0:
         raise ValueError(f"procedural must be >= 0, got {cfg.procedural}")
     if not (0 <= cfg.val_fraction < 1 and 0 <= cfg.test_fraction < 1 and cfg.val_fraction + cfg.test_fraction < 1):
-        raise ValueError(f"need val_fraction, test_fraction >= 0 summing below 1, got {cfg.val_fraction}, "
-                         f"{cfg.test_fraction}")
+        raise ValueError(
+            f"need val_fraction, test_fraction >= 0 summing below 1, got {cfg.val_fraction}, {cfg.test_fraction}"
+        )
     if cfg.fit_window < 8:
         raise ValueError(f"fit_window must be >= 8, got {cfg.fit_window}")
     families = tuple(
-        [*list_families(), *(procedural_name(i) for i in range(cfg.procedural))] if cfg.families is None
+        [*list_families(), *(procedural_name(i) for i in range(cfg.procedural))]
+        if cfg.families is None
         else cfg.families
     )
     if not families:
@@ -153,8 +155,9 @@ def _layout(cfg: SynthbenchConfig, label: str) -> list[tuple[str, range]]:
 
 
 def _class_complete(out: Path, label: str, cfg: SynthbenchConfig) -> bool:
-    return all((out / image_relpath(label, split, i)).is_file()
-               for split, indices in _layout(cfg, label) for i in indices)
+    return all(
+        (out / image_relpath(label, split, i)).is_file() for split, indices in _layout(cfg, label) for i in indices
+    )
 
 
 def _remove_class_files(out: Path, label: str) -> None:
@@ -265,8 +268,7 @@ def _summary(
         "real_label": REAL,
         "held_out": list(cfg.held_out),
         "families": [
-            {"name": name, **{k: v for k, v in classes[name].items() if k != "seconds"}}
-            for name in cfg.families or ()
+            {"name": name, **{k: v for k, v in classes[name].items() if k != "seconds"}} for name in cfg.families or ()
         ],
         "counts": {label: real_count(cfg) if label == REAL else cfg.per_class for label in labels},
         "splits": {
@@ -357,20 +359,36 @@ def build_synthbench(
     found, skipped = find_photos()
     photos = split_photos(found, cfg.val_fraction, cfg.test_fraction)
     todo = [
-        ClassJob(str(out), label, cfg.per_class, cfg.resolution, cfg.seed, cfg.train_steps,
-                 cfg.val_fraction, cfg.test_fraction, cfg.pairs, cfg.fit_window, real_count(cfg))
+        ClassJob(
+            str(out),
+            label,
+            cfg.per_class,
+            cfg.resolution,
+            cfg.seed,
+            cfg.train_steps,
+            cfg.val_fraction,
+            cfg.test_fraction,
+            cfg.pairs,
+            cfg.fit_window,
+            real_count(cfg),
+        )
         for label in labels
         if not (label in state["classes"] and _class_complete(out, label, cfg))
     ]
     if len(todo) < len(labels):
-        logger.info(
-            "synthbench: %d of %d classes complete from an earlier run", len(labels) - len(todo), len(labels)
-        )
+        logger.info("synthbench: %d of %d classes complete from an earlier run", len(labels) - len(todo), len(labels))
     workers = max(1, min(num_workers or _available_cores(), len(todo)))
     logger.info(
         "synthbench: building %d classes x %d images at %dpx from %d photographs (%d files skipped) into %s "
         "(%d worker%s)",
-        len(todo), cfg.per_class, cfg.resolution, len(found), len(skipped), out, workers, "" if workers == 1 else "s",
+        len(todo),
+        cfg.per_class,
+        cfg.resolution,
+        len(found),
+        len(skipped),
+        out,
+        workers,
+        "" if workers == 1 else "s",
     )
     last_line = total_start
     for done, (job, info) in enumerate(_run_jobs(todo, workers), 1):
@@ -415,8 +433,10 @@ def build_synthbench(
     logger.info(
         "synthbench: done in %.1fs; colour baseline real-vs-fake %s (chance 0.5), attribution %s "
         "(chance %s); fingerprint probe attribution %s",
-        summary["timings"]["total_wall_s"], (baseline["real_vs_fake"] or {}).get("balanced_accuracy"),
-        baseline["attribution"]["accuracy"], baseline["attribution"]["chance_balanced_accuracy"],
+        summary["timings"]["total_wall_s"],
+        (baseline["real_vs_fake"] or {}).get("balanced_accuracy"),
+        baseline["attribution"]["accuracy"],
+        baseline["attribution"]["chance_balanced_accuracy"],
         probe["attribution"]["accuracy"],
     )
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from synthray.data.shards import write_json_atomic
+from synthray.data.files import write_json_atomic
 
 TMP_SUFFIX = ".tmp"
 
