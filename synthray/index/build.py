@@ -154,7 +154,7 @@ def build_index(
 def _select(cfg: IndexConfig, classes: list[str], cap: int | None) -> tuple[list[str], Choice, Choice]:
     """(shard files, the references chosen, the calibration queries chosen), from the label columns."""
     from synthray.data.pipeline import find_shards
-    from synthray.data.shards import read_labels
+    from synthray.data.manifest import read_labels
 
     files = find_shards(cfg.shards)
     labels = read_labels(files)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from synthray.attribution.config import AttributionConfig
 from synthray.errors import ConfigError
 from synthray.index.config import IndexConfig
+from synthray.typed_config import apply_overrides, from_dict
 
 
 def index_configs(data: dict[str, Any], overrides: Sequence[str] = ()) -> tuple[IndexConfig, AttributionConfig]:
@@ -21,9 +22,6 @@ def index_configs(data: dict[str, Any], overrides: Sequence[str] = ()) -> tuple[
     Raises:
         TypeError: an unknown key; ValueError: a malformed override or value.
     """
-    from synthray.config import from_dict
-    from synthray.train.overrides import apply_overrides
-
     if "index" in data or "attribution" in data:
         unknown = sorted(set(data) - {"index", "attribution"})
         if unknown:
