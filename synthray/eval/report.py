@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from synthray.eval.eval_report import EvalReport
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +118,29 @@ def _service_md(service: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: EvalReport) -> str:
     """``report.md``'s text."""
-    p, ck = report["protocol"], report["checkpoint"]
-    lines = [f"# Evaluation: {p['name']}", ""]
+    p, ck = report.protocol, report.checkpoint
+    lines = [f"# Evaluation: {p.name}", ""]
     lines += [
         f"- checkpoint: `{ck['checkpoint']}` (model version `{ck['model_version']}`, trained on "
         f"{', '.join(ck['classes'])}; held out: {', '.join(ck['held_out']) or 'none'})",
-        f"- indexed classes: {', '.join(p['indexed'])}",
-        f"- zero-shot classes (never trained on): {', '.join(p['zero_shot']) or 'none'}",
-        f'- not indexed (open-set truth "unknown"): {", ".join(p["novel"]) or "none"}',
-        f"- test images ({report['test_split']} split): "
-        + ", ".join(f"{c} {n}" for c, n in report["test_counts"].items()),
-        f"- service rule: the {report['attribution_rule']['k']} nearest references of each class; "
-        f"is-AI threshold {_f((report.get('thresholds') or {}).get('ai_threshold'))}; the thesis's closed-set "
-        f"kNN: vote={report['attribution_rule']['vote']}",
+        f"- indexed classes: {', '.join(p.indexed)}",
+        f"- zero-shot classes (never trained on): {', '.join(p.zero_shot) or 'none'}",
+        f'- not indexed (open-set truth "unknown"): {", ".join(p.novel) or "none"}',
+        f"- test images ({report.test_split} split): " + ", ".join(f"{c} {n}" for c, n in report.test_counts.items()),
+        f"- service rule: the {report.attribution_rule['k']} nearest references of each class; "
+        f"is-AI threshold {_f((report.thresholds or {}).get('ai_threshold'))}; the thesis's closed-set "
+        f"kNN: vote={report.attribution_rule['vote']}",
         "",
     ]
-    for note in report.get("notes", []):
+    for note in report.notes:
         lines.append(f"> {note}")
-    service = report.get("service") or {}
+    service = report.service or {}
     if service.get("calibration_warning"):
         lines += ["", f"> **Warning:** {service['calibration_warning']}"]
     lines += ["", "## Detection: real vs each generator", ""]
-    det = report.get("detection") or {}
+    det = report.detection or {}
     if det:
         rows = [
             [g, d["auc"], d.get("tpr_at_1pct_fpr"), d.get("tpr_at_5pct_fpr"), d["accuracy"], d["n_real"], d["n_ai"]]
@@ -170,11 +172,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["## Attribution", "", ZERO_SHOT_NOTE, ""]
     header = ["mode", "seen P", "seen R", "seen F1", "zero-shot P", "zero-shot R", "zero-shot F1", "accuracy"]
     rows = []
-    if report.get("closed_set"):
-        rows.append(_macro_row("closed set (thesis)", report["closed_set"]))
-    rows.append(_macro_row("open set (service)", report["open_set"]))
+    if report.closed_set:
+        rows.append(_macro_row("closed set (thesis)", report.closed_set))
+    rows.append(_macro_row("open set (service)", report.open_set))
     lines += _table(header, rows)
-    o = report["open_set"]
+    o = report.open_set
     if o["novel_classes"]:
         lines += [
             f'Open set: share answered "unknown" per class (novel classes should be high, indexed ones low); '
@@ -182,8 +184,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
         ]
         lines += _table(["class", "unknown rate"], [[c, r] for c, r in o["unknown_rate"].items()])
-    for key, title in (("closed_set", "Closed set"), ("open_set", "Open set")):
-        m = report.get(key)
+    for m, title in ((report.closed_set, "Closed set"), (report.open_set, "Open set")):
         if not m:
             continue
         lines += [f"### {title}: per class", ""]
@@ -193,7 +194,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         )
         lines += [f"{title} confusion matrix (rows: true class):", ""] + _confusion_md(m["confusion"])
 
-    if report.get("sweep"):
+    if report.sweep:
         lines += [
             "## Reference sample-size sweep (closed set, exact kNN)",
             "",
@@ -214,18 +215,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                     _pm(r, "seen_f1"),
                     _pm(r, "zero_shot_f1"),
                 ]
-                for r in report["sweep"]
+                for r in report.sweep
             ],
         )
-    if report.get("robustness"):
+    if report.robustness:
         lines += [
             "## Robustness (test images degraded before preprocessing)",
             "",
-            f"{report.get('robustness_images')} test images; references are clean.",
+            f"{report.robustness_images} test images; references are clean.",
             "",
         ]
         rows = []
-        for spec, r in report["robustness"].items():
+        for spec, r in report.robustness.items():
             d = (r.get("detection") or {}).get("overall") or {}
             rows.append(
                 [
@@ -241,16 +242,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             ["degradation", "detection AUC", "detection acc.", "open-set acc.", "open-set seen F1", "closed-set acc."],
             rows,
         )
-    if report.get("explanations"):
-        lines += _explanations_md(report["explanations"], (report.get("figures") or {}).get("explanations"))
-    if report.get("figures"):
-        shown = {"explanations"} if report.get("explanations") else set()  # already beside its table
+    if report.explanations:
+        lines += _explanations_md(report.explanations, (report.figures or {}).get("explanations"))
+    if report.figures:
+        shown = {"explanations"} if report.explanations else set()  # already beside its table
         lines += (
             ["## Figures", ""]
-            + [f"![{name}]({path})" for name, path in report["figures"].items() if name not in shown]
+            + [f"![{name}]({path})" for name, path in report.figures.items() if name not in shown]
             + [""]
         )
-    idx = report.get("index", {})
+    idx = report.index
     lines += [
         "## Index",
         "",
@@ -259,7 +260,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         + ", ".join(f"{c} {n.get('trained', 0)}" for c, n in idx.get("counts", {}).items()),
         "",
     ]
-    lines += ["## Timings (s)", "", ", ".join(f"{k} {v}" for k, v in report.get("timings", {}).items()), ""]
+    lines += ["## Timings (s)", "", ", ".join(f"{k} {v}" for k, v in report.timings.items()), ""]
     return "\n".join(lines)
 
 
@@ -306,13 +307,13 @@ def _explanations_md(facts: Sequence[Mapping[str, Any]], figure: str | None) -> 
     return lines
 
 
-def write_markdown(report: Mapping[str, Any], path: Path) -> Path:
+def write_markdown(report: EvalReport, path: Path) -> Path:
     path.write_text(render_markdown(report), encoding="utf-8")
     return path
 
 
 def write_figures(
-    report: Mapping[str, Any],
+    report: EvalReport,
     embeddings: np.ndarray,
     truth: Sequence[str],
     out: Path,
@@ -322,31 +323,34 @@ def write_figures(
     """Every figure the report has numbers for; returns {name: path relative to ``out``}.
 
     ``explained``: the :class:`~synthray.eval.explain.Explained` images behind
-    ``report["explanations"]`` (same order), drawn into ``explanations.png``.
+    ``report.explanations`` (same order), drawn into ``explanations.png``.
     """
     from synthray.eval import figures
 
-    name = report["protocol"]["name"]
+    name = report.protocol.name
     written: dict[str, Path | None] = {}
-    for key, title in (("closed_set", "closed set (thesis)"), ("open_set", "open set (service)")):
-        if report.get(key):
+    for key, m, title in (
+        ("closed_set", report.closed_set, "closed set (thesis)"),
+        ("open_set", report.open_set, "open set (service)"),
+    ):
+        if m:
             written[f"confusion_{key}"] = figures.confusion_heatmap(
-                report[key]["confusion"], out / f"confusion_{key}.png", f"{name}: {title}"
+                m["confusion"], out / f"confusion_{key}.png", f"{name}: {title}"
             )
-    if report.get("detection"):
-        preds = report["predictions"]
+    if report.detection and report.protocol.real is not None:  # detection has numbers only with a real class
+        preds = report.predictions
         written["roc"] = figures.roc_curves(
-            [p["true"] for p in preds],
-            [p["is_ai_score"] for p in preds],
-            report["protocol"]["real"],
+            [p.true for p in preds],
+            [p.is_ai_score for p in preds],
+            report.protocol.real,
             out / "roc.png",
             f"{name}: real vs each generator",
         )
-    if report.get("sweep"):
-        written["sweep"] = figures.sweep_curve(report["sweep"], out / "sweep.png", f"{name}: references per class")
-    if report.get("robustness"):
+    if report.sweep:
+        written["sweep"] = figures.sweep_curve(report.sweep, out / "sweep.png", f"{name}: references per class")
+    if report.robustness:
         written["robustness"] = figures.robustness_chart(
-            report["robustness"], out / "robustness.png", f"{name}: degraded test images"
+            report.robustness, out / "robustness.png", f"{name}: degraded test images"
         )
     if cfg.umap:
         written["umap"] = figures.umap_plot(
@@ -361,7 +365,7 @@ def write_figures(
         written["explanations"] = figures.explanation_grid(
             [e.image for e in explained],
             [e.explanation for e in explained],
-            [_explanation_title(f) for f in report["explanations"]],
+            [_explanation_title(f) for f in report.explanations or []],
             out / "explanations.png",
         )
     return {k: str(p.relative_to(out)) for k, p in written.items() if p is not None}

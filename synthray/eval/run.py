@@ -40,6 +40,8 @@ import yaml
 from synthray.attribution.config import AttributionConfig
 from synthray.eval.config import EvalConfig
 from synthray.eval.data import RowSet, available, embed_rows, select_rows
+from synthray.eval.eval_report import EvalReport, ImagePrediction
+from synthray.eval.eval_report import summarize as summarize  # re-exported: the CLI and the demo import it here
 from synthray.eval.protocols import CheckpointInfo, Protocol, resolve_protocol
 from synthray.index.config import IndexConfig, StoreConfig
 
@@ -196,22 +198,21 @@ def _service_figures(
     return out
 
 
-def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> list[dict[str, Any]]:
+def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> list[ImagePrediction]:
     return [
-        {
-            "content_hash": rows.content_hash[i],
-            "source_path": rows.source_path[i],
-            "true": rows.generator[i],
-            "predicted": a.label,
-            "nearest": a.nearest_class,
-            "closed_set": closed[i] if closed is not None else None,
-            # Unrounded: the metrics must be recomputable exactly (rounding would create ties).
-            "is_ai_score": a.is_ai_score,
-            "is_ai": bool(a.is_ai),
-            "mean_similarity": a.mean_similarity,
-            "agreement": a.confidence,
-            "unknown_reason": a.unknown_reason,
-        }
+        ImagePrediction(
+            content_hash=rows.content_hash[i],
+            source_path=rows.source_path[i],
+            true=rows.generator[i],
+            predicted=a.label,
+            nearest=a.nearest_class,
+            closed_set=closed[i] if closed is not None else None,
+            is_ai_score=a.is_ai_score,
+            is_ai=bool(a.is_ai),
+            mean_similarity=a.mean_similarity,
+            agreement=a.confidence,
+            unknown_reason=a.unknown_reason,
+        )
         for i, a in enumerate(attributions)
     ]
 
@@ -250,7 +251,7 @@ class _Selection:
 
 def _select(cfg: EvalConfig, embedder: Any) -> _Selection:
     from synthray.data.pipeline import find_shards
-    from synthray.data.shards import read_labels
+    from synthray.data.manifest import read_labels
     from synthray.index.selection import choose_rows, reference_caps
 
     files = find_shards(cfg.shards)
@@ -315,13 +316,13 @@ class _Laps:
         return {**self.times, "total": round(time.perf_counter() - self.start, 2)}
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig) -> EvalReport:
     """Runs one evaluation into ``cfg.out`` (see the module docstring).
 
     Args:
         cfg: the evaluation config.
     Returns:
-        the report (also written to ``<out>/report.json``).
+        the report (also written to ``<out>/report.json``, as :meth:`EvalReport.to_dict`).
     Raises:
         ProtocolError: the protocol does not fit the checkpoint or the shards.
         EvalError: a configured store that cannot be used.
@@ -332,10 +333,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from synthray.attribution.rule import attribute
     from synthray.config import to_dict
     from synthray.eval.explain import explain_test_images, explanation_facts
-    from synthray.eval.metrics import closed_set_metrics
-    from synthray.eval.report import write_figures, write_markdown
-    from synthray.eval.robustness import parse_degradation, run_robustness
-    from synthray.eval.sweep import knn_predict, sample_size_sweep
+    from synthray.eval.report import write_figures
+    from synthray.eval.robustness import parse_degradation
     from synthray.index.store import open_store
 
     for spec in cfg.degradations:  # a typo fails before minutes of embedding
@@ -346,7 +345,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     embedder = Embedder(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
     sel = _select(cfg, embedder)
     protocol, test, refs = sel.protocol, sel.test, sel.refs
-    classes = list(protocol.test_classes)
     notes = list(protocol.notes)
     if sel.missing_refs:
         notes.append(f"no reference images of {sel.missing_refs}: closed-set numbers and the sweep are skipped")
@@ -359,7 +357,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     laps("embed references")
 
     truth = list(test.generator)
-    report: dict[str, Any] = {}
     store_cfg, _ = store_config(cfg)
     with open_store(store_cfg, embedder.model_version, embedder.dim, create=False) as store:
         attributor = Attributor(embedder, store)
@@ -368,150 +365,166 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         attributions = attribute(
             test_hits, neighbours, attributor.thresholds, attributor.cfg.k, attributor.cfg.open_set
         )
-        report.update(_score_open_set(protocol, truth, attributions, threshold))
-        report["service"] = _service_figures(
-            cfg, sel, embedder, store, attributor, test_emb, test_hits, truth, attributions
-        )
+        scores = _score_open_set(protocol, truth, attributions, threshold)
+        service = _service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth, attributions)
         laps("attribute and enroll")
 
-        # The closed set's references are the index's rows (the smallest content hashes),
-        # plus as many of every class the index lacks.
-        closed_refs = refs.capped(cfg.per_class)
-        closed_idx = np.flatnonzero(np.isin(refs.content_hash, closed_refs.content_hash))
-
-        def closed_predict(vectors: np.ndarray) -> list[str]:
-            return knn_predict(
-                ref_emb[closed_idx],
-                refs.generator[closed_idx],
-                vectors,
-                attributor.cfg.k,
-                attributor.cfg.vote == "weighted",
-                classes,
-            ).labels()
-
-        closed = None if sel.missing_refs else closed_predict(test_emb)
-        if closed is not None:
-            report["closed_set"] = closed_set_metrics(truth, closed, classes, protocol.seen, protocol.zero_shot)
-            report["closed_set"]["references_per_class"] = closed_refs.counts()
-            report["sweep"] = (
-                sample_size_sweep(
-                    ref_emb,
-                    refs.generator,
-                    test_emb,
-                    truth,
-                    protocol.seen,
-                    protocol.zero_shot,
-                    cfg.sweep_sizes,
-                    attributor.cfg,
-                    repeats=cfg.sweep_repeats,
-                    small_k=cfg.sweep_small_k,
-                    seed=cfg.seed,
-                )
-                if cfg.sweep_sizes
-                else []
-            )
-        laps("closed set and sweep")
-
-        rob_rows = test.capped(cfg.robustness_max_per_class)
-        rob_truth = list(rob_rows.generator)
-
-        def score(vectors: np.ndarray) -> dict[str, Any]:
-            res = _score_open_set(protocol, rob_truth, attributor.attribute_vectors(vectors), threshold)
-            row = {
-                "detection": res["detection"],
-                "open_set_accuracy": res["open_set"]["accuracy"],
-                "open_set_seen_f1": (res["open_set"]["macro"]["seen"] or {}).get("f1"),
-            }
-            if closed is not None:
-                row["closed_set_accuracy"] = closed_set_metrics(
-                    rob_truth, closed_predict(vectors), classes, protocol.seen, protocol.zero_shot
-                )["accuracy"]
-            return row
-
-        report["robustness"] = (
-            run_robustness(
-                cfg.degradations,
-                lambda degrade: embed_rows(
-                    embedder, sel.files, rob_rows, cfg.batch_size, degrade, what=getattr(degrade, "spec", "clean")
-                ),
-                score,
-                clean=test_emb[np.isin(test.content_hash, rob_rows.content_hash)],
-            )
-            if cfg.degradations
-            else {}
+        knn = _ClosedSetKnn(cfg, sel, ref_emb, attributor.cfg)
+        closed = None if sel.missing_refs else knn.predict(test_emb)
+        closed_set, sweep = (
+            _closed_set_and_sweep(cfg, sel, knn, closed, ref_emb, test_emb, attributor.cfg)
+            if closed is not None
+            else (None, None)
         )
-        report["robustness_images"] = len(rob_rows)
+        laps("closed set and sweep")
+        rob_rows = test.capped(cfg.robustness_max_per_class)
+        robustness = _robustness(
+            cfg, sel, embedder, attributor, threshold, rob_rows, test_emb, knn if closed is not None else None
+        )
         laps("robustness")
-        report["thresholds"] = attributor.thresholds.to_dict() if attributor.thresholds else None
-        report["attribution_rule"] = to_dict(attributor.cfg)
-        report["index"] = {**index_info, "counts": store.counts(), "collection": store.collection}
+        thresholds = attributor.thresholds.to_dict() if attributor.thresholds else None
+        rule = to_dict(attributor.cfg)
+        index = {**index_info, "counts": store.counts(), "collection": store.collection}
 
-    # Toward the explained class's references as the index holds them (closed_idx: the index's rows).
+    # Toward the explained class's references as the index holds them (knn.idx: the index's rows).
     explained = explain_test_images(
-        embedder, sel.files, test, attributions, protocol, ref_emb[closed_idx], refs.generator[closed_idx], cfg.explain
+        embedder, sel.files, test, attributions, protocol, ref_emb[knn.idx], refs.generator[knn.idx], cfg.explain
     )
+    explanations = explanation_facts(explained, test, attributions) if explained else None
     if explained:
-        report["explanations"] = explanation_facts(explained, test, attributions)
         laps("explain")
 
-    report = {
-        "protocol": protocol.to_dict(),
-        "checkpoint": embedder.describe(),
-        "test_split": cfg.test_split,
-        "test_counts": test.counts(),
-        "reference_counts": refs.counts(),
-        "notes": notes,
-        **report,
-        "predictions": _predictions(test, attributions, closed),
-    }
+    report = EvalReport(
+        protocol=protocol,
+        checkpoint=embedder.describe(),
+        test_split=cfg.test_split,
+        test_counts=test.counts(),
+        reference_counts=refs.counts(),
+        notes=notes,
+        detection=scores["detection"],
+        open_set=scores["open_set"],
+        service=service,
+        closed_set=closed_set,
+        sweep=sweep,
+        robustness=robustness,
+        robustness_images=len(rob_rows),
+        thresholds=thresholds,
+        attribution_rule=rule,
+        index=index,
+        explanations=explanations,
+        predictions=_predictions(test, attributions, closed),
+    )
     if cfg.figures:
-        report["figures"] = write_figures(report, test_emb, truth, out, cfg, explained)
+        report.figures = write_figures(report, test_emb, truth, out, cfg, explained)
         laps("figures")
-    report["timings"] = laps.total()
-    resolved = {"eval": to_dict(cfg), "resolved_protocol": protocol.to_dict(), "store": to_dict(store_cfg)}
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-    write_markdown(report, out / "report.md")
-    log.info("evaluation written to %s (%.1f s)", out, report["timings"]["total"])
+    report.timings = laps.total()
+    _write_report(report, cfg, store_cfg, out)
+    log.info("evaluation written to %s (%.1f s)", out, report.timings["total"])
     return report
 
 
-def summarize(report: dict[str, Any], out: str | Path) -> dict[str, Any]:
-    """The headline numbers of a report (what the CLI prints)."""
+class _ClosedSetKnn:
+    """The thesis's closed-set kNN: an exact kNN over the index's reference rows (the smallest
+    content hashes), plus as many of every class the index lacks; it always names a class."""
 
-    def macro(key: str) -> dict[str, Any]:
-        m = report.get(key) or {}
-        return {g: (m.get("macro", {}).get(g) or {}).get("f1") for g in ("seen", "zero_shot")} | {
-            "accuracy": m.get("accuracy")
+    def __init__(self, cfg: EvalConfig, sel: _Selection, ref_emb: np.ndarray, rule: AttributionConfig) -> None:
+        self.refs = sel.refs.capped(cfg.per_class)
+        self.idx = np.flatnonzero(np.isin(sel.refs.content_hash, self.refs.content_hash))
+        self._vectors, self._labels = ref_emb[self.idx], sel.refs.generator[self.idx]
+        self._k, self._weighted = rule.k, rule.vote == "weighted"
+        self._classes = list(sel.protocol.test_classes)
+
+    def predict(self, vectors: np.ndarray) -> list[str]:
+        from synthray.eval.sweep import knn_predict
+
+        return knn_predict(self._vectors, self._labels, vectors, self._k, self._weighted, self._classes).labels()
+
+
+def _closed_set_and_sweep(
+    cfg: EvalConfig,
+    sel: _Selection,
+    knn: _ClosedSetKnn,
+    closed: list[str],
+    ref_emb: np.ndarray,
+    test_emb: np.ndarray,
+    rule: AttributionConfig,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The closed-set metrics of the test images' kNN answers, and the reference sample-size sweep."""
+    from synthray.eval.metrics import closed_set_metrics
+    from synthray.eval.sweep import sample_size_sweep
+
+    protocol, truth = sel.protocol, list(sel.test.generator)
+    closed_set = closed_set_metrics(truth, closed, list(protocol.test_classes), protocol.seen, protocol.zero_shot)
+    closed_set["references_per_class"] = knn.refs.counts()
+    sweep = (
+        sample_size_sweep(
+            ref_emb,
+            sel.refs.generator,
+            test_emb,
+            truth,
+            protocol.seen,
+            protocol.zero_shot,
+            cfg.sweep_sizes,
+            rule,
+            repeats=cfg.sweep_repeats,
+            small_k=cfg.sweep_small_k,
+            seed=cfg.seed,
+        )
+        if cfg.sweep_sizes
+        else []
+    )
+    return closed_set, sweep
+
+
+def _robustness(
+    cfg: EvalConfig,
+    sel: _Selection,
+    embedder: Any,
+    attributor: Any,
+    threshold: float,
+    rob_rows: RowSet,
+    test_emb: np.ndarray,
+    knn: _ClosedSetKnn | None,
+) -> dict[str, Any]:
+    """Scores of ``rob_rows`` clean and under each degradation (``{}`` without degradations);
+    ``knn``: the closed set, scored too when given."""
+    from synthray.eval.metrics import closed_set_metrics
+    from synthray.eval.robustness import run_robustness
+
+    if not cfg.degradations:
+        return {}
+    protocol = sel.protocol
+    rob_truth = list(rob_rows.generator)
+
+    def score(vectors: np.ndarray) -> dict[str, Any]:
+        res = _score_open_set(protocol, rob_truth, attributor.attribute_vectors(vectors), threshold)
+        row = {
+            "detection": res["detection"],
+            "open_set_accuracy": res["open_set"]["accuracy"],
+            "open_set_seen_f1": (res["open_set"]["macro"]["seen"] or {}).get("f1"),
         }
+        if knn is not None:
+            row["closed_set_accuracy"] = closed_set_metrics(
+                rob_truth, knn.predict(vectors), list(protocol.test_classes), protocol.seen, protocol.zero_shot
+            )["accuracy"]
+        return row
 
-    det = (report.get("detection") or {}).get("overall") or {}
-    return {
-        "out": str(out),
-        "protocol": report["protocol"]["name"],
-        "indexed": report["protocol"]["indexed"],
-        "zero_shot": report["protocol"]["zero_shot"],
-        "detection": {"auc": det.get("auc"), "accuracy": det.get("accuracy")},
-        "closed_set_f1": macro("closed_set"),
-        "open_set_f1": macro("open_set"),
-        "novel_unknown_rate": (report.get("open_set") or {}).get("novel_unknown_rate_macro"),
-        "detection_tpr_at_5pct_fpr": det.get("tpr_at_5pct_fpr"),
-        "detection_tpr_at_1pct_fpr": det.get("tpr_at_1pct_fpr"),
-        "service": _service_summary(report.get("service") or {}),
-        "timings": report.get("timings"),
-    }
+    return run_robustness(
+        cfg.degradations,
+        lambda degrade: embed_rows(
+            embedder, sel.files, rob_rows, cfg.batch_size, degrade, what=getattr(degrade, "spec", "clean")
+        ),
+        score,
+        clean=test_emb[np.isin(sel.test.content_hash, rob_rows.content_hash)],
+    )
 
 
-def _service_summary(service: dict[str, Any]) -> dict[str, Any]:
-    at = service.get("at_threshold") or {}
-    enr = service.get("enrollment") or {}
-    return {
-        "real_specificity": at.get("real_specificity_label"),
-        "held_out_flagged_ai": at.get("flagged_ai"),
-        "named_after_enrollment": (enr.get("after") or {}).get("named"),
-        "real_specificity_after_enrollment": (enr.get("after") or {}).get("real_specificity_label"),
-        "known_vs_novel_auroc": (service.get("open_set") or {}).get("known_vs_novel_auroc"),
-        "oscr": (service.get("open_set") or {}).get("oscr"),
-        "calibration_warning": service.get("calibration_warning"),
-        "enrollment_refused": enr.get("refused"),
-    }
+def _write_report(report: EvalReport, cfg: EvalConfig, store_cfg: StoreConfig, out: Path) -> None:
+    """``config.yaml`` (the resolved settings), ``report.json`` and ``report.md``."""
+    from synthray.config import to_dict
+    from synthray.eval.report import write_markdown
+
+    resolved = {"eval": to_dict(cfg), "resolved_protocol": report.protocol.to_dict(), "store": to_dict(store_cfg)}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
+    write_markdown(report, out / "report.md")
