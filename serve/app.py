@@ -170,7 +170,8 @@ class AppArgs(BaseModel):
             CheckpointError / StoreError: nothing to pin.
         """
         from synthray.attribution.embedder import resolve_checkpoint
-        from synthray.index.store import StoreError, active_collection
+        from synthray.index.collections import active_collection
+        from synthray.index.errors import StoreError
         from synthray.train.checkpoint import checkpoint_version
 
         if self.checkpoint is not None:

@@ -126,8 +126,9 @@ def write_chunk(task: ChunkTask) -> dict[str, Any]:
     bad: list[dict[str, str]] = []
     image_bytes = 0
     file_bytes = 0
-    name: str | None = shards.shard_name(task.index)
-    with shards.ShardWriter(out / name, task.compression) as writer:
+    written_name = shards.shard_name(task.index)
+    name: str | None = written_name  # None once it turns out no image was valid
+    with shards.ShardWriter(out / written_name, task.compression) as writer:
         for record in task.records:
             try:
                 data, info = validate_file(record.path, task.validation)

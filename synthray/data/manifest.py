@@ -43,7 +43,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_labels(paths: Iterable[Path]) -> pa.Table:
+def read_labels(paths: Iterable[str | Path]) -> pa.Table:
     """Every column but the image bytes, from the given shards, concatenated.
 
     Args:
@@ -83,7 +83,7 @@ def _duplicates(labels: pa.Table) -> list[dict[str, Any]]:
         groups[row["content_hash"]].append(
             {"source_path": row["source_path"], "generator": row["generator"], "split": row["split"]}
         )
-    result = []
+    result: list[dict[str, Any]] = []
     for content_hash, files in groups.items():
         files.sort(key=lambda f: f["source_path"])
         generators = sorted({f["generator"] for f in files})

@@ -279,7 +279,11 @@ def build_dataset(
         "preprocess": preprocess,
         "class_names": list(class_names),
         **downsampling(
-            pipeline, files, split, class_names, (shuffle_seed or 0) if sample_seed == "shuffle" else sample_seed
+            pipeline,
+            files,
+            split,
+            class_names,
+            (shuffle_seed or 0) if isinstance(sample_seed, str) else sample_seed,  # "shuffle": the shuffle's seed
         ),
     }
     if plan.on_gpu:

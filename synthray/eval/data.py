@@ -98,7 +98,7 @@ def available(labels: pa.Table, split: str) -> dict[str, int]:
 
 
 def iter_images(
-    shards: str | Path | Sequence[str | Path], split: str, hashes: Sequence[str], batch_size: int
+    shards: str | Path | Sequence[str | Path], split: str, hashes: Sequence[str] | np.ndarray, batch_size: int
 ) -> Iterator[tuple[list[str], list[bytes]]]:
     """Streams (content hashes, encoded bytes) of the given rows, ``batch_size`` at a time."""
     wanted = pc.field("content_hash").isin(list(hashes))

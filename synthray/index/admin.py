@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from synthray.index.config import StoreConfig
-from synthray.index.store import (
-    StoreError,
-    _client,
+from synthray.index.collections import (
     active_collection,
     alias_name,
     collection_metadata,
     list_collections,
+    server_client,
 )
+from synthray.index.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def set_alias(cfg: StoreConfig, collection: str, alias: str | None = None) -> st
     if _server(cfg):
         from synthray.index.client_store import move_alias
 
-        client = _client(cfg)
+        client = server_client(cfg)
         try:
             return move_alias(client, alias, collection)
         finally:
@@ -74,7 +74,7 @@ def snapshot(cfg: StoreConfig, out: str | None = None, keep: int | None = None) 
     if cfg.engine == "client-local" and not cfg.url:
         raise StoreError("qdrant-client's local mode has no snapshots: back up with Qdrant Edge or a server")
     if cfg.url:
-        client = _client(cfg)
+        client = server_client(cfg)
         deleted: list[str] = []
         try:
             desc = client.create_snapshot(collection, wait=True)
@@ -108,9 +108,9 @@ def snapshot(cfg: StoreConfig, out: str | None = None, keep: int | None = None) 
     deleted = []
     if keep is not None and not out:
         # Names carry the time, so name order is age order.
-        for old in sorted(folder.glob(f"{collection}-*.tar"), reverse=True)[keep:]:
-            old.unlink()
-            deleted.append(str(old))
+        for stale in sorted(folder.glob(f"{collection}-*.tar"), reverse=True)[keep:]:
+            stale.unlink()
+            deleted.append(str(stale))
     log.info("snapshot of %s written to %s (%d older deleted)", collection, written, len(deleted))
     return {"collection": collection, "snapshot": written, "where": "file", "deleted": deleted}
 
@@ -126,7 +126,7 @@ def restore(cfg: StoreConfig, archive: str, overwrite: bool = False) -> dict[str
     if cfg.url:
         if not cfg.collection:
             raise StoreError("restoring on a server needs the collection name: --set store.collection=NAME")
-        client = _client(cfg)
+        client = server_client(cfg)
         try:
             client.recover_snapshot(cfg.collection, location=archive, wait=True)
         finally:

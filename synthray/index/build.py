@@ -44,7 +44,8 @@ from synthray.index.enrolled import EnrollmentArchive
 from synthray.index.reenroll import reenroll_archive
 from synthray.index.selection import Choice, check_classes, choose_rows, parse_cap, reference_caps
 from synthray.index.sink import PROGRESS_EVERY_S, ReferenceSink
-from synthray.index.store import BaseStore, alias_name, open_store, point_id
+from synthray.index.collections import alias_name
+from synthray.index.store import BaseStore, open_store, point_id
 
 __all__ = [
     "COLUMNS",

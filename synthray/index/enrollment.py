@@ -110,7 +110,8 @@ class Enroller:
         self.refresh()
         ids = [point_id(self.store.model_version, h) for h in hashes]
         stored = self.store.stored_labels(ids)
-        new, kept, unchanged, rejected, first_seen = [], [], 0, [], {}
+        new, kept, unchanged, rejected = [], [], 0, []
+        first_seen: dict[str, int] = {}
         for i, (pid, name) in enumerate(zip(ids, names)):
             if pid in first_seen:
                 rejected.append(

@@ -120,10 +120,10 @@ def choose_rows(
             split,
         )
         pairs = pairs.filter(~pc.field("content_hash").isin(ambiguous_all))
-    exclude = pa.array(sorted(set(exclude)), type=pa.string())
+    excluded_hashes = pa.array(sorted(set(exclude)), type=pa.string())
     excluded = 0
-    if len(exclude):
-        kept = pairs.filter(pc.invert(pc.is_in(pairs.column("content_hash"), value_set=exclude)))
+    if len(excluded_hashes):
+        kept = pairs.filter(pc.invert(pc.is_in(pairs.column("content_hash"), value_set=excluded_hashes)))
         excluded, pairs = pairs.num_rows - kept.num_rows, kept
     hashes: dict[str, list[str]] = {}
     available: dict[str, int] = {}

@@ -27,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Self, Sequence
 
 import numpy as np
 
+from synthray.index.collections import collection_name, resolve_alias
 from synthray.index.config import StoreConfig
+from synthray.index.errors import StoreError
 
 #: Where a reference came from: the training data (``trained``) or few-shot enrollment.
 ORIGINS = ("trained", "enrolled")
@@ -43,10 +45,6 @@ INDEXED_FIELDS = ("generator", "origin", "split", "content_hash")
 _ID_NAMESPACE = uuid.UUID("5f0b7e9c-61d5-4a8e-9a57-7d2f8c0e4b11")
 #: Metadata key of the write counter that tells readers their cached references are stale.
 REVISION = "revision"
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (wrong model version, missing collection, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,15 +94,6 @@ REFERENCES = Where(origins=ORIGINS)
 def point_id(model_version: str, content_hash: str) -> str:
     """The deterministic point id of an image under a model version (a UUID, as Qdrant wants)."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{model_version}:{content_hash}"))
-
-
-def collection_name(cfg: StoreConfig, model_version: str) -> str:
-    return cfg.collection or f"{cfg.collection_prefix}-{model_version}"
-
-
-def alias_name(cfg: StoreConfig) -> str:
-    """The alias that names the active collection (moved by ``synthray index activate``)."""
-    return cfg.alias or f"{cfg.collection_prefix}-active"
 
 
 class VectorStore(Protocol):
@@ -190,7 +179,10 @@ class BaseStore:
     # -- paging over the primitives ---------------------------------------------------------
     def _scroll(self, where: Where) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
         """Every point matching ``where``: (vectors (N, D), payloads, ids)."""
-        blocks, payloads, ids, offset = [], [], [], None
+        blocks: list[np.ndarray] = []
+        payloads: list[dict[str, Any]] = []
+        ids: list[str] = []
+        offset: Any = None
         while True:
             page, offset = self._scroll_page(where, offset, 1024)
             # One float32 block per page: a million references as Python floats would take GBs.
@@ -505,7 +497,11 @@ class BaseStore:
         refs_t, groups, _ = self._references(revision)
         return self._nearest_per_class(self._similarities(vectors, refs_t), groups, k)
 
-    def __enter__(self) -> "BaseStore":
+    def set_alias(self, alias: str) -> str | None:
+        """Points ``alias`` at this collection; returns the collection it named before (None: unset)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -547,98 +543,4 @@ def references_from_rows(rows: Mapping[str, Iterable[Any]], origin: str = "train
             origin=origin,
         )
         for i in range(n)
-    ]
-
-
-def _client(cfg: StoreConfig) -> Any:
-    import os
-
-    from qdrant_client import QdrantClient
-
-    if cfg.url:
-        return QdrantClient(url=cfg.url, api_key=os.environ.get(cfg.api_key_env) or None, timeout=cfg.timeout_s)
-    return QdrantClient(path=cfg.path)
-
-
-def resolve_alias(cfg: StoreConfig, alias: str | None = None) -> str | None:
-    """The collection an alias names (``alias_name(cfg)`` by default), or None when unset.
-
-    Open no qdrant-client local store of the same folder meanwhile: this opens it briefly.
-    """
-    alias = alias or alias_name(cfg)
-    if cfg.url or cfg.engine == "client-local":
-        from synthray.index.client_store import alias_target
-
-        client = _client(cfg)
-        try:
-            return alias_target(client, alias)
-        finally:
-            client.close()
-    from synthray.index.edge_store import read_aliases
-
-    return read_aliases(cfg.path).get(alias)
-
-
-def collection_metadata(cfg: StoreConfig, collection: str) -> dict[str, Any]:
-    """A collection's metadata without opening it for writing (an Edge shard another process
-    holds can still be read this way).
-
-    Raises:
-        StoreError: no such collection.
-    """
-    if cfg.url or cfg.engine == "client-local":
-        client = _client(cfg)
-        try:
-            if not client.collection_exists(collection):
-                raise StoreError(f"no collection {collection!r} at {cfg.url or cfg.path}")
-            return dict(client.get_collection(collection).config.metadata or {})
-        finally:
-            client.close()
-    from synthray.index.edge_store import read_metadata
-
-    return read_metadata(cfg.path, collection)
-
-
-def active_collection(cfg: StoreConfig) -> tuple[str, dict[str, Any]]:
-    """The collection the store serves when no checkpoint is given, and its metadata: the one
-    ``cfg.collection`` names (itself an alias or a collection), else the active alias's.
-
-    Raises:
-        StoreError: no alias set and no collection named.
-    """
-    name = cfg.collection or alias_name(cfg)
-    target = resolve_alias(cfg, name) or (cfg.collection if cfg.collection else None)
-    if target is None:
-        raise StoreError(
-            f"no active collection at {cfg.url or cfg.path}: alias {name!r} is unset; build an index "
-            "with activate (synthray index --set activate=true) or `synthray index activate`"
-        )
-    return target, collection_metadata(cfg, target)
-
-
-def list_collections(cfg: StoreConfig) -> list[dict[str, Any]]:
-    """Every collection of the store with its model version, size on record and aliases."""
-    if cfg.url or cfg.engine == "client-local":
-        client = _client(cfg)
-        try:
-            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
-            names = [c.name for c in client.get_collections().collections]
-            metas = {n: dict(client.get_collection(n).config.metadata or {}) for n in names}
-        finally:
-            client.close()
-    else:
-        from synthray.index.edge_store import list_shards, read_aliases, read_metadata
-
-        aliases = read_aliases(cfg.path)
-        names = list_shards(cfg.path)
-        metas = {n: read_metadata(cfg.path, n) for n in names}
-    return [
-        {
-            "collection": n,
-            "model_version": metas[n].get("model_version"),
-            "checkpoint": metas[n].get("checkpoint"),
-            "built_at": metas[n].get("built_at"),
-            "aliases": sorted(a for a, c in aliases.items() if c == n),
-        }
-        for n in sorted(names)
     ]

@@ -100,7 +100,7 @@ def validate(
 ) -> dict[str, float]:
     """Validation SupCon loss and leave-one-out kNN accuracy on a class-capped subset."""
     model.eval()
-    loss_sum, loss_n = 0.0, 0
+    loss_sum, loss_n = 0.0, 0.0
     embs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     per_class = np.zeros(num_classes, dtype=np.int64)
@@ -127,7 +127,7 @@ def validate(
         e, y = torch.cat(embs), torch.cat(labels)
         if len(y) > 1:
             pred = knn_classify(e, e, y, num_classes, k=cfg.knn_k, exclude_self=True).predictions
-            correct, total = int((pred == y).sum()), len(y)
+            correct, total = float((pred == y).sum()), float(len(y))
     loss_sum, loss_n, correct, total = _all_reduce([loss_sum, loss_n, correct, total], rt.device, rt.world_size)
     model.train()
     return {

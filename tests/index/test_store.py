@@ -200,7 +200,7 @@ def test_edge_snapshot_restores_into_a_fresh_store_with_the_same_answers(tmp_pat
 
 
 def test_alias_moves_in_one_step_and_rolls_back(tmp_path, engine):
-    from synthray.index.store import resolve_alias
+    from synthray.index.collections import resolve_alias
 
     cfg = _cfg(tmp_path, engine)
     with open_store(cfg, "v1", 4) as old:

@@ -26,7 +26,7 @@ from synthray.data.pipeline import find_shards
 from synthray.index import open_store
 from synthray.index.build import build_index
 from synthray.index.enrolled import EnrollmentArchive
-from synthray.index.store import resolve_alias
+from synthray.index.collections import resolve_alias
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILY = "dots"  # held out of training: enrolled few-shot
