@@ -73,6 +73,12 @@ def test_compare_writes_table_json_and_figures(method_shards, tmp_path, capsys):
     assert (out / "explanations.png").stat().st_size > 1000
     for name, mtime in saved.items():  # reused, not re-run: their maps were not written again
         assert (maps / f"{name}.npz").stat().st_mtime_ns == mtime
+    # A run that reuses every row still writes them all (the last written row was once a reused one).
+    assert main(["compare", "--config", str(config), "--set", "seed=1", "--methods", "small_cnn,supcon_centroid"]) == 0
+    reused = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in reused["rows"]] == ["small_cnn", "supcon_centroid"] and reused["complete"]
+    assert {r["method"]: r for r in reused["rows"]} == {n: rows[n] for n in ("small_cnn", "supcon_centroid")}
+    assert "broken" not in (out / "compare.md").read_text()
     # Another seed is another experiment: nothing is reused, every method runs (and saves its maps) again.
     for name in saved:
         (maps / f"{name}.npz").unlink()

@@ -4,7 +4,6 @@ one row each, the outputs rewritten after every method."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,12 +13,13 @@ import numpy as np
 import torch
 
 from synthray.config import PreprocessConfig, to_dict
+from synthray.data.files import write_json_atomic, write_text_atomic
 from synthray.data.schema import REAL
 from synthray.methods.base import FitContext, Method, count_parameters
 from synthray.methods.compare.chart import bar_chart
 from synthray.methods.compare.predict import explain_method, pick_explained, predict_all
 from synthray.methods.compare.resume import earlier_rows, reusable, save_explanations
-from synthray.methods.compare.settings import CompareConfig
+from synthray.methods.compare.settings import CompareConfig, MethodSpec
 from synthray.methods.compare.table import markdown_table
 from synthray.methods.compare.testset import TestSet, finalized, load_test_set
 from synthray.methods.explain import Explanation, explanation_figure
@@ -65,32 +65,38 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
     rows: list[dict[str, Any]] = []
     figure_rows: FigureRows = []
     for spec in cfg.methods:
-        row: dict[str, Any] = {"method": spec.row, "registered": spec.name}
-        try:
-            method = build_method(spec.name, spec.params, cfg.overrides)
-            row["config"] = dataclasses.asdict(method.cfg)
-            reused = reusable(earlier.get(spec.row), row, bench.out, bench.explained)
-            if reused is not None:
-                log.info("== %s: unchanged since the last run, its row is reused (resume: false re-runs it)", spec.row)
-                rows.append(reused[0])
-                if reused[1] is not None:
-                    figure_rows.append((spec.row, reused[1]))
-                continue
-            _fit_and_score(method, row, bench, figure_rows)
-        except Exception as exc:  # one method's failure is its row, not the comparison's end
-            if not cfg.keep_going:
-                raise
-            log.exception("%s failed", spec.row)
-            row["error"] = f"{type(exc).__name__}: {exc}"
-        rows.append(row)
-        # Written after every method: a comparison stopped half-way keeps what it measured.
+        rows.append(_run_method(spec, bench, earlier, figure_rows))
+        # Written after every method, a reused one too: a comparison stopped half-way keeps
+        # what it measured, and a run that reuses every row still writes them all.
         result = _result(bench, rows)
-        (bench.out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
-        (bench.out / "compare.md").write_text(markdown_table(result))
+        write_json_atomic(bench.out / "compare.json", result, indent=2, default=str)
+        write_text_atomic(bench.out / "compare.md", markdown_table(result))
     bar_chart(rows, bench.out / "compare.png")
     if bench.explain_images is not None and figure_rows:
         _explanation_figure(bench, figure_rows)
     return result
+
+
+def _run_method(spec: MethodSpec, bench: _Bench, earlier: dict[str, Any], figure_rows: FigureRows) -> dict[str, Any]:
+    """One method's row: reused from the last run when nothing it depends on changed, else
+    fitted and scored (a failure is the row's ``error``, unless ``keep_going`` is False)."""
+    row: dict[str, Any] = {"method": spec.row, "registered": spec.name}
+    try:
+        method = build_method(spec.name, spec.params, bench.cfg.overrides)
+        row["config"] = dataclasses.asdict(method.cfg)
+        reused = reusable(earlier.get(spec.row), row, bench.out, bench.explained)
+        if reused is not None:
+            log.info("== %s: unchanged since the last run, its row is reused (resume: false re-runs it)", spec.row)
+            if reused[1] is not None:
+                figure_rows.append((spec.row, reused[1]))
+            return reused[0]
+        _fit_and_score(method, row, bench, figure_rows)
+    except Exception as exc:  # one method's failure is its row, not the comparison's end
+        if not bench.cfg.keep_going:
+            raise
+        log.exception("%s failed", spec.row)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
 
 
 def _prepare(cfg: CompareConfig, device: str | torch.device | None) -> _Bench:
