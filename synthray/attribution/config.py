@@ -26,10 +26,9 @@ class AttributionConfig:
     """The is-AI decision threshold is set so that this share of real validation images is flagged."""
     max_fpr_increase: float = 0.005
     """Enrollment: how much more often the real calibration photographs may be flagged once the new generator is in (its
-    own is-AI threshold is raised until they are not), and the share of samples answered "real" above which an
-    enrollment is refused.
-    """
+    own is-AI threshold is raised until they are not)."""
     max_looks_real: float = 0.5
+    """Enrollment: the share of the samples answered "real" above which an enrollment is refused."""
 
     def __post_init__(self) -> None:
         if self.k < 1:

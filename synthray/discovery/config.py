@@ -17,6 +17,7 @@ class DiscoveryConfig:
     """
 
     enabled: bool = True
+    """False: no inbox, no discoveries (answers are not kept)"""
     low_confidence: float | None = None
     """Also keep named answers whose confidence (winner's score minus runner-up's) is below this; None = only "unknown"
     answers.

@@ -40,6 +40,7 @@ class FamilyCurveConfig:
     counts: tuple[int, ...] = (1, 3, 10, 20, 45)
     """generator families trained on, per point"""
     held_out: tuple[str, ...] = ("pixel_shuffle", "vq_vae", "sdedit_unet", "proc_0032", "proc_0034")
+    """families no run trains on: every point is scored on these, zero-shot"""
     steps: int = 300
     """optimizer steps of every run, whatever its data size (epochs follow)"""
     per_class: int = 50

@@ -35,6 +35,7 @@ class TrainConfig:
     run_name: str = "supcon"
     """Ray Train run name under run_dir (same name = resume)"""
     epochs: int = 10
+    """passes over the data (or steps_per_epoch steps each)"""
     batch_size: int = 64
     """effective batch per worker (SupCon sees all of it at once)"""
     micro_batch_size: int | None = None
@@ -42,9 +43,11 @@ class TrainConfig:
     lr: float = 1e-3
     """peak learning rate (AdamW)"""
     weight_decay: float = 1e-4
+    """AdamW's decoupled weight decay"""
     warmup_epochs: float = 1.0
     """linear warm-up, then cosine decay to min_lr"""
     min_lr: float = 1e-6
+    """learning rate at the end of the cosine decay"""
     amp: str = "auto"
     """"auto": bf16 autocast on CUDA, off on CPU | "bf16" | "fp16" | "off" """
     channels_last: bool | None = None
@@ -68,6 +71,7 @@ class TrainConfig:
     num_workers: int = 1
     """Ray Train workers (DDP when > 1)"""
     use_gpu: bool = False
+    """one GPU per Train worker (DDP over NCCL when num_workers > 1)"""
     cpus_per_worker: float = 1.0
     """CPUs reserved per Train worker"""
     torch_threads: int | None = None
@@ -83,7 +87,9 @@ class TrainConfig:
     max_failures: int = 2
     """worker failures Ray Train recovers from (from the last checkpoint)"""
     checkpoints_to_keep: int = 3
+    """newest checkpoints kept in the run folder (older ones are deleted)"""
     seed: int = 0
+    """model init and data order"""
     experiment: ExperimentConfig = dataclasses.field(default_factory=ExperimentConfig)
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)

@@ -56,6 +56,7 @@ class ExplainFigureConfig:
     images: int = 2
     """test images explained per method (0 = no figure); a seen and a zero-shot one first"""
     kinds: tuple[str, ...] = ("saliency", "lime")
+    """explanation maps drawn per image: "saliency" and/or "lime" """
     lime: ExplainConfig = dataclasses.field(default_factory=lambda: ExplainConfig(n_samples=150, n_segments=30))
 
 
@@ -87,6 +88,7 @@ class CompareConfig:
     """test images per predict() call"""
     explain: ExplainFigureConfig = dataclasses.field(default_factory=ExplainFigureConfig)
     seed: int = 0
+    """seeds every method's training and the test-set draw"""
     keep_going: bool = True
     """False: the first failing method stops the comparison"""
     resume: bool = True
