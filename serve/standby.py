@@ -8,7 +8,8 @@ one opens the store (free: its lock went with the owner's process) and the stand
 as the owner would, same code (:class:`serve.index_owner.IndexService`). When the owner's
 replacement starts, it asks the standby to :meth:`IndexStandby.release` the store: the
 standby refuses new calls (503 ``standby_idle``, which sends the ingress back to the owner),
-waits for the calls it holds, closes the store, and the owner opens it.
+waits for the calls it holds, closes the store, and the owner opens it. While it holds the
+store it also regroups the discovery inbox on the owner's schedule.
 
 One process holds the store at any time (the folder's lock decides), so writes stay
 serialized and nothing is written twice.
@@ -94,6 +95,9 @@ class IndexStandby:
                     if "another process" in str(exc):
                         raise idle() from None
                     raise
+                # Holding the store, it keeps the owner's schedule too: discoveries stay fresh
+                # however long the replacement takes (release() stops it with the store).
+                self._service.start_regrouping()
                 log.warning("standby: the index owner was lost; this process holds the store now")
         return self._service
 

@@ -226,7 +226,7 @@ def test_the_standby_takes_the_store_only_when_the_owner_let_go_and_gives_it_bac
 
     async def scenario() -> None:
         standby = IndexStandby.__new__(IndexStandby)  # its constructor is async, as Serve runs it
-        await standby.__init__(_EncoderHandle(), {"path": str(tmp_path / "q")}, None, VERSION, None)
+        await standby.__init__(_EncoderHandle(), {"path": str(tmp_path / "q")}, None, VERSION, {"recompute_s": 0.05})
         with pytest.raises(ApiError) as held:  # the owner holds the folder: the standby stays idle
             await standby.generators()
         assert held.value.code == "standby_idle" and not standby.holds_store()
@@ -235,7 +235,14 @@ def test_the_standby_takes_the_store_only_when_the_owner_let_go_and_gives_it_bac
         assert await standby.generators() == {"gan-a": {"trained": 5, "enrolled": 0}}
         out = await standby.enroll("gan-new", cluster(3, 4), hashes("new", 4), [f"{i}.png" for i in range(4)])
         assert out["enrolled"] == 4 and standby.holds_store()
+        # Holding the store, it regroups the discovery inbox on the owner's schedule.
+        first = (await standby.list_discoveries())["computed_at"]
+        await asyncio.sleep(0.3)
+        assert (await standby.list_discoveries())["computed_at"] > first
+        schedule = standby._service._regrouping
         assert await standby.release() is True and not standby.holds_store()
+        await asyncio.sleep(0.05)
+        assert schedule is not None and schedule.cancelled()  # the schedule went with the store
         again = IndexService(open_store(tmp_path / "q"))  # the owner's replacement opens it
         try:
             assert await again.generators() == {
