@@ -21,352 +21,55 @@ Argument parsing only: the work lives in the library.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import sys
-import warnings
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from synthray import __version__
-from synthray.errors import ConfigError
-from synthray.config import (
-    SECTIONS,
-    EvalConfig,
-    IngestConfig,
-    PipelineConfig,
-    PreprocessConfig,
-    SynthbenchConfig,
-    apply_overrides,
-    from_dict,
-    load_yaml,
+from synthray.cli.data import cmd_ingest, cmd_stream, cmd_synthbench
+from synthray.cli.model import (
+    cmd_compare,
+    cmd_config,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_family_curve,
+    cmd_index,
+    cmd_train,
 )
+from synthray.cli.service import (
+    cmd_attribute,
+    cmd_discoveries,
+    cmd_enroll,
+    cmd_feedback,
+    cmd_generators,
+    cmd_serve,
+)
+from synthray.config import SECTIONS
+from synthray.errors import ConfigError
+
+# The commands are re-exported here and looked up here when the parser is built, so a test
+# can stand in for one (tests/test_cli.py replaces cmd_index).
+__all__ = [
+    "build_parser",
+    "main",
+    "cmd_attribute",
+    "cmd_compare",
+    "cmd_config",
+    "cmd_demo",
+    "cmd_discoveries",
+    "cmd_enroll",
+    "cmd_evaluate",
+    "cmd_family_curve",
+    "cmd_feedback",
+    "cmd_generators",
+    "cmd_index",
+    "cmd_ingest",
+    "cmd_serve",
+    "cmd_stream",
+    "cmd_synthbench",
+    "cmd_train",
+]
 
 log = logging.getLogger("synthray")
-
-
-def _emit(result: Any, one_line_per_key: bool = False) -> None:
-    """The command's result (not status) goes to stdout as JSON, for people and scripts.
-
-    ``one_line_per_key``: each top-level entry on one line (a long summary stays a screen
-    long; still one JSON document).
-    """
-    if one_line_per_key and isinstance(result, dict):
-        body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in result.items())
-        sys.stdout.write("{\n" + body + "\n}\n")
-        return
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-
-
-def _yaml_section(path: str | None, section: str) -> dict[str, Any]:
-    if not path:
-        return {}
-    data = load_yaml(path)
-    # A config file may hold several concerns (ingest:, preprocess:, pipeline:) or just one.
-    return data.get(section, {}) if section in data else data
-
-
-def cmd_synthbench(args: argparse.Namespace) -> int:
-    from synthray.data.synthbench import build_synthbench
-
-    cfg = from_dict(SynthbenchConfig, _yaml_section(args.config, "synthbench"))
-    if args.per_class is not None:
-        cfg.per_class = args.per_class
-    if args.resolution is not None:
-        cfg.resolution = args.resolution
-    if args.seed is not None:
-        cfg.seed = args.seed
-    summary = build_synthbench(args.out, cfg)
-    _emit(summary)
-    return 0
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from synthray.data.ingest import IngestError, ingest
-
-    cfg = from_dict(IngestConfig, _yaml_section(args.config, "ingest"))
-    if args.no_ray:
-        cfg.use_ray = False
-    if args.workers is not None:
-        cfg.num_workers = args.workers
-    try:
-        manifest = ingest(args.layout, args.root, args.out, cfg)
-    except IngestError as exc:
-        log.error("%s (re-run the same command to resume)", exc)
-        return 1
-    _emit(
-        {
-            k: manifest[k]
-            for k in (
-                "out",
-                "total_rows",
-                "counts",
-                "num_bad",
-                "bad_reasons",
-                "num_duplicate_groups",
-                "num_cross_class_duplicate_groups",
-                "timings",
-            )
-        }
-    )
-    return 0
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    import ray
-
-    from synthray.data.pipeline import stream_summary
-
-    pre = from_dict(PreprocessConfig, _yaml_section(args.config, "preprocess"))
-    pipe = from_dict(PipelineConfig, _yaml_section(args.config, "pipeline"))
-    if args.resolution is not None:
-        pre.resolution = args.resolution
-    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None, include_dashboard=False)
-    try:
-        summary = stream_summary(
-            args.shards, pre, pipe, batch_size=args.batch_size, split=args.split, max_batches=args.max_batches
-        )
-    finally:
-        ray.shutdown()
-    _emit(summary)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from synthray.config import TrainConfig
-
-    cfg = from_dict(TrainConfig, apply_overrides(_yaml_section(args.config, "train"), args.set))
-    if args.no_ray:
-        from synthray.train.local import fit_local
-
-        result = fit_local(cfg)
-    else:
-        import ray
-
-        from synthray.train.ray_trainer import fit_ray
-
-        ray.init(address=args.address) if args.address else ray.init()
-        try:
-            result = fit_ray(cfg)
-        finally:
-            ray.shutdown()
-    _emit({k: result[k] for k in ("metrics", "checkpoint", "classes", "run")})
-    return 0
-
-
-def cmd_index(args: argparse.Namespace) -> int:
-    from synthray.index.build import build_index, choose_ray, index_configs
-    from synthray.index.store import StoreError
-    from synthray.train.checkpoint import CheckpointError
-
-    cfg, attribution = index_configs(load_yaml(args.config) if args.config else {}, args.set)
-    try:
-        if args.action != "build":
-            from synthray.index.admin import index_admin
-
-            _emit(index_admin(args.action, cfg.store, args.target, overwrite=args.overwrite, keep=args.keep))
-            return 0
-        # No flag: Ray where it pays off (choose_ray). With no cluster named, this machine
-        # decides before a local cluster is started for nothing.
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        use_ray = False if args.no_ray else True if args.ray else (None if address else choose_ray(None))
-        if use_ray is False:
-            summary = build_index(cfg, attribution, use_ray=False)
-        else:
-            import ray
-
-            ray.init(address=address) if address else ray.init()
-            try:
-                summary = build_index(cfg, attribution, use_ray=use_ray)
-            finally:
-                ray.shutdown()
-    except (CheckpointError, StoreError, FileNotFoundError) as exc:
-        log.error("index %s failed: %s", args.action, exc)
-        return 1
-    _emit(summary)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from synthray.demo import DemoConfig, headline, run_demo
-
-    cfg = from_dict(DemoConfig, _yaml_section(args.config, "demo"))
-    if args.per_class is not None:
-        cfg.per_class = args.per_class
-    # Warnings Ray raises about its own internals (deprecations inside Ray Data and Ray
-    # Train, task-concurrency hints) are nothing a demo user can act on.
-    import ray.util.annotations  # noqa: F401 - it adds its own filter for its deprecations at import; ours goes first
-
-    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
-    # Ray Data logs its operators' progress every 10 s where there is no terminal to draw
-    # bars on (13 lines a time); once a minute keeps a long stage visibly alive.
-    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
-    summary = run_demo(args.out, cfg)
-    _emit(headline(summary), one_line_per_key=True)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from synthray.eval.run import EvalError, evaluate, summarize
-    from synthray.index.store import StoreError
-    from synthray.train.checkpoint import CheckpointError
-
-    cfg = from_dict(EvalConfig, apply_overrides(_yaml_section(args.config, "eval"), args.set))
-    try:
-        report = evaluate(cfg)
-    except (EvalError, CheckpointError, StoreError) as exc:
-        log.error("evaluate failed: %s", exc)
-        return 1
-    _emit(summarize(report, cfg.out))
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "serve" / "app.py").is_file():
-        log.error("serve: the Serve app (serve/app.py) is not beside this synthray install; run from a checkout")
-        return 1
-    sys.path.insert(0, str(root))
-    from serve.local import app_args_from_yaml, serve_forever
-
-    app_args = apply_overrides(app_args_from_yaml(load_yaml(args.config)) if args.config else {}, args.set)
-    for key, field in (("checkpoint", "checkpoint"), ("store_path", "store.path"), ("store_url", "store.url")):
-        if getattr(args, key) is not None:
-            app_args[field] = getattr(args, key)
-    if "checkpoint" not in app_args:
-        log.error("serve: give --checkpoint (or a --config with one)")
-        return 2
-    serve_forever(app_args, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus)
-    return 0
-
-
-def _client(args: argparse.Namespace):
-    from synthray.client import SynthrayClient
-
-    return SynthrayClient(args.url, api_key=args.api_key)
-
-
-def _client_call(fn: Callable[[], Any]) -> int:
-    from synthray.client import ClientError
-
-    try:
-        _emit(fn())
-    except ClientError as exc:
-        log.error("%s", exc)
-        for bad in exc.details.get("rejected", []):
-            log.error("  %s: %s (%s)", bad["file"], bad["reason"], bad["message"])
-        return 1
-    return 0
-
-
-def cmd_attribute(args: argparse.Namespace) -> int:
-    kinds = [k.strip() for k in (args.explain or "").split(",") if k.strip()]
-
-    def run() -> dict[str, Any]:
-        from synthray.client import explanation_figure
-
-        answer = _client(args).attribute(args.images, explain=kinds, lime_samples=args.lime_samples)
-        if kinds:
-            # The maps go to PNG figures; the printed JSON names them instead of carrying base64.
-            out_dir = Path(args.explain_dir)
-            for image, result in zip(args.images, answer["results"]):
-                exp = result.get("explanation")
-                if exp:
-                    path = explanation_figure(
-                        Path(image).read_bytes(), result, out_dir / f"{Path(image).stem}.explain.png"
-                    )
-                    exp["figure"] = str(path)
-                    exp.pop("saliency", None)
-                    if exp.get("lime"):
-                        exp["lime"].pop("map", None)
-        return answer
-
-    return _client_call(run)
-
-
-def cmd_enroll(args: argparse.Namespace) -> int:
-    return _client_call(lambda: _client(args).enroll(args.name, args.folder))
-
-
-def cmd_generators(args: argparse.Namespace) -> int:
-    client = _client(args)
-    return _client_call(lambda: client.delete(args.delete) if args.delete else client.generators())
-
-
-def cmd_discoveries(args: argparse.Namespace) -> int:
-    client = _client(args)
-    if args.enroll:
-        if not args.name:
-            raise ConfigError("--enroll needs --name: the generator name to enroll the discovery as")
-        return _client_call(lambda: client.enroll_discovery(args.enroll, args.name))
-    return _client_call(lambda: client.discoveries(refresh=args.refresh))
-
-
-def cmd_feedback(args: argparse.Namespace) -> int:
-    client = _client(args)
-    if args.enroll:
-        return _client_call(lambda: client.enroll_feedback(args.enroll))
-    if args.label:
-        return _client_call(
-            lambda: client.feedback(args.label, hashes=args.hash or (), images=args.images or (), note=args.note)
-        )
-    return _client_call(client.list_feedback)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from synthray.methods.compare import load_compare_config, run_compare
-
-    data = apply_overrides(_yaml_section(args.config, "compare"), args.set)
-    if args.methods:
-        data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for key in ("shards", "out"):
-        if getattr(args, key):
-            data[key] = getattr(args, key)
-    result = run_compare(load_compare_config(data))
-    _emit(
-        {
-            "out": result["config"]["out"],
-            "rows": [
-                {
-                    k: r.get(k)
-                    for k in ("method", "acc", "auc", "acc_zero_shot", "f1_seen", "f1_zero_shot", "train_s", "error")
-                    if k in r
-                }
-                for r in result["rows"]
-            ],
-        }
-    )
-    return 0
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    from synthray.config import SECTIONS, json_schema, to_dict
-
-    cls = SECTIONS[args.section]
-    if args.action == "schema":
-        _emit(json_schema(cls))
-        return 0
-    # show: what a run would use, with defaults filled in (a mistake is a one-line error, exit 2)
-    _emit(to_dict(from_dict(cls, apply_overrides(_yaml_section(args.config, args.section), args.set))))
-    return 0
-
-
-def cmd_family_curve(args: argparse.Namespace) -> int:
-    from synthray.eval.family_curve import FamilyCurveConfig, family_curve
-
-    data = apply_overrides(_yaml_section(args.config, "curve"), args.set)
-    curve = family_curve(from_dict(FamilyCurveConfig, data))
-    _emit(
-        {
-            "out": data.get("out", FamilyCurveConfig.out),
-            "points": [
-                {k: p[k] for k in ("families", "auroc", "tpr_at_5pct_fpr", "real_specificity")} for p in curve["points"]
-            ],
-        }
-    )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,7 +271,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("%s interrupted", args.command)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
