@@ -22,183 +22,40 @@ Zero-shot classes are scored two ways (see ``report.md``'s notes):
   encoder never saw the zero-shot ones): every test class gets ``per_class`` references
   in an exact in-memory kNN that always names a class; P/R/F1 are macro-averaged
   separately over seen and zero-shot classes, as the thesis's Table 4.3.
+
+The steps live beside this module: :mod:`~synthray.eval.selection` (the protocol and the
+rows), :mod:`~synthray.eval.index_prep` (the index), :mod:`~synthray.eval.service_scores`
+(the open set, as the service answers), :mod:`~synthray.eval.closed_set` (the closed set
+and the sweep), :mod:`~synthray.eval.robustness_scores`; this module runs them in order and
+writes the report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import yaml
 
-from synthray.attribution.config import AttributionConfig
+from synthray.eval.closed_set import ClosedSetKnn, closed_set_and_sweep
 from synthray.eval.config import EvalConfig
-from synthray.eval.data import RowSet, available, embed_rows, select_rows
+from synthray.eval.data import RowSet, embed_rows
 from synthray.eval.eval_report import EvalReport, ImagePrediction
 from synthray.eval.eval_report import summarize as summarize  # re-exported: the CLI and the demo import it here
-from synthray.eval.protocols import CheckpointInfo, Protocol, resolve_protocol
-from synthray.index.config import IndexConfig, StoreConfig
+from synthray.eval.index_prep import EvalError as EvalError  # re-exported: the CLI and synthray.eval import it here
+from synthray.eval.index_prep import prepare_index, store_config
+from synthray.eval.robustness_scores import robustness_scores
+from synthray.eval.selection import select_evaluation
+from synthray.eval.service_scores import score_open_set, service_figures
+from synthray.index.config import StoreConfig
 
 log = logging.getLogger(__name__)
 
 
-class EvalError(RuntimeError):
-    """The evaluation cannot run as configured (the message says what to change)."""
-
-
-def store_config(cfg: EvalConfig) -> tuple[StoreConfig, bool]:
-    """The store to use, and whether it is the evaluation's private one (``<out>/index``)."""
-    if cfg.store.url is None and not cfg.store.path:
-        return dataclasses.replace(cfg.store, path=str(Path(cfg.out) / "index")), True
-    return cfg.store, False
-
-
-def _index_mismatch(
-    store_cfg: StoreConfig, embedder: Any, expected: dict[str, int], attribution: AttributionConfig | None
-) -> tuple[str | None, str | None]:
-    """(why the store cannot serve as is and only needs a build, why it cannot serve at all)."""
-    from synthray.config import to_dict
-    from synthray.index.store import StoreError, open_store
-
-    try:
-        store = open_store(store_cfg, embedder.model_version, embedder.dim, create=False)
-    except StoreError as exc:
-        if "no collection" in str(exc):
-            return "no index for this model version yet", None
-        raise
-    with store:
-        counts = store.counts()
-        meta = store.metadata()
-    foreign = sorted(set(counts) - set(expected))
-    enrolled = sorted(c for c, n in counts.items() if n.get("enrolled"))
-    extra = sorted(c for c, n in counts.items() if c in expected and n.get("trained", 0) > expected[c])
-    if foreign or enrolled or extra:
-        return None, (
-            f"it holds classes {foreign} outside the protocol's {sorted(expected)}"
-            if foreign
-            else f"it holds enrolled references of {enrolled}"
-            if enrolled
-            else f"it holds more references of {extra} than per_class chooses"
-        )
-    if attribution is not None and meta.get("attribution") != to_dict(attribution):
-        return None, f"its rule {meta.get('attribution')} differs from the configured {to_dict(attribution)}"
-    short = sorted(c for c, n in expected.items() if counts.get(c, {}).get("trained", 0) < n)
-    if short:
-        return f"references of {short} missing", None
-    if not meta.get("thresholds"):
-        return "no calibrated thresholds", None
-    return None, None
-
-
-def _ray_initialized() -> bool:
-    try:
-        import ray
-    except ImportError:  # the GPU benchmark machine has no Ray; use_ray=False works there
-        return False
-    return ray.is_initialized()
-
-
-def prepare_index(cfg: EvalConfig, protocol: Protocol, embedder: Any, expected: dict[str, int]) -> dict[str, Any]:
-    """Builds the index of ``protocol.indexed`` (``build_index``) unless a matching one exists.
-
-    A private index (``<out>/index``) that does not match is deleted and rebuilt; a
-    configured store is only added to (missing references, calibration), never changed
-    in a way that would alter what its other users get: that is an :class:`EvalError`.
-    """
-    from synthray.index.build import build_index
-
-    store_cfg, private = store_config(cfg)
-    build_reason, conflict = _index_mismatch(store_cfg, embedder, expected, cfg.attribution)
-    if conflict and not private:
-        raise EvalError(
-            f"the index at {store_cfg.url or store_cfg.path} cannot be used for {protocol.name}: "
-            f"{conflict}; point eval.store at a fresh folder (or leave store.path empty for a private "
-            "index under the run folder)"
-        )
-    if conflict:
-        log.info("private index does not match (%s): rebuilding it", conflict)
-        shutil.rmtree(store_cfg.path, ignore_errors=True)
-        build_reason = conflict
-    if build_reason is None:
-        log.info("reusing the index at %s", store_cfg.url or store_cfg.path)
-        return {"reused": True, "store": store_cfg.url or str(Path(store_cfg.path).resolve())}
-    log.info("building the index (%s)", build_reason)
-    icfg = IndexConfig(
-        checkpoint=str(embedder.checkpoint),
-        shards=cfg.shards,
-        split=cfg.reference_split,
-        per_class=cfg.per_class,
-        real_per_class=cfg.real_per_class,
-        classes=tuple(protocol.indexed),
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        calibration_split=cfg.calibration_split,
-        calibration_per_class=cfg.calibration_per_class,
-        calibration_real=cfg.calibration_real,
-        store=store_cfg,
-    )
-    ray_was_up = _ray_initialized()
-    try:
-        summary = build_index(icfg, attribution=cfg.attribution, use_ray=cfg.use_ray)
-    finally:
-        if cfg.use_ray and not ray_was_up and _ray_initialized():
-            import ray
-
-            ray.shutdown()  # build_index started it for this evaluation: stop what was started here
-    return {"reused": False, "reason": build_reason, **summary}
-
-
-def _service_figures(
-    cfg: EvalConfig,
-    sel: "_Selection",
-    embedder: Any,
-    store: Any,
-    attributor: Any,
-    test_emb: np.ndarray,
-    test_hits: list,
-    truth: list[str],
-    attributions: list,
-) -> dict[str, Any]:
-    """Specificity, held-out generators flagged, open-set AUROC/OSCR, and the enrollment effect
-    (:mod:`synthray.eval.openset`)."""
-    from synthray.attribution.rule import Thresholds
-    from synthray.eval.openset import enrollment_effect, open_set_scores, specificity_and_flags
-
-    protocol = sel.protocol
-    novel = list(protocol.novel)
-    t = attributor.thresholds or Thresholds()
-    out: dict[str, Any] = {
-        "at_threshold": specificity_and_flags(
-            [a.label for a in attributions], np.asarray([a.is_ai for a in attributions]), truth, novel
-        ),
-        "open_set": open_set_scores(test_hits, truth, protocol.indexed, t),
-        "calibration_warning": t.calibration.get("warning") if attributor.thresholds else "no calibrated thresholds",
-    }
-    if sel.enroll is not None and len(sel.enroll):
-        emb = embed_rows(embedder, sel.files, sel.enroll, cfg.batch_size, what="enrollment")
-        groups = {f: emb[sel.enroll.generator == f] for f in novel if (sel.enroll.generator == f).sum() >= 2}
-        real = store.calibration_vectors()
-        out["enrollment"] = enrollment_effect(
-            test_hits,
-            test_emb,
-            truth,
-            groups,
-            real,
-            store.class_hits(real, attributor.cfg.k) if len(real) else [],
-            t,
-            attributor.cfg,
-            {f: store.class_hits(v, attributor.cfg.k) for f, v in groups.items()},
-        )
-    return out
-
-
 def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> list[ImagePrediction]:
+    """One report row per test image: its service answer, and its closed-set one when scored."""
     return [
         ImagePrediction(
             content_hash=rows.content_hash[i],
@@ -215,88 +72,6 @@ def _predictions(rows: RowSet, attributions: list, closed: list[str] | None) -> 
         )
         for i, a in enumerate(attributions)
     ]
-
-
-def _score_open_set(protocol: Protocol, truth: list[str], attributions: list, threshold: float) -> dict[str, Any]:
-    from synthray.eval.metrics import detection_metrics, open_set_metrics
-
-    pred = [a.label for a in attributions]
-    return {
-        "detection": detection_metrics(truth, [a.is_ai_score for a in attributions], threshold, protocol.real)
-        if protocol.real
-        else {},
-        "open_set": open_set_metrics(
-            truth,
-            pred,
-            protocol.indexed,
-            protocol.seen,
-            protocol.zero_shot,
-            novelty_scores=[1 - a.mean_similarity for a in attributions],
-        ),
-    }
-
-
-@dataclasses.dataclass
-class _Selection:
-    """What one evaluation reads: the protocol and the rows of each role."""
-
-    protocol: Protocol
-    files: list[str]
-    test: RowSet  # the test images (capped per class)
-    refs: RowSet  # reference rows of every test class that has some (in-memory kNN, sweep)
-    index_counts: dict[str, int]  # references per indexed class the index build chooses
-    missing_refs: list[str]  # test classes without reference rows (no closed set, no sweep)
-    enroll: RowSet | None  # validation images of the novel generators, enrolled in memory
-
-
-def _select(cfg: EvalConfig, embedder: Any) -> _Selection:
-    from synthray.data.pipeline import find_shards
-    from synthray.data.manifest import read_labels
-    from synthray.index.selection import choose_rows, reference_caps
-
-    files = find_shards(cfg.shards)
-    labels = read_labels(files)
-    ref_available = available(labels, cfg.reference_split)
-    protocol = resolve_protocol(
-        cfg.protocol, CheckpointInfo.from_embedder(embedder), available(labels, cfg.test_split), ref_available
-    )
-    log.info(
-        "protocol %s: indexed %s, zero-shot %s, novel %s",
-        protocol.name,
-        list(protocol.indexed),
-        list(protocol.zero_shot),
-        list(protocol.novel),
-    )
-    classes = list(protocol.test_classes)
-    with_refs = [c for c in classes if ref_available.get(c, 0) > 0]
-    every_ref = set(select_rows(labels, cfg.reference_split, with_refs).content_hash)
-    return _Selection(
-        protocol=protocol,
-        files=files,
-        # No test image may be its own reference (the same bytes in both splits).
-        test=select_rows(labels, cfg.test_split, classes, cfg.max_test_per_class, exclude=every_ref),
-        refs=select_rows(labels, cfg.reference_split, with_refs, _reference_cap(cfg)),
-        index_counts={
-            c: len(h)
-            for c, h in choose_rows(
-                labels,
-                cfg.reference_split,
-                protocol.indexed,
-                reference_caps(protocol.indexed, cfg.per_class, cfg.real_per_class),
-            ).hashes.items()
-        },
-        missing_refs=[c for c in classes if c not in with_refs],
-        enroll=select_rows(labels, cfg.calibration_split, list(protocol.novel), cfg.enroll_per_class)
-        if cfg.enroll_per_class and protocol.novel
-        else None,
-    )
-
-
-def _reference_cap(cfg: EvalConfig) -> int | None:
-    """References per class held in memory: at least the index's ``per_class`` (the closed
-    set uses exactly the index's rows), else ``reference_max_per_class``."""
-    caps = [cfg.reference_max_per_class, None if cfg.per_class == "all" else int(cfg.per_class)]
-    return None if None in caps else max(caps)
 
 
 class _Laps:
@@ -343,7 +118,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     embedder = Embedder(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
-    sel = _select(cfg, embedder)
+    sel = select_evaluation(cfg, embedder)
     protocol, test, refs = sel.protocol, sel.test, sel.refs
     notes = list(protocol.notes)
     if sel.missing_refs:
@@ -365,20 +140,20 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
         attributions = attribute(
             test_hits, neighbours, attributor.thresholds, attributor.cfg.k, attributor.cfg.open_set
         )
-        scores = _score_open_set(protocol, truth, attributions, threshold)
-        service = _service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth, attributions)
+        scores = score_open_set(protocol, truth, attributions, threshold)
+        service = service_figures(cfg, sel, embedder, store, attributor, test_emb, test_hits, truth, attributions)
         laps("attribute and enroll")
 
-        knn = _ClosedSetKnn(cfg, sel, ref_emb, attributor.cfg)
+        knn = ClosedSetKnn(cfg, sel, ref_emb, attributor.cfg)
         closed = None if sel.missing_refs else knn.predict(test_emb)
         closed_set, sweep = (
-            _closed_set_and_sweep(cfg, sel, knn, closed, ref_emb, test_emb, attributor.cfg)
+            closed_set_and_sweep(cfg, sel, knn, closed, ref_emb, test_emb, attributor.cfg)
             if closed is not None
             else (None, None)
         )
         laps("closed set and sweep")
         rob_rows = test.capped(cfg.robustness_max_per_class)
-        robustness = _robustness(
+        robustness = robustness_scores(
             cfg, sel, embedder, attributor, threshold, rob_rows, test_emb, knn if closed is not None else None
         )
         laps("robustness")
@@ -421,102 +196,6 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     _write_report(report, cfg, store_cfg, out)
     log.info("evaluation written to %s (%.1f s)", out, report.timings["total"])
     return report
-
-
-class _ClosedSetKnn:
-    """The thesis's closed-set kNN: an exact kNN over the index's reference rows (the smallest
-    content hashes), plus as many of every class the index lacks; it always names a class."""
-
-    def __init__(self, cfg: EvalConfig, sel: _Selection, ref_emb: np.ndarray, rule: AttributionConfig) -> None:
-        self.refs = sel.refs.capped(cfg.per_class)
-        self.idx = np.flatnonzero(np.isin(sel.refs.content_hash, self.refs.content_hash))
-        self._vectors, self._labels = ref_emb[self.idx], sel.refs.generator[self.idx]
-        self._k, self._weighted = rule.k, rule.vote == "weighted"
-        self._classes = list(sel.protocol.test_classes)
-
-    def predict(self, vectors: np.ndarray) -> list[str]:
-        from synthray.eval.sweep import knn_predict
-
-        return knn_predict(self._vectors, self._labels, vectors, self._k, self._weighted, self._classes).labels()
-
-
-def _closed_set_and_sweep(
-    cfg: EvalConfig,
-    sel: _Selection,
-    knn: _ClosedSetKnn,
-    closed: list[str],
-    ref_emb: np.ndarray,
-    test_emb: np.ndarray,
-    rule: AttributionConfig,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The closed-set metrics of the test images' kNN answers, and the reference sample-size sweep."""
-    from synthray.eval.metrics import closed_set_metrics
-    from synthray.eval.sweep import sample_size_sweep
-
-    protocol, truth = sel.protocol, list(sel.test.generator)
-    closed_set = closed_set_metrics(truth, closed, list(protocol.test_classes), protocol.seen, protocol.zero_shot)
-    closed_set["references_per_class"] = knn.refs.counts()
-    sweep = (
-        sample_size_sweep(
-            ref_emb,
-            sel.refs.generator,
-            test_emb,
-            truth,
-            protocol.seen,
-            protocol.zero_shot,
-            cfg.sweep_sizes,
-            rule,
-            repeats=cfg.sweep_repeats,
-            small_k=cfg.sweep_small_k,
-            seed=cfg.seed,
-        )
-        if cfg.sweep_sizes
-        else []
-    )
-    return closed_set, sweep
-
-
-def _robustness(
-    cfg: EvalConfig,
-    sel: _Selection,
-    embedder: Any,
-    attributor: Any,
-    threshold: float,
-    rob_rows: RowSet,
-    test_emb: np.ndarray,
-    knn: _ClosedSetKnn | None,
-) -> dict[str, Any]:
-    """Scores of ``rob_rows`` clean and under each degradation (``{}`` without degradations);
-    ``knn``: the closed set, scored too when given."""
-    from synthray.eval.metrics import closed_set_metrics
-    from synthray.eval.robustness import run_robustness
-
-    if not cfg.degradations:
-        return {}
-    protocol = sel.protocol
-    rob_truth = list(rob_rows.generator)
-
-    def score(vectors: np.ndarray) -> dict[str, Any]:
-        res = _score_open_set(protocol, rob_truth, attributor.attribute_vectors(vectors), threshold)
-        row = {
-            "detection": res["detection"],
-            "open_set_accuracy": res["open_set"]["accuracy"],
-            "open_set_seen_f1": (res["open_set"]["macro"]["seen"] or {}).get("f1"),
-        }
-        if knn is not None:
-            row["closed_set_accuracy"] = closed_set_metrics(
-                rob_truth, knn.predict(vectors), list(protocol.test_classes), protocol.seen, protocol.zero_shot
-            )["accuracy"]
-        return row
-
-    return run_robustness(
-        cfg.degradations,
-        lambda degrade: embed_rows(
-            embedder, sel.files, rob_rows, cfg.batch_size, degrade, what=getattr(degrade, "spec", "clean")
-        ),
-        score,
-        clean=test_emb[np.isin(sel.test.content_hash, rob_rows.content_hash)],
-    )
 
 
 def _write_report(report: EvalReport, cfg: EvalConfig, store_cfg: StoreConfig, out: Path) -> None:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def knn_predict(
     references: np.ndarray,
-    reference_labels: Sequence[str],
+    reference_labels: Sequence[str] | np.ndarray,
     queries: np.ndarray,
     k: int,
     weighted: bool,
@@ -66,7 +66,7 @@ def _draw(labels: np.ndarray, classes: Sequence[str], size: int | str, rng: np.r
 
 def sample_size_sweep(
     references: np.ndarray,
-    reference_labels: Sequence[str],
+    reference_labels: Sequence[str] | np.ndarray,
     queries: np.ndarray,
     query_labels: Sequence[str],
     seen: Sequence[str],
