@@ -127,7 +127,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None) -> dict[str, Any]:
     import ray
 
     from synthray.data.ingest import ingest
-    from synthray.data.pipeline import stream_summary
+    from synthray.data.stream_check import stream_summary
     from synthray.data.synthbench import build_synthbench
     from synthray.train.ray_trainer import fit_ray
 

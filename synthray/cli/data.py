@@ -60,7 +60,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     import ray
 
-    from synthray.data.pipeline import stream_summary
+    from synthray.data.stream_check import stream_summary
 
     pre = from_dict(PreprocessConfig, yaml_section(args.config, "preprocess"))
     pipe = from_dict(PipelineConfig, yaml_section(args.config, "pipeline"))

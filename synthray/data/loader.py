@@ -2,7 +2,7 @@
 
 For single-process training, the GPU benchmark machine (which has no Ray) and tests of
 the training core: pyarrow reads the shards with the split/class predicate, the rows go
-through the same :class:`~synthray.data.pipeline.PreprocessBatch` (so the pixels are
+through the same :class:`~synthray.data.batch_preprocess.PreprocessBatch` (so the pixels are
 identical), then the same class-balanced batcher.
 """
 
@@ -17,15 +17,9 @@ import torch
 
 from synthray.config import PipelineConfig, PreprocessConfig
 from synthray.data.pairs import make_batcher
-from synthray.data.pipeline import (
-    PreprocessBatch,
-    downsampling,
-    finalize_batch,
-    find_shards,
-    read_columns,
-    real_label_of,
-    row_filter,
-)
+from synthray.data.batch_preprocess import PreprocessBatch, finalize_batch
+from synthray.data.downsample import downsampling
+from synthray.data.shard_reader import find_shards, read_columns, real_label_of, row_filter
 
 
 def iter_preprocessed(

@@ -18,8 +18,8 @@ from synthray.data.pipeline import (
     class_counts,
     find_shards,
     iter_balanced_batches,
-    stream_summary,
 )
+from synthray.data.stream_check import stream_summary
 from tests.data.imagetrees import write_image
 
 
