@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from synthray.attribution.rule import REAL, ClassScores, Thresholds
+from synthray.attribution.rule import ClassScores, Thresholds
+from synthray.data.schema import REAL
 from synthray.plots import pyplot, save_figure
 
 
