@@ -32,6 +32,17 @@ from synthray.index.config import StoreConfig
 from synthray.typed_config import from_dict, nest_dotted, to_dict
 
 
+#: AppArgs' flat store keys before it nested StoreConfig, and where each went.
+_STORE_KEYS_BEFORE = {
+    "store_path": "path",
+    "store_url": "url",
+    "store_api_key_env": "api_key_env",
+    "store_engine": "engine",
+    "collection": "collection",
+    "enrolled_dir": "enrolled_dir",
+}
+
+
 class AppArgs(BaseModel):
     """Arguments of the synthray Serve app (``args:`` in serve/config.yaml, ``key=value`` on ``serve run``)."""
 
@@ -112,7 +123,11 @@ class AppArgs(BaseModel):
         120.0, ge=0, description="writes per minute per API key (0: unlimited); more are 429 with Retry-After"
     )
     write_burst: int = Field(30, ge=1, description="writes a key may make at once")
-    attribution: Optional[AttributionConfig] = Field(None, description="an attribution rule replacing the index's")
+    attribution: Optional[AttributionConfig] = Field(
+        None,
+        description="an attribution rule replacing the index's stored one as a whole (fields left out take "
+        "AttributionConfig's defaults, not the index's); None or {} = the index's rule",
+    )
     discovery: DiscoveryConfig = Field(
         default_factory=DiscoveryConfig,
         description="the inbox of unknown answers (capacity, keep_images, retention_s, recompute_s, ...)",
@@ -123,7 +138,23 @@ class AppArgs(BaseModel):
     def _dotted_keys(cls, data: Any) -> Any:
         # ``serve run serve.app:build_app store.path=...`` passes flat keys only: a dotted key
         # reaches a nested section, as ``--set`` does for the other configs.
-        return nest_dotted(data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            return data
+        renamed = sorted(k for k in data if k in _STORE_KEYS_BEFORE)
+        if renamed:
+            raise ValueError(
+                "the store's settings moved into store: "
+                + ", ".join(f"{k} is now store.{_STORE_KEYS_BEFORE[k]}" for k in renamed)
+                + " (in YAML: store: {path: ...})"
+            )
+        data = nest_dotted(data)
+        # An empty section (its keys all commented out in YAML) means its defaults, as before:
+        # discovery's own defaults, and the index's stored rule for attribution.
+        if data.get("discovery") is None:
+            data.pop("discovery", None)
+        if data.get("attribution") in ({}, None):
+            data["attribution"] = None
+        return data
 
     @model_validator(mode="after")
     def _one_owner_when_embedded(self) -> "AppArgs":

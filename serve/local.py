@@ -25,6 +25,25 @@ def app_args_from_yaml(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
+def validated_args(app_args: Mapping[str, Any]) -> Any:
+    """:class:`serve.app.AppArgs` from plain fields; a mistake is one ``ConfigError`` line naming
+    the key (the command line reports it without a traceback), as for every other config.
+
+    Raises:
+        ConfigError: an unknown key or a value the field does not accept.
+    """
+    import pydantic
+
+    from serve.app import AppArgs
+    from synthray.errors import ConfigError
+    from synthray.typed_config import explain
+
+    try:
+        return AppArgs.model_validate(dict(app_args))
+    except pydantic.ValidationError as err:
+        raise ConfigError(explain(AppArgs, err)) from None
+
+
 def start(
     app_args: Mapping[str, Any],
     host: str = "127.0.0.1",
@@ -45,9 +64,9 @@ def start(
     import ray
     from ray import serve
 
-    from serve.app import AppArgs, build_app
+    from serve.app import build_app
 
-    args = AppArgs.model_validate(dict(app_args))  # fail on bad arguments before starting anything
+    args = validated_args(app_args)  # fail on bad arguments before starting anything
     # Replicas import this package; from any working directory they find it through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(
@@ -106,9 +125,7 @@ def serve_forever(app_args: Mapping[str, Any], **kwargs: Any) -> None:
     import ray
     from ray import serve
 
-    from serve.app import AppArgs
-
-    args = AppArgs.model_validate(dict(app_args))
+    args = validated_args(app_args)
     started = False
     try:
         start(app_args, **kwargs)

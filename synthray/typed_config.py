@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar, cast, dataclass_transform, overload
 
@@ -29,8 +30,9 @@ from synthray.errors import ConfigError
 T = TypeVar("T")
 
 # Unknown keys fail (a typo must not fall back to a default silently); the docstring under a
-# field is its description in the JSON schema.
-_PYDANTIC = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+# field is its description in the JSON schema. A number where a string is declared is taken
+# as its text: YAML reads ``salt: 7`` or ``--set run_name=2024`` as ints.
+_PYDANTIC = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True, coerce_numbers_to_str=True)
 
 
 @overload
@@ -75,36 +77,67 @@ def _adapter(cls: Any) -> pydantic.TypeAdapter:
 
 
 def explain(cls: type, err: pydantic.ValidationError) -> str:
-    """One readable line per problem of ``err``, each naming the key's dotted path."""
+    """One readable line per problem of ``err``, each naming the key's dotted path (a value
+    that fits none of a union's types is one problem, its alternatives joined by "or")."""
     unknown: dict[str, list[str]] = {}
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}
     for e in err.errors(include_url=False):
-        loc = [str(p) for p in e["loc"]]
+        loc = _key_path(cls, e["loc"])
         if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             unknown.setdefault(".".join(loc[:-1]), []).append(loc[-1])
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        where = ".".join(loc)
-        problems.append(f"{where}: {msg}" if where else msg)
+        seen = problems.setdefault(".".join(loc), [])
+        if msg not in seen:
+            seen.append(msg)
+    lines = []
     for section, keys in unknown.items():
-        known = sorted(f.name for f in dataclasses.fields(_section_class(cls, section)))
+        known = sorted(_fields(_section_class(cls, section)))
         where = f" in {section}" if section else ""
-        problems.insert(0, f"unknown config keys {sorted(keys)}{where}; known: {known}")
-    return f"{cls.__name__}: " + "; ".join(problems)
+        lines.append(f"unknown config keys {sorted(keys)}{where}; known: {known}")
+    lines += [f"{where}: {' or '.join(msgs)}" if where else " or ".join(msgs) for where, msgs in problems.items()]
+    return f"{cls.__name__}: " + "; ".join(lines)
+
+
+# How pydantic names the member of a union a value was tried against ("int", "str",
+# "list[...]", a class name): a step of an error's location that is no key of the config.
+_UNION_TAG = re.compile(r"^(int|str|float|bool|bytes|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
+
+
+def _key_path(cls: type, loc: Iterable[int | str]) -> list[str]:
+    """An error location as the config's key path: union member tags dropped."""
+    out: list[str] = []
+    current: type | None = cls
+    for step in loc:
+        if isinstance(step, int):
+            out.append(str(step))
+            continue
+        fields = _fields(current) if current is not None else {}
+        if step not in fields and _UNION_TAG.match(step):
+            continue
+        out.append(step)
+        current = _dataclass_in(fields.get(step))
+    return out
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    """A config class's fields and their types (a dataclass, or a pydantic model such as AppArgs)."""
+    import typing
+
+    if isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
+        return {name: f.annotation for name, f in cls.model_fields.items()}
+    try:
+        return dict(typing.get_type_hints(cls))
+    except Exception:  # a hint that does not resolve only costs the message its key list
+        return {f.name: f.type for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
 
 
 def _section_class(cls: type, section: str) -> type:
     """The config class reached from ``cls`` by the dotted path ``section`` (list indices skipped)."""
-    import typing
-
     for name in section.split("."):
         if not name or name.isdigit():
             continue
-        try:
-            hint = typing.get_type_hints(cls).get(name)
-        except Exception:  # a hint that does not resolve only costs the message its key list
-            return cls
-        found = _dataclass_in(hint)
+        found = _dataclass_in(_fields(cls).get(name))
         if found is None:
             return cls
         cls = found
@@ -113,7 +146,7 @@ def _section_class(cls: type, section: str) -> type:
 
 def _dataclass_in(hint: Any) -> type | None:
     """The config class inside a hint such as ``X``, ``X | None`` or ``list[X]``."""
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, pydantic.BaseModel)):
         return hint
     for arg in getattr(hint, "__args__", ()):
         found = _dataclass_in(arg)

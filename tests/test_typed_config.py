@@ -102,6 +102,22 @@ def test_a_mistake_names_the_key_path_and_lists_the_known_keys():
         from_dict(IndexConfig, ["per_class", 5])
 
 
+def test_numbers_where_text_is_declared_are_their_text_and_a_union_error_is_one_line():
+    # YAML and --set read ``salt: 7`` or ``run_name=2024`` as ints; the fields want text.
+    assert from_dict(SECTIONS["ingest"], {"split": {"salt": 7}}).split.salt == "7"
+    assert from_dict(TrainConfig, apply_overrides({}, ["run_name=2024"])).run_name == "2024"
+    with pytest.raises(ConfigError) as err:
+        from_dict(IndexConfig, {"per_class": [5]})
+    # A value no member of ``int | str`` takes is one problem at the key, no union tags in its path.
+    assert str(err.value) == (
+        "IndexConfig: per_class: Input should be a valid integer or Input should be a valid string"
+    )
+    from synthray.methods.compare import load_compare_config
+
+    with pytest.raises(ConfigError, match=r"unknown config keys \['nam'\] in methods.1; known: \['label', 'name'"):
+        load_compare_config({"methods": ["small_cnn", {"nam": "x"}]})
+
+
 def test_building_a_config_in_code_is_checked_the_same_way():
     with pytest.raises(ConfigError, match="unknown config keys \\['resolutoin'\\]"):
         PreprocessConfig(resolutoin=64)  # type: ignore[call-arg]

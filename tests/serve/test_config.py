@@ -82,6 +82,25 @@ def test_bad_app_args_are_refused_before_anything_starts(args, message):
         build_app(args)
 
 
+def test_app_args_name_moved_keys_and_take_empty_sections_as_defaults():
+    from serve.local import validated_args
+    from synthray.errors import ConfigError
+
+    # The flat store keys of earlier configs fail with where each one went.
+    with pytest.raises(pydantic.ValidationError, match="store_path is now store.path"):
+        AppArgs.model_validate({"checkpoint": "c", "store_path": "runs/x"})
+    # A section whose keys are all commented out in YAML is null: its defaults, as before
+    # (attribution: the rule stored with the index; {} too).
+    args = AppArgs.model_validate({"checkpoint": "c", "discovery": None, "attribution": {}})
+    assert args.attribution is None and args.section("attribution") is None
+    assert args.discovery == AppArgs(checkpoint="c").discovery
+    # synthray serve reports a mistake as the other configs do: one line naming the key.
+    with pytest.raises(ConfigError) as err:
+        validated_args({"checkpoint": "c", "store": {"pth": "x"}, "max_bytes": 0})
+    assert str(err.value).startswith("AppArgs: unknown config keys ['pth'] in store; known: [")
+    assert str(err.value).endswith("; max_bytes: Input should be greater than 0") and "\n" not in str(err.value)
+
+
 def test_a_qdrant_server_lets_the_readers_scale_out_behind_one_writer(tiny_model):
     # as ``serve run serve.app:build_app checkpoint=... store.url=... index_replicas=3`` passes them
     app = build_app(

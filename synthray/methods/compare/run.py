@@ -64,7 +64,7 @@ def run_compare(cfg: CompareConfig, device: str | torch.device | None = None) ->
     earlier = earlier_rows(bench.out, cfg, bench.seen, bench.held, len(bench.test.labels)) if cfg.resume else {}
     rows: list[dict[str, Any]] = []
     figure_rows: FigureRows = []
-    for spec in cfg.methods:
+    for spec in cfg.specs:
         rows.append(_run_method(spec, bench, earlier, figure_rows))
         # Written after every method, a reused one too: a comparison stopped half-way keeps
         # what it measured, and a run that reuses every row still writes them all.

@@ -7,7 +7,6 @@ import dataclasses
 from typing import Any
 
 from synthray.config import ExperimentConfig, PipelineConfig, PreprocessConfig, from_dict
-from synthray.errors import ConfigError
 from synthray.methods.explain_config import ExplainConfig
 from synthray.methods.registry import list_methods
 from synthray.typed_config import config_dataclass
@@ -68,7 +67,7 @@ class CompareConfig:
     """ingest output folder"""
     out: str = "runs/compare"
     """where the table, JSON and figures go (and the methods' scratch)"""
-    methods: list[Any] = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
+    methods: list[str | MethodSpec] = dataclasses.field(default_factory=lambda: list(DEFAULT_METHODS))
     """names or MethodSpec dicts"""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Settings given to every method whose config has the field (e.g. backbone, steps, batch_size, lr); a method's own
@@ -98,16 +97,8 @@ class CompareConfig:
     """
 
     def __post_init__(self) -> None:
-        specs = []
-        for m in self.methods:
-            if isinstance(m, MethodSpec):
-                specs.append(m)
-            elif isinstance(m, str):
-                specs.append(MethodSpec(m))
-            elif isinstance(m, dict):
-                specs.append(from_dict(MethodSpec, m))
-            else:
-                raise ConfigError(f"a method is a name or {{name, params, label}}, got {m!r}")
+        # Validation made each entry a name or a MethodSpec; the rest of the code sees specs.
+        specs = [m if isinstance(m, MethodSpec) else MethodSpec(m) for m in self.methods]
         rows = [s.row for s in specs]
         dupes = sorted({r for r in rows if rows.count(r) > 1})
         if dupes:
@@ -118,7 +109,12 @@ class CompareConfig:
             raise ValueError(f"unknown methods {unknown}; known: {sorted(known)}")
         if not specs:
             raise ValueError("no method to compare")
-        self.methods = specs
+        self.methods = [*specs]
+
+    @property
+    def specs(self) -> list[MethodSpec]:
+        """The methods, each a :class:`MethodSpec` (validation made every name one)."""
+        return [m if isinstance(m, MethodSpec) else MethodSpec(m) for m in self.methods]
 
 
 def load_compare_config(data: dict[str, Any]) -> CompareConfig:
