@@ -4,7 +4,7 @@ the explanation figure, and the resume switch (:class:`CompareConfig`)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 from synthray.config import ExperimentConfig, PipelineConfig, PreprocessConfig, from_dict
 from synthray.methods.explain_config import ExplainConfig
@@ -114,7 +114,7 @@ class CompareConfig:
     @property
     def specs(self) -> list[MethodSpec]:
         """The methods, each a :class:`MethodSpec` (validation made every name one)."""
-        return [m if isinstance(m, MethodSpec) else MethodSpec(m) for m in self.methods]
+        return cast("list[MethodSpec]", self.methods)  # __post_init__ made every entry one
 
 
 def load_compare_config(data: dict[str, Any]) -> CompareConfig:
